@@ -1,0 +1,72 @@
+"""Settings from `ICODRIP_*` environment variables, with the embedded default in `./.icodrip/`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path(".icodrip")
+
+
+class SettingsError(Exception):
+    """The environment does not describe a usable deployment."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+    nats_url: str | None = None
+    redis_url: str | None = None
+    key_pepper: bytes = field(default=b"", repr=False)
+    keys_stream: str = "ICODRIP_KEYS"
+    keys_subject: str = "icodrip.keys"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True on the one-machine default: SQLite in the data dir."""
+        return self.database_url is None
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, data_dir: Path | None = None
+    ) -> Settings:
+        """Read `ICODRIP_*`; on the embedded default, create the data dir and its pepper."""
+        env = os.environ if env is None else env
+        data_dir = data_dir or Path(env.get("ICODRIP_DATA_DIR") or DEFAULT_DATA_DIR)
+        database_url = env.get("ICODRIP_DATABASE_URL") or None
+        pepper_text = env.get("ICODRIP_KEY_PEPPER") or ""
+        if pepper_text:
+            pepper = pepper_text.encode()
+        elif database_url is None:
+            pepper = _embedded_pepper(data_dir)
+        else:
+            raise SettingsError(
+                "ICODRIP_KEY_PEPPER must be set when ICODRIP_DATABASE_URL is "
+                "(every API process must hash keys with the same pepper)"
+            )
+        if len(pepper) < 16:
+            raise SettingsError("ICODRIP_KEY_PEPPER must be at least 16 characters")
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            nats_url=env.get("ICODRIP_NATS_URL") or None,
+            redis_url=env.get("ICODRIP_REDIS_URL") or None,
+            key_pepper=pepper,
+            keys_stream=env.get("ICODRIP_KEYS_STREAM") or "ICODRIP_KEYS",
+            keys_subject=env.get("ICODRIP_KEYS_SUBJECT") or "icodrip.keys",
+        )
+
+
+def _embedded_pepper(data_dir: Path) -> bytes:
+    """The data dir's pepper, generated (owner-readable only) on first use."""
+    path = data_dir / "pepper"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip().encode()

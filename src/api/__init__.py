@@ -1,0 +1,1 @@
+"""The Litestar application: auth, rate limiting, resources, management API and dashboard."""

@@ -1,0 +1,72 @@
+"""The Litestar application: API routes, auth, guards, errors, OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.auth import ApiKeyAuthentication, permission_guard
+from api.errors import EXCEPTION_HANDLERS
+from api.routes.affiliates import AffiliatesController
+from api.routes.api_keys import ApiKeysController
+from api.routes.health import healthz, readyz
+from api.services import Services
+
+#: Requests that present no key: probes, the schema, the dashboard (session login).
+NO_KEY_PATHS = ["^/healthz", "^/readyz", "^/schema", "^/dashboard", "^/favicon.ico"]
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(
+    services: Services,
+    *,
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> Litestar:
+    """The API over these services (built and owned by the caller).
+
+    Serve it wrapped in `api.edge.EdgeMiddleware`, which must sit outside Litestar's own
+    exception handling to see (and stamp) every response.
+    """
+    openapi = OpenAPIConfig(
+        title="Icodrip Keys API",
+        version="1",
+        description="Authenticate with `Authorization: Bearer <key>` over HTTPS.",
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "BearerAuth": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    bearer_format="ak_live_… / ak_test_… / pk_live_… / pk_test_…",
+                    description="An Icodrip API key.",
+                )
+            }
+        ),
+    )
+    return Litestar(
+        route_handlers=[healthz, readyz, AffiliatesController, ApiKeysController],
+        dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
+        middleware=[
+            DefineMiddleware(
+                ApiKeyAuthentication,
+                mirror=services.mirror,
+                limiter=services.limiter,
+                pepper=services.settings.key_pepper,
+                exclude=NO_KEY_PATHS,
+            ),
+        ],
+        guards=[permission_guard],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        request_max_body_size=MAX_BODY_BYTES,
+        on_startup=list(on_startup),
+        on_shutdown=list(on_shutdown),
+    )

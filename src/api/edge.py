@@ -1,0 +1,142 @@
+"""The outermost layer: HTTPS only, request ids, security and rate-limit headers, request events.
+
+Pure ASGI so that it can see every response — including the 401s and 429s produced by
+authentication — and publish one request event for each request that presented a key,
+after the response is sent, without awaiting NATS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from adapters.request_events import RequestEvent, new_event_id
+from api.context import SCOPE_KEY, RequestContext
+from api.errors import error_body
+from api.rate_limit_headers import rate_limit_headers
+from api.services import Services
+from domain.ids import format_key_id, format_org_id
+
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+#: Paths a load balancer probes over plain HTTP.
+PLAIN_HTTP_ALLOWED = ("/healthz", "/readyz")
+
+_json = msgspec.json.Encoder()
+
+
+class EdgeMiddleware:
+    """See the module docstring; `trusted_proxies` may set the scheme and client address."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        services: Services,
+        trusted_proxies: Sequence[str] = (),
+        require_https: bool = True,
+    ) -> None:
+        self.app = app
+        self.services = services
+        self.trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies]
+        self.require_https = require_https
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        scheme, client_addr = self._origin(scope)
+        context = RequestContext(
+            request_id=new_event_id(), started=started, client_addr=client_addr
+        )
+        scope[SCOPE_KEY] = context
+        status_holder = [0]
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                headers = list(message.get("headers", ()))
+                headers.append(HSTS)
+                headers.append((b"x-request-id", context.request_id.encode()))
+                if context.rate_limit is not None:
+                    for name, value in rate_limit_headers(context.rate_limit, time.time()).items():
+                        headers.append((name.lower().encode(), value.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if self.require_https and scheme != "https" and scope["path"] not in PLAIN_HTTP_ALLOWED:
+            await self._refuse_plain_http(context, send_with_headers)
+        else:
+            await self.app(scope, receive, send_with_headers)
+        publisher = self.services.publisher
+        if context.presented_key and publisher is not None:
+            publisher.publish(self._event(scope, context, status_holder[0]))
+
+    def _origin(self, scope: Any) -> tuple[str, str | None]:
+        """The scheme and client address, honouring `X-Forwarded-*` from trusted proxies only."""
+        client = scope.get("client")
+        addr = client[0] if client else None
+        scheme = scope.get("scheme", "http")
+        if addr and self.trusted and self._is_trusted(addr):
+            headers = dict(scope["headers"])
+            proto = headers.get(b"x-forwarded-proto")
+            if proto:
+                scheme = proto.decode("latin-1").split(",")[0].strip().lower()
+            forwarded_for = headers.get(b"x-forwarded-for")
+            if forwarded_for:
+                addr = forwarded_for.decode("latin-1").split(",")[-1].strip()
+        return scheme, addr
+
+    def _is_trusted(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    async def _refuse_plain_http(self, context: RequestContext, send: Any) -> None:
+        body = _json.encode(
+            error_body(
+                "https_required",
+                "this API is served over HTTPS only; retry with https://",
+                context.request_id,
+            )
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _event(self, scope: Any, context: RequestContext, status: int) -> RequestEvent:
+        principal = context.principal
+        handler = scope.get("route_handler")
+        route = next(iter(handler.paths), scope["path"]) if handler is not None else scope["path"]
+        headers = scope["headers"]
+        user_agent = next((v for k, v in headers if k == b"user-agent"), b"")
+        return RequestEvent(
+            id=new_event_id(),
+            request_id=context.request_id,
+            key_id=None if principal is None else format_key_id(principal.key_id),
+            key_hint=context.key_hint,
+            org_id=None if principal is None else format_org_id(principal.org_id),
+            env=None if principal is None else principal.env,
+            method=scope["method"],
+            route=route,
+            path=scope["path"],
+            status=status,
+            client_addr=context.client_addr,
+            user_agent=user_agent.decode("latin-1")[:300] or None,
+            latency_ms=(time.perf_counter() - context.started) * 1000,
+            occurred_at=time.time(),
+        )

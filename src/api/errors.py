@@ -1,0 +1,130 @@
+"""API errors: one JSON shape with a stable `code`, never a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from api.context import SCOPE_KEY
+from domain.errors import DomainError, NotFound, PermissionExceeded
+
+log = structlog.get_logger()
+
+_DOMAIN_STATUS = {
+    NotFound: 404,
+    PermissionExceeded: 403,
+}
+
+
+class ApiError(HTTPException):
+    """An error the API answers on purpose, with its stable code."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status_code, detail=message, headers=headers)
+        self.code = code
+
+
+def unauthorized(code: str, message: str) -> ApiError:
+    """401 with the `WWW-Authenticate: Bearer` challenge the contract promises."""
+    challenge = f'Bearer realm="icodrip", error="invalid_token", error_description="{code}"'
+    if code == "missing_api_key":
+        challenge = 'Bearer realm="icodrip"'
+    return ApiError(401, code, message, headers={"WWW-Authenticate": challenge})
+
+
+def error_body(code: str, message: str, request_id: str | None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+def _request_id(request: Request[Any, Any, Any]) -> str | None:
+    context: Any = request.scope.get(SCOPE_KEY)
+    return None if context is None else str(context.request_id)
+
+
+def _respond(
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    return Response(
+        error_body(code, message, _request_id(request)),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def handle_api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
+    return _respond(request, exc.status_code, exc.code, str(exc.detail), exc.headers)
+
+
+def handle_domain_error(
+    request: Request[Any, Any, Any], exc: DomainError
+) -> Response[dict[str, Any]]:
+    status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), 409)
+    if exc.code == "validation_error":
+        status = 422
+    return _respond(request, status, exc.code, exc.message)
+
+
+def handle_validation(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[dict[str, Any]]:
+    details = exc.extra if isinstance(exc.extra, list) else []
+    message = "; ".join(
+        f"{d.get('key') or d.get('source', 'body')}: {d.get('message')}"
+        for d in details
+        if isinstance(d, dict)
+    )
+    return _respond(request, 422, "validation_error", message or str(exc.detail))
+
+
+def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if isinstance(exc, NotFoundException):
+        return _respond(request, 404, "not_found", "no such resource")
+    if isinstance(exc, MethodNotAllowedException):
+        return _respond(request, 405, "method_not_allowed", str(exc.detail), exc.headers)
+    code = {413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limit_exceeded"}
+    return _respond(
+        request,
+        exc.status_code,
+        code.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error"),
+        str(exc.detail),
+        exc.headers,
+    )
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("api.unhandled_error", error=type(exc).__name__, request_id=_request_id(request))
+    return _respond(
+        request,
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "something went wrong on our side",
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    ApiError: handle_api_error,
+    DomainError: handle_domain_error,
+    ValidationException: handle_validation,
+    HTTPException: handle_http,
+    Exception: handle_unexpected,
+}

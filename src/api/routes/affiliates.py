@@ -1,0 +1,95 @@
+"""`/v1/affiliates`: the example resource, scoped to the key's organization and environment."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+
+from adapters.affiliates import Affiliate, decode_cursor, encode_cursor
+from api.errors import ApiError
+from api.services import Services
+from domain.ids import format_org_id
+from projections.key_lookup import Principal
+
+
+class NewAffiliate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    email: Annotated[str, msgspec.Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+
+
+def affiliate_view(affiliate: Affiliate) -> dict[str, Any]:
+    return {
+        "id": affiliate.id,
+        "object": "affiliate",
+        "name": affiliate.name,
+        "email": affiliate.email,
+        "env": affiliate.env,
+        "created_at": affiliate.created_at,
+    }
+
+
+class AffiliatesController(Controller):
+    path = "/v1/affiliates"
+    tags = ["affiliates"]
+    security = [{"BearerAuth": []}]
+
+    @get("/", opt={"permission": "affiliates:read"})
+    async def list_affiliates(
+        self,
+        request: Request[Principal, Any, Any],
+        services: Services,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """The organization's affiliates in this key's environment, oldest first."""
+        principal = request.user
+        try:
+            after = decode_cursor(cursor) if cursor else 0
+        except ValueError:
+            raise ApiError(422, "validation_error", "cursor: not a cursor from this API") from None
+        rows = await asyncio.to_thread(
+            services.affiliates.page,
+            format_org_id(principal.org_id),
+            principal.env,
+            after,
+            limit + 1,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "object": "list",
+            "data": [affiliate_view(a) for a in rows],
+            "next_cursor": encode_cursor(rows[-1].seq) if more else None,
+        }
+
+    @post("/", opt={"permission": "affiliates:write"})
+    async def create_affiliate(
+        self, request: Request[Principal, Any, Any], services: Services, data: NewAffiliate
+    ) -> dict[str, Any]:
+        """Add an affiliate to the organization, in this key's environment."""
+        principal = request.user
+        affiliate = await asyncio.to_thread(
+            services.affiliates.add,
+            format_org_id(principal.org_id),
+            principal.env,
+            data.name,
+            data.email,
+        )
+        return affiliate_view(affiliate)
+
+    @get("/{affiliate_id:str}", opt={"permission": "affiliates:read"})
+    async def get_affiliate(
+        self, request: Request[Principal, Any, Any], services: Services, affiliate_id: str
+    ) -> dict[str, Any]:
+        """One affiliate; another org's or environment's is simply not found."""
+        principal = request.user
+        affiliate = await asyncio.to_thread(
+            services.affiliates.get, format_org_id(principal.org_id), principal.env, affiliate_id
+        )
+        if affiliate is None:
+            raise ApiError(404, "not_found", "no such affiliate")
+        return affiliate_view(affiliate)

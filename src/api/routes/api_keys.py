@@ -1,0 +1,175 @@
+"""`/v1/api-keys`: manage the organization's keys with a key (the dashboard has its own pages)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, get, patch, post
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from api.errors import ApiError
+from api.services import Services
+from application.registry import utc_now
+from application.views import api_key_view
+from domain.actors import by_key
+from domain.api_key import ApiKey
+from domain.errors import ValidationError
+from domain.ids import parse_key_id
+from domain.key_format import Environment, KeyType
+from domain.plans import parse_permissions
+from projections.key_lookup import Principal
+
+
+class NewApiKey(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    env: Literal["live", "test"] | None = None
+    type: Literal["secret", "public"] = "secret"
+    permissions: list[str] | None = None
+    expires_at: datetime | None = None
+    allowed_origins: list[str] = []
+
+
+class ApiKeyChange(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class Roll(msgspec.Struct, forbid_unknown_fields=True):
+    expire_in_seconds: Annotated[int, msgspec.Meta(ge=0, le=30 * 86400)] = 86400
+
+
+class Revocation(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+async def _own_key(services: Services, principal: Principal, key_id: str) -> ApiKey:
+    """The key if it belongs to the caller's organization; otherwise not found (never 403)."""
+    try:
+        uuid = parse_key_id(key_id)
+    except ValidationError:
+        raise ApiError(404, "not_found", "no such API key") from None
+    key = await asyncio.to_thread(services.registry.get_key, uuid)
+    if key.org_id != principal.org_id:
+        raise ApiError(404, "not_found", "no such API key")
+    return key
+
+
+async def _view(services: Services, key: ApiKey, secret: str | None = None) -> dict[str, Any]:
+    org = await asyncio.to_thread(services.registry.get_organization, key.org_id)
+    return api_key_view(key, org, utc_now(), secret=secret)
+
+
+class ApiKeysController(Controller):
+    path = "/v1/api-keys"
+    tags = ["api keys"]
+    security = [{"BearerAuth": []}]
+
+    @post("/", status_code=HTTP_201_CREATED, opt={"permission": "api_keys:write"})
+    async def create_key(
+        self, request: Request[Principal, Any, Any], services: Services, data: NewApiKey
+    ) -> dict[str, Any]:
+        """Create a key; the response is the only time its secret is shown."""
+        principal = request.user
+        env = Environment(data.env or principal.env)
+        if principal.env == Environment.TEST.value and env is Environment.LIVE:
+            raise ApiError(403, "insufficient_permissions", "a test key cannot create live keys")
+        issued = await asyncio.to_thread(
+            services.registry.create_key,
+            principal.org_id,
+            name=data.name,
+            env=env,
+            key_type=KeyType(data.type),
+            actor=by_key(principal.key_id),
+            permissions=None if data.permissions is None else parse_permissions(data.permissions),
+            ceiling=frozenset(principal.permissions),  # type: ignore[arg-type]
+            expires_at=data.expires_at,
+            allowed_origins=tuple(data.allowed_origins),
+        )
+        await services.mirror.refresh()
+        return await _view(services, issued.key, issued.secret)
+
+    @get("/", opt={"permission": "api_keys:read"})
+    async def list_keys(
+        self, request: Request[Principal, Any, Any], services: Services
+    ) -> dict[str, Any]:
+        """The organization's keys, oldest first; never their secrets."""
+        principal = request.user
+
+        def load() -> list[dict[str, Any]]:
+            org = services.registry.get_organization(principal.org_id)
+            now = utc_now()
+            return [api_key_view(k, org, now) for k in services.registry.list_keys(org.id)]
+
+        return {"object": "list", "data": await asyncio.to_thread(load), "next_cursor": None}
+
+    @get("/current")
+    async def current_key(
+        self, request: Request[Principal, Any, Any], services: Services
+    ) -> dict[str, Any]:
+        """Which key this is: its organization, environment, permissions and limit."""
+        key = await asyncio.to_thread(services.registry.get_key, request.user.key_id)
+        return await _view(services, key)
+
+    @get("/{key_id:str}", opt={"permission": "api_keys:read"})
+    async def get_key(
+        self, request: Request[Principal, Any, Any], services: Services, key_id: str
+    ) -> dict[str, Any]:
+        """One of the organization's keys."""
+        return await _view(services, await _own_key(services, request.user, key_id))
+
+    @patch("/{key_id:str}", opt={"permission": "api_keys:write"})
+    async def rename_key(
+        self,
+        request: Request[Principal, Any, Any],
+        services: Services,
+        key_id: str,
+        data: ApiKeyChange,
+    ) -> dict[str, Any]:
+        """Rename a key."""
+        key = await _own_key(services, request.user, key_id)
+        key = await asyncio.to_thread(
+            services.registry.rename_key, key.id, name=data.name, actor=by_key(request.user.key_id)
+        )
+        return await _view(services, key)
+
+    @post("/{key_id:str}/roll", status_code=HTTP_200_OK, opt={"permission": "api_keys:write"})
+    async def roll_key(
+        self,
+        request: Request[Principal, Any, Any],
+        services: Services,
+        key_id: str,
+        data: Roll | None = None,
+    ) -> dict[str, Any]:
+        """Issue a successor (secret shown once); the old key expires after the grace period."""
+        key = await _own_key(services, request.user, key_id)
+        grace = timedelta(seconds=(data or Roll()).expire_in_seconds)
+        issued = await asyncio.to_thread(
+            services.registry.roll_key, key.id, grace=grace, actor=by_key(request.user.key_id)
+        )
+        await services.mirror.refresh()
+        return await _view(services, issued.key, issued.secret)
+
+    @post("/{key_id:str}/revoke", status_code=HTTP_200_OK, opt={"permission": "api_keys:write"})
+    async def revoke_key(
+        self,
+        request: Request[Principal, Any, Any],
+        services: Services,
+        key_id: str,
+        data: Revocation | None = None,
+    ) -> dict[str, Any]:
+        """Revoke a key at once, on every API process within a second."""
+        key = await _own_key(services, request.user, key_id)
+        key = await asyncio.to_thread(
+            services.registry.revoke_key,
+            key.id,
+            actor=by_key(request.user.key_id),
+            reason=(data or Revocation()).reason,
+        )
+        await services.mirror.refresh()
+        return await _view(services, key)
+
+
+__all__ = ["UUID", "ApiKeysController"]

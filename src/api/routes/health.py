@@ -1,0 +1,27 @@
+"""Liveness and readiness probes (no key, plain HTTP allowed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import get
+from litestar.response import Response
+
+from api.services import Services
+
+
+@get("/healthz", exclude_from_auth=True, include_in_schema=True, sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@get("/readyz", exclude_from_auth=True, sync_to_thread=False)
+def readyz(services: Services) -> Response[dict[str, Any]]:
+    """Ready once the key mirror has loaded and caught up with the key store."""
+    ready = services.mirror.ready
+    body = {
+        "status": "ready" if ready else "starting",
+        "key_position": services.mirror.lookup.position,
+    }
+    return Response(body, status_code=200 if ready else 503)

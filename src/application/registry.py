@@ -1,0 +1,190 @@
+"""KeyRegistry: the event-sourced application every entry point (CLI, API, dashboard) calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from domain.api_key import ApiKey
+from domain.errors import DomainError, NotFound
+from domain.key_format import Environment, KeyType
+from domain.organization import Organization
+from domain.plans import Permission, Plan
+
+T = TypeVar("T")
+
+#: Attempts for a command that lost an optimistic-concurrency race before giving up.
+COMMAND_ATTEMPTS = 5
+
+
+class Conflict(DomainError):
+    """Another writer kept changing the same aggregate; the caller may try again."""
+
+    code = "conflict"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key just created or rolled, with its plaintext: show it once, then drop it."""
+
+    key: ApiKey
+    secret: str
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyRegistry(Application[UUID]):
+    """Organizations and their API keys, with every change stored as events."""
+
+    name = "KeyRegistry"
+    snapshotting_intervals = {Organization: 100}
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        pepper: bytes,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        super().__init__(env)
+        self._pepper = pepper
+        self.clock = clock
+
+    # -- organizations -----------------------------------------------------------------
+
+    def register_organization(self, name: str, plan: Plan, actor: str) -> Organization:
+        """Create an organization; its keys inherit the plan's permissions."""
+        org = Organization.register(name, plan, actor)
+        self.save(org)
+        return org
+
+    def change_plan(self, org_id: UUID, plan: Plan, actor: str) -> Organization:
+        return self._update_org(org_id, lambda org: org.change_plan(plan, actor))
+
+    def set_rate_limit(self, org_id: UUID, requests_per_minute: int, actor: str) -> Organization:
+        return self._update_org(org_id, lambda org: org.set_rate_limit(requests_per_minute, actor))
+
+    def clear_rate_limit(self, org_id: UUID, actor: str) -> Organization:
+        return self._update_org(org_id, lambda org: org.clear_rate_limit(actor))
+
+    def get_organization(self, org_id: UUID) -> Organization:
+        return self._get(Organization, org_id, "organization")
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        org_id: UUID,
+        *,
+        name: str,
+        env: Environment,
+        key_type: KeyType,
+        actor: str,
+        permissions: frozenset[Permission] | None = None,
+        ceiling: frozenset[Permission] | None = None,
+        expires_at: datetime | None = None,
+        allowed_origins: tuple[str, ...] = (),
+    ) -> IssuedKey:
+        """A new key; the key and its org are saved together, atomically."""
+
+        def attempt() -> IssuedKey:
+            org = self.get_organization(org_id)
+            key, secret = ApiKey.issue(
+                org,
+                name=name,
+                env=env,
+                key_type=key_type,
+                pepper=self._pepper,
+                actor=actor,
+                now=self.clock(),
+                permissions=permissions,
+                ceiling=ceiling,
+                expires_at=expires_at,
+                allowed_origins=allowed_origins,
+            )
+            self.save(org, key)
+            return IssuedKey(key, secret)
+
+        return self._retrying(attempt)
+
+    def roll_key(self, key_id: UUID, *, grace: timedelta, actor: str) -> IssuedKey:
+        """Issue the key's successor; the old key keeps working for `grace`."""
+
+        def attempt() -> IssuedKey:
+            key = self.get_key(key_id)
+            org = self.get_organization(key.org_id)
+            successor, secret = key.roll(
+                org, pepper=self._pepper, grace=grace, actor=actor, now=self.clock()
+            )
+            self.save(org, key, successor)
+            return IssuedKey(successor, secret)
+
+        return self._retrying(attempt)
+
+    def revoke_key(self, key_id: UUID, *, actor: str, reason: str = "") -> ApiKey:
+        """Revoke a key for good; a concurrent revoke makes this one fail with KeyRevoked."""
+        return self._update_key(key_id, lambda key: key.revoke(actor, reason))
+
+    def rename_key(self, key_id: UUID, *, name: str, actor: str) -> ApiKey:
+        return self._update_key(key_id, lambda key: key.rename(name, actor))
+
+    def get_key(self, key_id: UUID) -> ApiKey:
+        return self._get(ApiKey, key_id, "API key")
+
+    def list_keys(self, org_id: UUID) -> list[ApiKey]:
+        """The organization's keys, oldest first."""
+        org = self.get_organization(org_id)
+        return [self.get_key(key_id) for key_id in org.key_ids]
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _get(self, cls: type[T], aggregate_id: UUID, what: str) -> T:
+        try:
+            aggregate: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no such {what}") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"no such {what}")
+        return aggregate
+
+    def _update_org(self, org_id: UUID, change: Callable[[Organization], Any]) -> Organization:
+        def attempt() -> Organization:
+            org = self.get_organization(org_id)
+            change(org)
+            self.save(org)
+            return org
+
+        return self._retrying(attempt)
+
+    def _update_key(self, key_id: UUID, change: Callable[[ApiKey], Any]) -> ApiKey:
+        def attempt() -> ApiKey:
+            key = self.get_key(key_id)
+            change(key)
+            self.save(key)
+            return key
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Run `attempt` again on a lost optimistic-concurrency race, from fresh state.
+
+        The retry re-reads the aggregate, so the domain rules see the winner's change
+        (for example, a second revoke fails with KeyRevoked rather than double-revoking).
+        """
+        for _ in range(COMMAND_ATTEMPTS - 1):
+            try:
+                return attempt()
+            except IntegrityError:
+                continue
+        try:
+            return attempt()
+        except IntegrityError:
+            raise Conflict("the key changed concurrently too many times; try again") from None

@@ -1,0 +1,61 @@
+"""How organizations and keys look to people and scripts (CLI `--json`, API responses)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain.api_key import ApiKey
+from domain.ids import format_key_id, format_org_id
+from domain.organization import Organization
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def organization_view(org: Organization) -> dict[str, Any]:
+    return {
+        "id": format_org_id(org.id),
+        "object": "organization",
+        "name": org.name,
+        "plan": org.plan.value,
+        "permissions": sorted(p.value for p in org.permissions),
+        "rate_limit_per_minute": org.rate_limit_per_minute,
+        "created_at": iso(org.created_on),
+    }
+
+
+def api_key_view(
+    key: ApiKey,
+    org: Organization,
+    now: datetime,
+    *,
+    secret: str | None = None,
+    last_used_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The API key object of the contract; `key` appears only when a secret is given."""
+    view: dict[str, Any] = {
+        "id": format_key_id(key.id),
+        "object": "api_key",
+        "organization": format_org_id(key.org_id),
+        "name": key.name,
+        "env": key.env.value,
+        "type": key.type.value,
+        "hint": key.hint,
+        "status": key.status_at(now),
+        "permissions": sorted(p.value for p in key.effective_permissions(org)),
+        "restricted": key.permissions is not None,
+        "allowed_origins": list(key.allowed_origins),
+        "rate_limit_per_minute": org.rate_limit_per_minute,
+        "created_at": iso(key.created_on),
+        "created_by": key.created_by,
+        "expires_at": iso(key.expires_at),
+        "last_used_at": iso(last_used_at),
+        "revoked_at": iso(key.revoked_at),
+        "rolled_from": None if key.predecessor_id is None else format_key_id(key.predecessor_id),
+        "rolled_to": None if key.successor_id is None else format_key_id(key.successor_id),
+    }
+    if secret is not None:
+        view["key"] = secret
+    return view

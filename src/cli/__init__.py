@@ -1,0 +1,1 @@
+"""The `icodrip` command line."""

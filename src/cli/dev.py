@@ -1,0 +1,123 @@
+"""`icodrip dev`: the whole service on one machine with nothing to install."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from pathlib import Path
+
+import click
+
+from adapters.embedded_nats import EmbeddedNats
+from adapters.registry import open_registry
+from adapters.settings import Settings
+from adapters.tls import ensure_self_signed
+from application.views import organization_view
+from cli.serve import run_granian
+from domain.actors import OPERATOR
+from domain.ids import format_key_id, format_org_id
+from domain.key_format import Environment, KeyType
+from domain.plans import Plan
+from workers.runner import run_workers
+
+
+def bootstrap(settings: Settings) -> dict[str, str] | None:
+    """On first start: a demo org and a test key, whose secret is printed once and not kept."""
+    marker = settings.data_dir / "bootstrap.json"
+    if marker.exists():
+        return None
+    registry = open_registry(settings)
+    try:
+        org = registry.register_organization("Demo Org", Plan.PRO, OPERATOR)
+        issued = registry.create_key(
+            org.id,
+            name="Getting started",
+            env=Environment.TEST,
+            key_type=KeyType.SECRET,
+            actor=OPERATOR,
+        )
+    finally:
+        registry.close()
+    facts = {"org_id": format_org_id(org.id), "key_id": format_key_id(issued.key.id)}
+    marker.write_text(json.dumps({**facts, "org": organization_view(org)}, indent=2))
+    return {**facts, "key": issued.secret}
+
+
+class WorkersThread(threading.Thread):
+    """The relay and projection workers on an event loop of their own."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="icodrip-workers", daemon=True)
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.stopping: asyncio.Event | None = None
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.stopping = asyncio.Event()
+        self.loop.run_until_complete(
+            run_workers(self.settings, [], stopping=self.stopping, handle_signals=False)
+        )
+
+    def stop(self) -> None:
+        if self.stopping is not None:
+            self.loop.call_soon_threadsafe(self.stopping.set)
+        self.join(10)
+
+
+@click.command("dev", epilog="Example: icodrip dev --port 8443")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8443, show_default=True, type=int)
+@click.pass_context
+def dev(ctx: click.Context, host: str, port: int) -> None:
+    """HTTPS API, workers, SQLite and NATS from the wheel, all in ./.icodrip (or --data-dir)."""
+    data_dir = _data_dir(ctx)
+    if data_dir is not None:
+        os.environ["ICODRIP_DATA_DIR"] = str(data_dir)
+    settings = Settings.from_env()
+    os.environ.setdefault("ICODRIP_DATA_DIR", str(settings.data_dir))
+    certfile, keyfile = ensure_self_signed(settings.data_dir)
+    nats = None
+    if settings.nats_url is None:
+        nats = EmbeddedNats(settings.data_dir)
+        nats.start()
+        os.environ["ICODRIP_NATS_URL"] = nats.url
+    settings = Settings.from_env()
+    first = bootstrap(settings)
+    workers = WorkersThread(settings)
+    workers.start()
+    _announce(settings, host, port, certfile, first)
+    try:
+        run_granian(host=host, port=port, workers=1, certfile=certfile, keyfile=keyfile)
+    finally:
+        workers.stop()
+        if nats is not None:
+            nats.stop()
+
+
+def _data_dir(ctx: click.Context) -> Path | None:
+    obj = ctx.find_root().obj
+    value = obj.get("data_dir") if isinstance(obj, dict) else getattr(obj, "data_dir", None)
+    return Path(value) if value else None
+
+
+def _announce(
+    settings: Settings, host: str, port: int, certfile: Path, first: dict[str, str] | None
+) -> None:
+    url = f"https://{host}:{port}"
+    click.echo(f"Icodrip Keys is running at {url}  (data: {settings.data_dir})")
+    click.echo(f"  TLS certificate (self-signed): {certfile}")
+    click.echo(f"  API schema: {url}/schema")
+    if first is None:
+        click.echo(
+            "  Bootstrap org and key were printed at first start; more keys: icodrip keys create"
+        )
+        return
+    click.echo(f"  Organization: {first['org_id']}")
+    click.echo(f"  Test API key (shown once, keep it now): {first['key']}")
+    click.echo(
+        f"  Try: curl --cacert {certfile} -H 'Authorization: Bearer {first['key']}' "
+        f"{url}/v1/affiliates"
+    )

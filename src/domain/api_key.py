@@ -1,0 +1,269 @@
+"""ApiKey: one credential of an organization, from creation through roll to revocation."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import KeyAlreadyRolled, KeyRevoked, PermissionExceeded, ValidationError
+from domain.key_format import Environment, KeyType, generate_key, hash_key, hint_for
+from domain.naming import clean_name
+from domain.organization import Organization
+from domain.plans import PUBLIC_KEY_PERMISSIONS, Permission
+
+#: The longest grace period a roll may give the old key.
+MAX_ROLL_GRACE = timedelta(days=30)
+MAX_ALLOWED_ORIGINS = 50
+
+
+class KeyStatus:
+    ACTIVE = "active"
+    EXPIRING = "expiring"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class ApiKey(Aggregate):
+    """A key's lifecycle; it holds only the key's hash, never the key.
+
+    Every event carries `org_id` and `actor`, so each one reads on its own in an audit.
+    """
+
+    class Created(Aggregate.Created):
+        org_id: UUID
+        name: str
+        env: Environment
+        type: KeyType
+        key_hash: str
+        hint: str
+        permissions: list[str] | None
+        expires_at: datetime | None
+        allowed_origins: list[str]
+        predecessor_id: UUID | None
+        actor: str
+
+    class Renamed(Aggregate.Event):
+        name: str
+        org_id: UUID
+        actor: str
+
+    @event(Created)
+    def __init__(
+        self,
+        org_id: UUID,
+        name: str,
+        env: Environment,
+        type: KeyType,
+        key_hash: str,
+        hint: str,
+        permissions: list[str] | None,
+        expires_at: datetime | None,
+        allowed_origins: list[str],
+        predecessor_id: UUID | None,
+        actor: str,
+    ) -> None:
+        self.org_id = org_id
+        self.name = name
+        self.env = Environment(env)
+        self.type = KeyType(type)
+        self.key_hash = key_hash
+        self.hint = hint
+        self.permissions = None if permissions is None else frozenset(map(Permission, permissions))
+        self.expires_at = expires_at
+        self.allowed_origins = list(allowed_origins)
+        self.predecessor_id = predecessor_id
+        self.created_by = actor
+        self.successor_id: UUID | None = None
+        self.revoked_at: datetime | None = None
+        self.revoked_by: str | None = None
+        self.revocation_reason: str | None = None
+
+    @classmethod
+    def issue(
+        cls,
+        org: Organization,
+        *,
+        name: str,
+        env: Environment,
+        key_type: KeyType,
+        pepper: bytes,
+        actor: str,
+        now: datetime,
+        permissions: frozenset[Permission] | None = None,
+        ceiling: frozenset[Permission] | None = None,
+        expires_at: datetime | None = None,
+        allowed_origins: tuple[str, ...] = (),
+        predecessor_id: UUID | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key for `org` and its plaintext, which the caller shows once and forgets.
+
+        `permissions` restricts the key (None inherits all of the org's); `ceiling` is what
+        the issuer itself may do, so a key can never mint a key more powerful than itself.
+        """
+        name = clean_name(name, "key name")
+        if ceiling is not None and permissions is None and not org.permissions <= ceiling:
+            permissions = ceiling & org.permissions
+        if permissions is not None:
+            if not permissions:
+                raise ValidationError("a restricted key needs at least one permission")
+            beyond_org = permissions - org.permissions
+            if beyond_org:
+                raise PermissionExceeded(
+                    f"the organization's plan does not grant {_names(beyond_org)}"
+                )
+            if ceiling is not None and not permissions <= ceiling:
+                raise PermissionExceeded(
+                    f"a key cannot grant what it lacks itself: {_names(permissions - ceiling)}"
+                )
+        if key_type is KeyType.PUBLIC:
+            if permissions is not None and not permissions <= PUBLIC_KEY_PERMISSIONS:
+                raise ValidationError("public keys may only carry events:write")
+        elif allowed_origins:
+            raise ValidationError("allowed origins apply to public keys only")
+        if expires_at is not None and expires_at <= now:
+            raise ValidationError("expires_at must be in the future")
+        origins = [_clean_origin(o) for o in allowed_origins]
+        if len(origins) > MAX_ALLOWED_ORIGINS:
+            raise ValidationError(f"at most {MAX_ALLOWED_ORIGINS} allowed origins")
+
+        plaintext = generate_key(key_type, env)
+        key = cls(
+            org_id=org.id,
+            name=name,
+            env=env,
+            type=key_type,
+            key_hash=hash_key(plaintext, pepper),
+            hint=hint_for(plaintext),
+            permissions=None if permissions is None else sorted(permissions),
+            expires_at=expires_at,
+            allowed_origins=origins,
+            predecessor_id=predecessor_id,
+            actor=actor,
+        )
+        org.add_key(key.id, actor=actor)
+        return key, plaintext
+
+    # -- reading ---------------------------------------------------------------------
+
+    def effective_permissions(self, org: Organization) -> frozenset[Permission]:
+        """What this key may do now: its own restriction within the org's current plan."""
+        allowed = org.permissions
+        if self.permissions is not None:
+            allowed = allowed & self.permissions
+        if self.type is KeyType.PUBLIC:
+            allowed = allowed & PUBLIC_KEY_PERMISSIONS
+        return allowed
+
+    def status_at(self, now: datetime) -> str:
+        """active, expiring (rolled, in its grace period), expired or revoked."""
+        if self.revoked_at is not None:
+            return KeyStatus.REVOKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return KeyStatus.EXPIRED
+        if self.successor_id is not None:
+            return KeyStatus.EXPIRING
+        return KeyStatus.ACTIVE
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    # -- commands --------------------------------------------------------------------
+
+    def rename(self, name: str, actor: str) -> None:
+        """Give the key a new descriptive name."""
+        self._refuse_if_revoked("renamed")
+        name = clean_name(name, "key name")
+        if name != self.name:
+            self._renamed(name=name, org_id=self.org_id, actor=actor)
+
+    @event(Renamed)
+    def _renamed(self, name: str, org_id: UUID, actor: str) -> None:
+        self.name = name
+
+    def roll(
+        self, org: Organization, *, pepper: bytes, grace: timedelta, actor: str, now: datetime
+    ) -> tuple[ApiKey, str]:
+        """Issue a successor and let this key expire after `grace`: zero-downtime rotation."""
+        self._refuse_if_revoked("rolled")
+        if self.successor_id is not None:
+            raise KeyAlreadyRolled("this key was already rolled; roll its successor instead")
+        if self.expires_at is not None and self.expires_at <= now:
+            raise ValidationError("an expired key cannot be rolled")
+        if not timedelta(0) <= grace <= MAX_ROLL_GRACE:
+            raise ValidationError(
+                f"the grace period must be 0 to {MAX_ROLL_GRACE.days} days, got {grace}"
+            )
+        successor, plaintext = ApiKey.issue(
+            org,
+            name=self.name,
+            env=self.env,
+            key_type=self.type,
+            pepper=pepper,
+            actor=actor,
+            now=now,
+            permissions=self.permissions,
+            expires_at=self.expires_at,
+            allowed_origins=tuple(self.allowed_origins),
+            predecessor_id=self.id,
+        )
+        old_expiry = now + grace
+        if self.expires_at is not None:
+            old_expiry = min(old_expiry, self.expires_at)
+        self.trigger_event(
+            self.Rolled,
+            successor_id=successor.id,
+            expires_at=old_expiry,
+            org_id=self.org_id,
+            actor=actor,
+        )
+        return successor, plaintext
+
+    class Rolled(Aggregate.Event):
+        successor_id: UUID
+        expires_at: datetime
+        org_id: UUID
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.successor_id = self.successor_id
+            aggregate.expires_at = self.expires_at
+
+    def revoke(self, actor: str, reason: str = "") -> None:
+        """Stop the key at once, for good."""
+        self._refuse_if_revoked("revoked again")
+        if len(reason) > 500:
+            raise ValidationError("the revocation reason must be at most 500 characters")
+        self.trigger_event(self.Revoked, reason=reason, org_id=self.org_id, actor=actor)
+
+    class Revoked(Aggregate.Event):
+        reason: str
+        org_id: UUID
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.revoked_at = self.timestamp
+            aggregate.revoked_by = self.actor
+            aggregate.revocation_reason = self.reason
+
+    def _refuse_if_revoked(self, what: str) -> None:
+        if self.revoked_at is not None:
+            raise KeyRevoked(f"this key is revoked and cannot be {what}")
+
+
+def _names(permissions: frozenset[Permission]) -> str:
+    return ", ".join(sorted(p.value for p in permissions))
+
+
+def _clean_origin(origin: str) -> str:
+    """`scheme://host[:port]` with nothing after it, as browsers send in `Origin`."""
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValidationError(f"allowed origin {origin[:80]!r} must look like https://example.com")
+    if parts.query or parts.fragment or parts.username:
+        raise ValidationError(f"allowed origin {origin[:80]!r} must be scheme://host[:port] only")
+    return f"{parts.scheme}://{parts.netloc.lower()}"

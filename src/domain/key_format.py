@@ -1,0 +1,136 @@
+"""The API key format: `ak_live_` / `ak_test_` / `pk_live_` / `pk_test_` + secret + checksum.
+
+A key is a prefix, 27 base62 characters of randomness (62^27 > 2^160) and a 6-character
+base62 CRC32 of everything before it. The checksum lets anyone (the API, a leak scanner)
+reject a typo, a truncated key or a random string offline, before any lookup. Only an
+HMAC-SHA256 of the key, under a server-side pepper, is ever stored.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import zlib
+from dataclasses import dataclass
+from enum import StrEnum
+from hashlib import sha256
+
+from domain.errors import ValidationError
+
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_LENGTH = 27
+CHECKSUM_LENGTH = 6
+PREFIX_LENGTH = len("ak_live_")
+KEY_LENGTH = PREFIX_LENGTH + RANDOM_LENGTH + CHECKSUM_LENGTH
+HINT_LENGTH = 4
+
+#: Finds candidate keys in free text (the leak scanner validates each checksum).
+KEY_PATTERN = re.compile(r"\b[ap]k_(?:live|test)_[0-9A-Za-z]{33}\b")
+
+_BASE62 = frozenset(ALPHABET)
+
+
+class KeyType(StrEnum):
+    SECRET = "secret"  # noqa: S105 - a key type, not a password
+    PUBLIC = "public"
+
+
+class Environment(StrEnum):
+    LIVE = "live"
+    TEST = "test"
+
+
+_TYPE_BY_TAG = {"ak": KeyType.SECRET, "pk": KeyType.PUBLIC}
+_TAG_BY_TYPE = {v: k for k, v in _TYPE_BY_TAG.items()}
+
+
+class MalformedKey(ValidationError):
+    """The text cannot be an API key; `reason` says precisely why."""
+
+    code = "malformed_api_key"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """A key whose format and checksum are valid (it may still be unknown or revoked)."""
+
+    text: str
+    type: KeyType
+    env: Environment
+
+    @property
+    def hint(self) -> str:
+        return hint_for(self.text)
+
+
+def _base62(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        chars.append(ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
+
+
+def prefix_for(key_type: KeyType, env: Environment) -> str:
+    return f"{_TAG_BY_TYPE[key_type]}_{env.value}_"
+
+
+def generate_key(key_type: KeyType, env: Environment) -> str:
+    """A fresh key of this type and environment, from the OS's CSPRNG."""
+    body = prefix_for(key_type, env) + "".join(
+        secrets.choice(ALPHABET) for _ in range(RANDOM_LENGTH)
+    )
+    return body + _checksum(body)
+
+
+def parse_key(text: str) -> ParsedKey:
+    """The key's type and environment, or MalformedKey with the precise reason."""
+    if not text:
+        raise MalformedKey("empty", "the API key is empty")
+    tag, _, rest = text.partition("_")
+    env_text, _, _ = rest.partition("_")
+    if tag not in _TYPE_BY_TAG or env_text not in ("live", "test") or text[7:8] != "_":
+        raise MalformedKey(
+            "unknown_prefix", "the API key must start with ak_live_, ak_test_, pk_live_ or pk_test_"
+        )
+    if len(text) != KEY_LENGTH:
+        raise MalformedKey(
+            "wrong_length",
+            f"the API key has {len(text)} characters, expected {KEY_LENGTH} (truncated?)",
+        )
+    tail = text[PREFIX_LENGTH:]
+    if not _BASE62.issuperset(tail):
+        raise MalformedKey(
+            "invalid_characters", "the API key contains characters outside [0-9A-Za-z]"
+        )
+    if not hmac.compare_digest(_checksum(text[:-CHECKSUM_LENGTH]), text[-CHECKSUM_LENGTH:]):
+        raise MalformedKey("checksum_mismatch", "the API key's checksum does not match (typo?)")
+    return ParsedKey(text=text, type=_TYPE_BY_TAG[tag], env=Environment(env_text))
+
+
+def is_valid_key(text: str) -> bool:
+    """True when `text` has a valid key format and checksum."""
+    try:
+        parse_key(text)
+    except MalformedKey:
+        return False
+    return True
+
+
+def hash_key(key: str, pepper: bytes) -> str:
+    """The stored form of a key: hex HMAC-SHA256 under the server-side pepper."""
+    return hmac.new(pepper, key.encode("ascii"), sha256).hexdigest()
+
+
+def hint_for(key: str) -> str:
+    """What may be shown after creation: the prefix and the last four characters."""
+    return f"{key[:PREFIX_LENGTH]}…{key[-HINT_LENGTH:]}"

@@ -1,0 +1,122 @@
+"""Organization: owns API keys, and its plan decides their permissions and rate limit."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import PlanDoesNotAllow, ValidationError
+from domain.naming import clean_name
+from domain.plans import (
+    DEFAULT_RATE_LIMIT_PER_MINUTE,
+    MAX_CUSTOM_RATE_LIMIT_PER_MINUTE,
+    PLAN_PERMISSIONS,
+    Permission,
+    Plan,
+)
+
+
+class Organization(Aggregate):
+    """A customer of Icodrip; every key belongs to exactly one."""
+
+    class Registered(Aggregate.Created):
+        name: str
+        plan: Plan
+        actor: str
+
+    class PlanChanged(Aggregate.Event):
+        plan: Plan
+        previous: Plan
+        actor: str
+
+    class RateLimitSet(Aggregate.Event):
+        requests_per_minute: int
+        actor: str
+
+    class RateLimitCleared(Aggregate.Event):
+        actor: str
+
+    class KeyAdded(Aggregate.Event):
+        key_id: UUID
+        actor: str
+
+    @event(Registered)
+    def __init__(self, name: str, plan: Plan, actor: str) -> None:
+        self.name = name
+        self._plan = Plan(plan)
+        self.custom_rate_limit: int | None = None
+        self.key_ids: list[UUID] = []
+        self.registered_by = actor
+
+    @classmethod
+    def register(cls, name: str, plan: Plan, actor: str) -> Organization:
+        """A new organization on `plan`."""
+        return cls(name=clean_name(name, "organization name"), plan=plan, actor=actor)
+
+    @property
+    def plan(self) -> Plan:
+        """The org's plan, always a `Plan`.
+
+        A snapshot keeps the aggregate's attributes as JSON, where the enum becomes plain
+        text; coercing here means an org restored from a snapshot behaves like one replayed
+        from its events (for example `plan is Plan.AGENCY` stays true).
+        """
+        return Plan(self._plan)
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        """What every key of this org may do at most."""
+        return PLAN_PERMISSIONS[self.plan]
+
+    @property
+    def rate_limit_per_minute(self) -> int:
+        """Requests per minute per key: the custom limit on agency, else the default."""
+        if self.plan is Plan.AGENCY and self.custom_rate_limit is not None:
+            return self.custom_rate_limit
+        return DEFAULT_RATE_LIMIT_PER_MINUTE
+
+    def change_plan(self, plan: Plan, actor: str) -> None:
+        """Move to another plan (a no-op when it is already on it)."""
+        plan = Plan(plan)
+        if plan is not self.plan:
+            self._plan_changed(plan=plan, previous=self.plan, actor=actor)
+
+    @event(PlanChanged)
+    def _plan_changed(self, plan: Plan, previous: Plan, actor: str) -> None:
+        self._plan = Plan(plan)
+        if self.plan is not Plan.AGENCY:
+            self.custom_rate_limit = None
+
+    def set_rate_limit(self, requests_per_minute: int, actor: str) -> None:
+        """A custom per-key limit; only the agency plan carries one."""
+        if self.plan is not Plan.AGENCY:
+            raise PlanDoesNotAllow(
+                f"custom rate limits need the agency plan (this org is on {self.plan.value})"
+            )
+        if not 1 <= requests_per_minute <= MAX_CUSTOM_RATE_LIMIT_PER_MINUTE:
+            raise ValidationError(
+                f"rate limit must be 1 to {MAX_CUSTOM_RATE_LIMIT_PER_MINUTE} requests per minute"
+            )
+        self._rate_limit_set(requests_per_minute=requests_per_minute, actor=actor)
+
+    @event(RateLimitSet)
+    def _rate_limit_set(self, requests_per_minute: int, actor: str) -> None:
+        self.custom_rate_limit = requests_per_minute
+
+    def clear_rate_limit(self, actor: str) -> None:
+        """Back to the plan's default limit."""
+        if self.custom_rate_limit is not None:
+            self._rate_limit_cleared(actor=actor)
+
+    @event(RateLimitCleared)
+    def _rate_limit_cleared(self, actor: str) -> None:
+        self.custom_rate_limit = None
+
+    def add_key(self, key_id: UUID, actor: str) -> None:
+        """Record a new key as this org's (the key itself holds its details)."""
+        self._key_added(key_id=key_id, actor=actor)
+
+    @event(KeyAdded)
+    def _key_added(self, key_id: UUID, actor: str) -> None:
+        self.key_ids.append(key_id)

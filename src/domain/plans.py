@@ -1,0 +1,69 @@
+"""Plans, the permissions their keys inherit, and per-key rate limits."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from domain.errors import ValidationError
+
+DEFAULT_RATE_LIMIT_PER_MINUTE = 100
+MAX_CUSTOM_RATE_LIMIT_PER_MINUTE = 10_000_000
+
+
+class Permission(StrEnum):
+    AFFILIATES_READ = "affiliates:read"
+    AFFILIATES_WRITE = "affiliates:write"
+    API_KEYS_READ = "api_keys:read"
+    API_KEYS_WRITE = "api_keys:write"
+    EVENTS_WRITE = "events:write"
+    AUDIT_READ = "audit:read"
+
+
+class Plan(StrEnum):
+    FREE = "free"
+    PRO = "pro"
+    AGENCY = "agency"
+
+
+_FREE = frozenset(
+    {
+        Permission.AFFILIATES_READ,
+        Permission.AFFILIATES_WRITE,
+        Permission.API_KEYS_READ,
+        Permission.API_KEYS_WRITE,
+        Permission.EVENTS_WRITE,
+    }
+)
+_PRO = _FREE | {Permission.AUDIT_READ}
+
+PLAN_PERMISSIONS: dict[Plan, frozenset[Permission]] = {
+    Plan.FREE: _FREE,
+    Plan.PRO: _PRO,
+    Plan.AGENCY: _PRO,
+}
+
+#: Public keys are for browsers and SDKs: they may only send tracking events.
+PUBLIC_KEY_PERMISSIONS = frozenset({Permission.EVENTS_WRITE})
+
+
+def parse_plan(text: str) -> Plan:
+    """The plan named `text`, or ValidationError listing the valid ones."""
+    try:
+        return Plan(text)
+    except ValueError:
+        valid = ", ".join(p.value for p in Plan)
+        raise ValidationError(f"unknown plan {text[:40]!r}: expected one of {valid}") from None
+
+
+def parse_permissions(values: list[str] | tuple[str, ...]) -> frozenset[Permission]:
+    """Permissions named in `values`, or ValidationError naming the unknown one."""
+    result = set()
+    for value in values:
+        try:
+            result.add(Permission(value))
+        except ValueError:
+            valid = ", ".join(p.value for p in Permission)
+            raise ValidationError(
+                f"unknown permission {value[:40]!r}: expected some of {valid}"
+            ) from None
+    return frozenset(result)

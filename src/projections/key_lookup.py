@@ -1,0 +1,183 @@
+"""The key-lookup model: key hash → who the key is and what it may do.
+
+`KeyLookup` is the in-memory model every API process holds (a hit does no I/O); the durable
+copy (`key_lookup_view`) stores the same records with their tracking position. Both are
+built by `apply`, from the key store's domain events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.api_key import ApiKey
+from domain.key_format import KeyType
+from domain.organization import Organization
+from domain.plans import (
+    DEFAULT_RATE_LIMIT_PER_MINUTE,
+    PLAN_PERMISSIONS,
+    PUBLIC_KEY_PERMISSIONS,
+    Plan,
+)
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    """What authentication needs to know about one key."""
+
+    key_id: UUID
+    org_id: UUID
+    key_hash: str
+    env: str
+    type: str
+    name: str
+    hint: str
+    permissions: tuple[str, ...] | None  # the key's own restriction; None inherits the org's
+    allowed_origins: tuple[str, ...]
+    expires_at: float | None  # Unix seconds
+    revoked: bool = False
+
+
+@dataclass(slots=True)
+class OrgRecord:
+    org_id: UUID
+    plan: str
+    rate_limit: int = DEFAULT_RATE_LIMIT_PER_MINUTE
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated key: the identity a request acts as."""
+
+    key_id: UUID
+    org_id: UUID
+    env: str
+    type: str
+    hint: str
+    permissions: frozenset[str]
+    rate_limit: int
+    allowed_origins: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Changes:
+    """Records touched by a batch of events, for the durable view to write."""
+
+    keys: dict[UUID, KeyRecord] = field(default_factory=dict)
+    orgs: dict[UUID, OrgRecord] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.orgs)
+
+
+def _timestamp(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+_PERMISSIONS_CACHE: dict[tuple[str, tuple[str, ...] | None, str], frozenset[str]] = {}
+
+
+def effective_permissions(
+    plan: str, restriction: tuple[str, ...] | None, key_type: str
+) -> frozenset[str]:
+    """The org plan's permissions, narrowed by the key's restriction and type (memoized)."""
+    cache_key = (plan, restriction, key_type)
+    found = _PERMISSIONS_CACHE.get(cache_key)
+    if found is None:
+        allowed = {p.value for p in PLAN_PERMISSIONS[Plan(plan)]}
+        if restriction is not None:
+            allowed &= set(restriction)
+        if key_type == KeyType.PUBLIC.value:
+            allowed &= {p.value for p in PUBLIC_KEY_PERMISSIONS}
+        found = _PERMISSIONS_CACHE[cache_key] = frozenset(allowed)
+    return found
+
+
+class KeyLookup:
+    """Keys by hash and id, and organizations by id, at a known store position."""
+
+    def __init__(self) -> None:
+        self.by_hash: dict[str, KeyRecord] = {}
+        self.by_id: dict[UUID, KeyRecord] = {}
+        self.orgs: dict[UUID, OrgRecord] = {}
+        self.position = 0
+
+    def add_key(self, record: KeyRecord) -> None:
+        self.by_hash[record.key_hash] = record
+        self.by_id[record.key_id] = record
+
+    def add_org(self, record: OrgRecord) -> None:
+        self.orgs[record.org_id] = record
+
+    def principal(self, record: KeyRecord) -> Principal:
+        """The identity of a known key under its org's current plan and limit."""
+        org = self.orgs.get(record.org_id) or OrgRecord(record.org_id, Plan.FREE.value)
+        return Principal(
+            key_id=record.key_id,
+            org_id=record.org_id,
+            env=record.env,
+            type=record.type,
+            hint=record.hint,
+            permissions=effective_permissions(org.plan, record.permissions, record.type),
+            rate_limit=org.rate_limit,
+            allowed_origins=record.allowed_origins,
+        )
+
+    def apply(self, event: Any, position: int, changes: Changes | None = None) -> None:
+        """Fold one stored domain event in; note what changed in `changes`."""
+        if position <= self.position:
+            return  # already applied: applying is idempotent by position
+        self.position = position
+        touched_key: KeyRecord | None = None
+        touched_org: OrgRecord | None = None
+        if isinstance(event, ApiKey.Created):
+            touched_key = KeyRecord(
+                key_id=event.originator_id,
+                org_id=event.org_id,
+                key_hash=event.key_hash,
+                env=str(event.env),
+                type=str(event.type),
+                name=event.name,
+                hint=event.hint,
+                permissions=_tuple_or_none(event.permissions),
+                allowed_origins=tuple(event.allowed_origins),
+                expires_at=_timestamp(event.expires_at),
+            )
+            self.add_key(touched_key)
+        elif isinstance(event, ApiKey.Renamed | ApiKey.Rolled | ApiKey.Revoked):
+            touched_key = self.by_id.get(event.originator_id)
+            if touched_key is not None:
+                if isinstance(event, ApiKey.Renamed):
+                    touched_key.name = event.name
+                elif isinstance(event, ApiKey.Rolled):
+                    touched_key.expires_at = _timestamp(event.expires_at)
+                else:
+                    touched_key.revoked = True
+        elif isinstance(event, Organization.Registered):
+            touched_org = OrgRecord(event.originator_id, str(event.plan))
+            self.add_org(touched_org)
+        elif isinstance(
+            event,
+            Organization.PlanChanged | Organization.RateLimitSet | Organization.RateLimitCleared,
+        ):
+            touched_org = self.orgs.get(event.originator_id)
+            if touched_org is not None:
+                if isinstance(event, Organization.PlanChanged):
+                    touched_org.plan = str(event.plan)
+                    if touched_org.plan != Plan.AGENCY.value:
+                        touched_org.rate_limit = DEFAULT_RATE_LIMIT_PER_MINUTE
+                elif isinstance(event, Organization.RateLimitSet):
+                    touched_org.rate_limit = event.requests_per_minute
+                else:
+                    touched_org.rate_limit = DEFAULT_RATE_LIMIT_PER_MINUTE
+        if changes is not None:
+            if touched_key is not None:
+                changes.keys[touched_key.key_id] = touched_key
+            if touched_org is not None:
+                changes.orgs[touched_org.org_id] = touched_org
+
+
+def _tuple_or_none(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(sorted(values))

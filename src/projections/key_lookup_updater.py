@@ -1,0 +1,65 @@
+"""Keeps a key-lookup model current from the key store's notification log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+
+from application.registry import KeyRegistry
+from projections.key_lookup import Changes, KeyLookup
+from projections.key_lookup_view import KeyLookupView
+
+Batch = list[tuple[Any, int]]
+
+
+class KeyLookupUpdater:
+    """Folds new stored events into `lookup`, and into the durable `view` when given."""
+
+    def __init__(
+        self, registry: KeyRegistry, lookup: KeyLookup, view: KeyLookupView | None
+    ) -> None:
+        self.registry = registry
+        self.lookup = lookup
+        self.view = view
+
+    @classmethod
+    def from_view(cls, registry: KeyRegistry, view: KeyLookupView) -> KeyLookupUpdater:
+        """Start from what the durable view holds (its rows and position)."""
+        return cls(registry, view.load(registry.name), view)
+
+    def fetch(self, batch_size: int = 1000) -> Batch:
+        """The next stored events after the model's position, with their positions (I/O)."""
+        notifications = self.registry.recorder.select_notifications(
+            start=self.lookup.position, limit=batch_size, inclusive_of_start=False
+        )
+        return [(self.registry.mapper.to_domain_event(n), n.id) for n in notifications]
+
+    def apply(self, batch: Batch) -> Changes:
+        """Fold a fetched batch into the in-memory model (no I/O)."""
+        changes = Changes()
+        for event, position in batch:
+            self.lookup.apply(event, position, changes)
+        return changes
+
+    def catch_up(self, batch_size: int = 1000) -> int:
+        """Fetch, apply and persist one batch; returns how many events were read (0 = caught up)."""
+        batch = self.fetch(batch_size)
+        if not batch:
+            return 0
+        changes = self.apply(batch)
+        if self.view is not None:
+            try:
+                self.view.write(changes, Tracking(self.registry.name, self.lookup.position))
+            except Exception:
+                # The model ran ahead of the durable view: start again from the view.
+                self.lookup = self.view.load(self.registry.name)
+                raise
+        return len(batch)
+
+    def catch_up_fully(self, batch_size: int = 1000) -> int:
+        """Apply everything stored so far; returns the number of events read."""
+        total = 0
+        while read := self.catch_up(batch_size):
+            total += read
+        return total

@@ -1,0 +1,1 @@
+"""Long-running processes: the outbox relay and the projection runners."""

@@ -1,0 +1,1 @@
+"""Helpers that start real, throwaway servers for the test suite."""
