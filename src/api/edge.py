@@ -120,8 +120,7 @@ class EdgeMiddleware:
 
     def _event(self, scope: Any, context: RequestContext, status: int) -> RequestEvent:
         principal = context.principal
-        handler = scope.get("route_handler")
-        route = next(iter(handler.paths), scope["path"]) if handler is not None else scope["path"]
+        route = scope.get("path_template") or scope["path"]
         headers = scope["headers"]
         user_agent = next((v for k, v in headers if k == b"user-agent"), b"")
         return RequestEvent(

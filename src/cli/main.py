@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from cli.dev import dev
+from cli.keys import keys
+from cli.orgs import orgs
 from cli.serve import serve
 from cli.worker import worker
 
@@ -23,9 +26,17 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
     ctx.obj = {"data_dir": data_dir}
 
 
-for command in (dev, serve, worker):
+for command in (orgs, keys, worker, serve, dev):
     cli.add_command(command)
 
 
 def main() -> None:
-    cli()
+    """Entry point: usage errors become one line on stderr and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        click.echo(f"error: {error.format_message()} (usage_error)", err=True)
+        sys.exit(2)
