@@ -161,7 +161,10 @@ def roll(ctx: click.Context, key_id: str, expire_in: str, as_json: bool) -> None
     with registry_for(ctx) as registry:
         issued = registry.roll_key(uuid, grace=grace, actor=OPERATOR)
         view = api_key_view(
-            issued.key, registry.get_organization(issued.key.org_id), utc_now(), secret=issued.secret
+            issued.key,
+            registry.get_organization(issued.key.org_id),
+            utc_now(),
+            secret=issued.secret,
         )
     emit(view, as_json, lambda: _print_secret(view))
 

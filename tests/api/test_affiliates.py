@@ -48,7 +48,9 @@ async def test_the_list_pages_with_a_cursor(api: Api) -> None:
     seen, cursor = [], None
     while True:
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = (await api.client.get("/v1/affiliates", params=params, headers=bearer(issued))).json()
+        page = (
+            await api.client.get("/v1/affiliates", params=params, headers=bearer(issued))
+        ).json()
         seen += [a["name"] for a in page["data"]]
         cursor = page["next_cursor"]
         if cursor is None:

@@ -74,7 +74,9 @@ async def test_roll_returns_a_new_key_and_the_old_one_expires_after_the_grace(ap
     assert rolled.status_code == 200, rolled.text
     new = rolled.json()
     assert new["rolled_from"] == f"key_{admin.key.id.hex}" and "key" in new
-    old = (await api.client.get(f"/v1/api-keys/key_{admin.key.id.hex}", headers=bearer(new["key"]))).json()
+    old = (
+        await api.client.get(f"/v1/api-keys/key_{admin.key.id.hex}", headers=bearer(new["key"]))
+    ).json()
     assert old["status"] == "expiring" and old["expires_at"] is not None
     assert (await api.client.get("/v1/affiliates", headers=bearer(admin))).status_code == 200
 
@@ -122,9 +124,7 @@ async def test_rename_changes_the_name(api: Api) -> None:
 
 async def test_a_malformed_key_id_is_not_found(api: Api) -> None:
     admin = await api.key(api.org())
-    assert_error(
-        await api.client.get("/v1/api-keys/nope", headers=bearer(admin)), 404, "not_found"
-    )
+    assert_error(await api.client.get("/v1/api-keys/nope", headers=bearer(admin)), 404, "not_found")
 
 
 async def test_the_openapi_schema_declares_the_bearer_scheme(api: Api) -> None:

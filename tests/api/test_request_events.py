@@ -48,7 +48,12 @@ async def test_each_keyed_request_is_one_event_with_its_outcome(
     assert [e.status for e in ours] == [200, 403, 401, 401]
     ok = ours[0]
     assert ok.key_id == f"key_{good.key.id.hex}" and ok.org_id == f"org_{org.id.hex}"
-    assert (ok.method, ok.route, ok.env, ok.user_agent) == ("GET", "/v1/affiliates", "live", "svc/1.0")
+    assert (ok.method, ok.route, ok.env, ok.user_agent) == (
+        "GET",
+        "/v1/affiliates",
+        "live",
+        "svc/1.0",
+    )
     assert ok.latency_ms > 0 and ok.client_addr
     assert ours[1].key_id == f"key_{reader.key.id.hex}"
     assert ours[2].key_id is None and ours[2].key_hint == stranger[:8] + "…" + stranger[-4:]

@@ -120,10 +120,23 @@ def test_the_console_script_works_on_the_embedded_default(tmp_path: Path) -> Non
     env = {**_os_env(), "ICODRIP_DATA_DIR": str(tmp_path / "data")}
     env.pop("ICODRIP_DATABASE_URL", None)
     env.pop("ICODRIP_KEY_PEPPER", None)
-    run = lambda *a: subprocess.run([ICODRIP, *a], env=env, capture_output=True, text=True, check=True)  # noqa: E731
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([ICODRIP, *args], env=env, capture_output=True, text=True, check=True)
+
     org = json.loads(run("orgs", "create", "--name", "Acme", "--json").stdout)
     key = json.loads(
-        run("keys", "create", "--org", org["id"], "--name", "Production Backend", "--env", "live", "--json").stdout
+        run(
+            "keys",
+            "create",
+            "--org",
+            org["id"],
+            "--name",
+            "Production Backend",
+            "--env",
+            "live",
+            "--json",
+        ).stdout
     )
     assert parse_key(key["key"])
     stored = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("*.sqlite3*"))
@@ -132,9 +145,19 @@ def test_the_console_script_works_on_the_embedded_default(tmp_path: Path) -> Non
 
 def test_every_command_has_help() -> None:
     for argv in (
-        [], ["orgs"], ["orgs", "create"], ["orgs", "set-plan"], ["orgs", "set-rate-limit"],
-        ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"], ["keys", "roll"],
-        ["worker"], ["serve"], ["dev"],
+        [],
+        ["orgs"],
+        ["orgs", "create"],
+        ["orgs", "set-plan"],
+        ["orgs", "set-rate-limit"],
+        ["keys"],
+        ["keys", "create"],
+        ["keys", "list"],
+        ["keys", "revoke"],
+        ["keys", "roll"],
+        ["worker"],
+        ["serve"],
+        ["dev"],
     ):
         result = CliRunner().invoke(cli, [*argv, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, argv
