@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from adapters.affiliates import Affiliate, decode_cursor, encode_cursor
 from api.errors import ApiError
@@ -41,9 +42,9 @@ class AffiliatesController(Controller):
     async def list_affiliates(
         self,
         request: Request[Principal, Any, Any],
-        services: Services,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-        cursor: str | None = None,
+        services: NamedDependency[Services],
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        cursor: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """The organization's affiliates in this key's environment, oldest first."""
         principal = request.user
@@ -68,7 +69,10 @@ class AffiliatesController(Controller):
 
     @post("/", opt={"permission": "affiliates:write"})
     async def create_affiliate(
-        self, request: Request[Principal, Any, Any], services: Services, data: NewAffiliate
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        data: JSONBody[NewAffiliate],
     ) -> dict[str, Any]:
         """Add an affiliate to the organization, in this key's environment."""
         principal = request.user
@@ -83,7 +87,10 @@ class AffiliatesController(Controller):
 
     @get("/{affiliate_id:str}", opt={"permission": "affiliates:read"})
     async def get_affiliate(
-        self, request: Request[Principal, Any, Any], services: Services, affiliate_id: str
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        affiliate_id: FromPath[str],
     ) -> dict[str, Any]:
         """One affiliate; another org's or environment's is simply not found."""
         principal = request.user

@@ -9,6 +9,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from api.errors import ApiError
@@ -45,7 +47,9 @@ class Revocation(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
 
 
-async def _own_key(services: Services, principal: Principal, key_id: str) -> ApiKey:
+async def _own_key(
+    services: NamedDependency[Services], principal: Principal, key_id: FromPath[str]
+) -> ApiKey:
     """The key if it belongs to the caller's organization; otherwise not found (never 403)."""
     try:
         uuid = parse_key_id(key_id)
@@ -57,7 +61,9 @@ async def _own_key(services: Services, principal: Principal, key_id: str) -> Api
     return key
 
 
-async def _view(services: Services, key: ApiKey, secret: str | None = None) -> dict[str, Any]:
+async def _view(
+    services: NamedDependency[Services], key: ApiKey, secret: str | None = None
+) -> dict[str, Any]:
     org = await asyncio.to_thread(services.registry.get_organization, key.org_id)
     return api_key_view(key, org, utc_now(), secret=secret)
 
@@ -69,7 +75,10 @@ class ApiKeysController(Controller):
 
     @post("/", status_code=HTTP_201_CREATED, opt={"permission": "api_keys:write"})
     async def create_key(
-        self, request: Request[Principal, Any, Any], services: Services, data: NewApiKey
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        data: JSONBody[NewApiKey],
     ) -> dict[str, Any]:
         """Create a key; the response is the only time its secret is shown."""
         principal = request.user
@@ -93,7 +102,7 @@ class ApiKeysController(Controller):
 
     @get("/", opt={"permission": "api_keys:read"})
     async def list_keys(
-        self, request: Request[Principal, Any, Any], services: Services
+        self, request: Request[Principal, Any, Any], services: NamedDependency[Services]
     ) -> dict[str, Any]:
         """The organization's keys, oldest first; never their secrets."""
         principal = request.user
@@ -107,7 +116,7 @@ class ApiKeysController(Controller):
 
     @get("/current")
     async def current_key(
-        self, request: Request[Principal, Any, Any], services: Services
+        self, request: Request[Principal, Any, Any], services: NamedDependency[Services]
     ) -> dict[str, Any]:
         """Which key this is: its organization, environment, permissions and limit."""
         key = await asyncio.to_thread(services.registry.get_key, request.user.key_id)
@@ -115,7 +124,10 @@ class ApiKeysController(Controller):
 
     @get("/{key_id:str}", opt={"permission": "api_keys:read"})
     async def get_key(
-        self, request: Request[Principal, Any, Any], services: Services, key_id: str
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        key_id: FromPath[str],
     ) -> dict[str, Any]:
         """One of the organization's keys."""
         return await _view(services, await _own_key(services, request.user, key_id))
@@ -124,9 +136,9 @@ class ApiKeysController(Controller):
     async def rename_key(
         self,
         request: Request[Principal, Any, Any],
-        services: Services,
-        key_id: str,
-        data: ApiKeyChange,
+        services: NamedDependency[Services],
+        key_id: FromPath[str],
+        data: JSONBody[ApiKeyChange],
     ) -> dict[str, Any]:
         """Rename a key."""
         key = await _own_key(services, request.user, key_id)
@@ -139,9 +151,9 @@ class ApiKeysController(Controller):
     async def roll_key(
         self,
         request: Request[Principal, Any, Any],
-        services: Services,
-        key_id: str,
-        data: Roll | None = None,
+        services: NamedDependency[Services],
+        key_id: FromPath[str],
+        data: JSONBody[Roll | None] = None,
     ) -> dict[str, Any]:
         """Issue a successor (secret shown once); the old key expires after the grace period."""
         key = await _own_key(services, request.user, key_id)
@@ -156,9 +168,9 @@ class ApiKeysController(Controller):
     async def revoke_key(
         self,
         request: Request[Principal, Any, Any],
-        services: Services,
-        key_id: str,
-        data: Revocation | None = None,
+        services: NamedDependency[Services],
+        key_id: FromPath[str],
+        data: JSONBody[Revocation | None] = None,
     ) -> dict[str, Any]:
         """Revoke a key at once, on every API process within a second."""
         key = await _own_key(services, request.user, key_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import get
+from litestar.di import NamedDependency
 from litestar.response import Response
 
 from api.services import Services
@@ -17,7 +18,7 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz", exclude_from_auth=True, sync_to_thread=False)
-def readyz(services: Services) -> Response[dict[str, Any]]:
+def readyz(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     """Ready once the key mirror has loaded and caught up with the key store."""
     ready = services.mirror.ready
     body = {
