@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
 
 
-def configure_logging(level: str = "info", *, json: bool = True) -> None:
-    """JSON logs for machines (default) or a readable console for `icodrip dev`."""
+def configure_logging(level: str | None = None, *, json: bool = True) -> None:
+    """JSON logs for machines (default) or a readable console; level from ICODRIP_LOG_LEVEL."""
+    level = level or os.environ.get("ICODRIP_LOG_LEVEL", "info")
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import structlog
 
 from adapters.request_events import RequestEvent, new_event_id
 from api.context import SCOPE_KEY, RequestContext
@@ -26,6 +27,7 @@ HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 PLAIN_HTTP_ALLOWED = ("/healthz", "/readyz")
 
 _json = msgspec.json.Encoder()
+log = structlog.get_logger()
 
 
 class EdgeMiddleware:
@@ -72,9 +74,22 @@ class EdgeMiddleware:
             await self._refuse_plain_http(context, send_with_headers)
         else:
             await self.app(scope, receive, send_with_headers)
+        status = status_holder[0]
+        principal = context.principal
+        # 2xx at debug (free when filtered out); every refusal and error at info.
+        (log.debug if 200 <= status < 400 else log.info)(
+            "request",
+            request_id=context.request_id,
+            method=scope["method"],
+            route=scope.get("path_template") or scope["path"],
+            status=status,
+            key_id=None if principal is None else format_key_id(principal.key_id),
+            key_hint=context.key_hint,
+            client_addr=context.client_addr,
+        )
         publisher = self.services.publisher
         if context.presented_key and publisher is not None:
-            publisher.publish(self._event(scope, context, status_holder[0]))
+            publisher.publish(self._event(scope, context, status))
 
     def _origin(self, scope: Any) -> tuple[str, str | None]:
         """The scheme and client address, honouring `X-Forwarded-*` from trusted proxies only."""
