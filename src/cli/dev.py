@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from adapters.embedded_nats import EmbeddedNats
+from adapters.logging import configure_logging
 from adapters.registry import open_registry
 from adapters.settings import Settings
 from adapters.tls import ensure_self_signed
@@ -73,6 +74,7 @@ class WorkersThread(threading.Thread):
 @click.pass_context
 def dev(ctx: click.Context, host: str, port: int) -> None:
     """HTTPS API, workers, SQLite and NATS from the wheel, all in ./.icodrip (or --data-dir)."""
+    configure_logging(json=False)
     data_dir = _data_dir(ctx)
     if data_dir is not None:
         os.environ["ICODRIP_DATA_DIR"] = str(data_dir)
