@@ -13,7 +13,7 @@ from adapters.registry import open_registry
 from adapters.settings import Settings
 from application.registry import KeyRegistry
 from support.databases import fresh_database
-from support.servers import NatsServer
+from support.servers import NatsServer, RedisServer
 
 REDIS_URL = os.environ.get("ICODRIP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -31,6 +31,15 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 def private_nats(tmp_path: Path) -> Iterator[NatsServer]:
     """A JetStream server of this test's own, safe to kill -9 and restart."""
     server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, safe to kill and restart."""
+    server = RedisServer()
     server.start()
     yield server
     server.stop()

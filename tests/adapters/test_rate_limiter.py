@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -55,15 +55,6 @@ async def limiter(redis_url: str) -> AsyncIterator[RedisRateLimiter]:
     rl = RedisRateLimiter(redis_url, clock=Clock())
     yield rl
     await rl.aclose()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own, safe to kill and restart."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 async def admitted(limiter: RateLimiter, name: str, limit: int, hits: int) -> int:

