@@ -34,7 +34,9 @@ async def connect(url: str, name: str, *, wait: float = 30.0) -> Client:
             await asyncio.sleep(0.5)
 
 
-async def ensure_keys_stream(js: JetStreamContext, name: str, subject_prefix: str) -> None:
+async def ensure_keys_stream(
+    js: JetStreamContext, name: str, subject_prefix: str, replicas: int = 1
+) -> None:
     """The key-event stream: file storage, kept forever, never silently trimmed or purged."""
     config = StreamConfig(
         name=name,
@@ -44,6 +46,7 @@ async def ensure_keys_stream(js: JetStreamContext, name: str, subject_prefix: st
         deny_delete=True,
         deny_purge=True,
         duplicate_window=120.0,
+        num_replicas=replicas,
     )
     try:
         await js.stream_info(name)

@@ -24,6 +24,7 @@ class Settings:
     key_pepper: bytes = field(default=b"", repr=False)
     keys_stream: str = "ICODRIP_KEYS"
     keys_subject: str = "icodrip.keys"
+    stream_replicas: int = 1
 
     @property
     def is_embedded(self) -> bool:
@@ -58,6 +59,7 @@ class Settings:
             key_pepper=pepper,
             keys_stream=env.get("ICODRIP_KEYS_STREAM") or "ICODRIP_KEYS",
             keys_subject=env.get("ICODRIP_KEYS_SUBJECT") or "icodrip.keys",
+            stream_replicas=int(env.get("ICODRIP_STREAM_REPLICAS") or 1),
         )
 
 

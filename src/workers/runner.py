@@ -27,7 +27,9 @@ async def run_relay(settings: Settings, stopping: asyncio.Event) -> None:
     client = await nats_adapter.connect(settings.nats_url, name="icodrip-relay")
     try:
         js = client.jetstream()
-        await nats_adapter.ensure_keys_stream(js, settings.keys_stream, settings.keys_subject)
+        await nats_adapter.ensure_keys_stream(
+            js, settings.keys_stream, settings.keys_subject, settings.stream_replicas
+        )
         relay = Relay(
             registry, js, stream=settings.keys_stream, subject_prefix=settings.keys_subject
         )
