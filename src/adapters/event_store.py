@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from adapters.settings import Settings
+from adapters.settings import Settings, SettingsError
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:
@@ -18,7 +18,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         }
     url = urlsplit(settings.database_url)
     if url.scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
-        raise ValueError("ICODRIP_DATABASE_URL must be a postgresql:// URL")
+        raise SettingsError("ICODRIP_DATABASE_URL must be a postgresql:// URL")
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",

@@ -1,26 +1,60 @@
-"""Publishing request events without making the response wait, and without losing any.
+"""Request events to JetStream without making responses wait on NATS, and without losing any.
 
-`publish()` only appends to memory. A background task sends batches as single JetStream
-messages and awaits each acknowledgement. While NATS is unreachable, batches wait (each
-keeping its `Nats-Msg-Id`, so a re-send of a batch that did land is dropped); past
-`max_buffer` events they spill to fsync'ed files in `spool_dir`, which are delivered first
-when NATS is back — also after a restart of the process.
+`RequestEventPublisher.publish()` only appends to an in-memory deque. A background task seals
+the events into batches (at most `max_batch` events, and never more bytes than the server
+accepts in one message), sends each batch as ONE JetStream message with a stable
+`Nats-Msg-Id` (`batch_msg_id`: first event id + count) and awaits its PubAck: an acknowledged
+batch is stored (with the stream's `sync: always`, on disk). One batch is in flight at a time;
+under load batches simply fill up while the previous acknowledgement is awaited.
+
+When NATS is unreachable, a publish fails or an acknowledgement times out (unknown outcome),
+the batch is kept exactly as sealed and sent again with the same `Nats-Msg-Id`, which the
+stream drops as a duplicate within its two-minute window. When more than `max_buffer` events
+wait in memory, all of them go to the spool: append-only files in `spool_dir` (length- and
+CRC-framed msgpack records, each a sealed batch, fsync'ed once per spill, written by a single
+I/O thread), so memory stays bounded. Once NATS answers again the spool is delivered first,
+oldest file first, each file deleted once every batch in it is acknowledged; then memory.
+Spool files left by a process that crashed or shut down while NATS was down are delivered by
+the next publisher started on the same directory. Several processes may share `spool_dir`:
+each file is `flock`ed by its writer and by the one process delivering it.
+
+`aclose()` sends what it can within its timeout and spools the rest: nothing stays in memory.
+Only a crash of this process (kill -9, OOM) loses the events still in memory — at most
+`max_buffer` plus what arrives during one acknowledgement timeout.
+
+Delivery is at-least-once with stable ids: a batch may reach the stream twice when its
+re-send falls outside the duplicate window (a long outage after an unknown outcome, or a
+spool file re-delivered after a crash mid-file), always as the whole batch with the same
+event ids. Consumers deduplicate by event `id` — the audit projection stores each id once —
+so the read model is exactly-once.
+
+Not thread-safe: call `publish()` from the event loop that runs `start()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import secrets
+import struct
+import time
+import zlib
 from collections import deque
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
+from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 from adapters.request_events import (
+    AUDIT_STREAM,
     REQUESTS_SUBJECT,
     RequestEvent,
     RequestEventBatch,
@@ -29,152 +63,530 @@ from adapters.request_events import (
 
 log = structlog.get_logger()
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(RequestEventBatch)
+T = TypeVar("T")
+
+#: `nats.connect` options fit for the publisher: reconnect forever, and quickly.
+NATS_OPTIONS: dict[str, Any] = {
+    "allow_reconnect": True,
+    "max_reconnect_attempts": -1,
+    "reconnect_time_wait": 0.25,
+    "connect_timeout": 2,
+}
+
+SPOOL_SUFFIX = ".spool"
+_FRAME = struct.Struct(">II")  # body length, CRC-32 of the body
+_MAX_SPOOL_FILE = 64 * 1024 * 1024
+_MAX_FIELD = 2048  # characters kept of a text field when one event alone exceeds a message
+_HEADROOM = 4096  # bytes of a message left for headers
+_DISCONNECTED_POLL = 0.1
+_MIN_BACKOFF, _MAX_BACKOFF = 0.05, 2.0
+
+
+class SealedBatch(msgspec.Struct, array_like=True, frozen=True):
+    """A batch as it goes on the wire (and in the spool): message id, event count, payload."""
+
+    msg_id: str
+    count: int
+    payload: bytes
+
+
+_wire = msgspec.json.Encoder()
+_wire_decoder = msgspec.json.Decoder(RequestEventBatch)
+_spool_encoder = msgspec.msgpack.Encoder()
+_spool_decoder = msgspec.msgpack.Decoder(SealedBatch)
+
+
+def seal(events: list[RequestEvent], max_batch: int, max_bytes: int) -> list[SealedBatch]:
+    """`events` as batches of at most `max_batch` events and `max_bytes` bytes each."""
+    sealed: list[SealedBatch] = []
+    for start in range(0, len(events), max_batch):
+        _seal_into(sealed, events[start : start + max_batch], max_bytes)
+    return sealed
+
+
+def _seal_into(out: list[SealedBatch], events: list[RequestEvent], max_bytes: int) -> None:
+    payload = _wire.encode(RequestEventBatch(events=events))
+    if len(payload) > max_bytes and len(events) > 1:
+        half = len(events) // 2
+        _seal_into(out, events[:half], max_bytes)
+        _seal_into(out, events[half:], max_bytes)
+        return
+    if len(payload) > max_bytes:  # one event with a huge path or user agent: keep its start
+        short = {
+            name: value[:_MAX_FIELD]
+            for name, value in msgspec.structs.asdict(events[0]).items()
+            if isinstance(value, str) and len(value) > _MAX_FIELD
+        }
+        events = [msgspec.structs.replace(events[0], **short)]
+        payload = _wire.encode(RequestEventBatch(events=events))
+    out.append(SealedBatch(batch_msg_id(events), len(events), payload))
+
+
+# -- the spool: runs in the publisher's single I/O thread --------------------------------------
+
+
+def _frame(batches: list[SealedBatch]) -> bytes:
+    parts: list[bytes] = []
+    for batch in batches:
+        body = _spool_encoder.encode(batch)
+        parts += (_FRAME.pack(len(body), zlib.crc32(body)), body)
+    return b"".join(parts)
+
+
+def _parse(data: bytes) -> tuple[list[SealedBatch], int]:
+    """The complete records at the start of `data`, and how many bytes after them are bad."""
+    batches: list[SealedBatch] = []
+    pos = 0
+    while pos + _FRAME.size <= len(data):
+        length, crc = _FRAME.unpack_from(data, pos)
+        body = data[pos + _FRAME.size : pos + _FRAME.size + length]
+        if len(body) < length or zlib.crc32(body) != crc:
+            break
+        try:
+            batches.append(_spool_decoder.decode(body))
+        except msgspec.DecodeError:
+            break
+        pos += _FRAME.size + length
+    return batches, len(data) - pos
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _SpoolWriter:
+    """The current append-only spool file of this process, locked while it is written."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path: Path | None = None
+        self._fd: int | None = None
+        self._size = 0
+
+    def append(
+        self, batches: list[SealedBatch], events: list[RequestEvent], max_batch: int, max_bytes: int
+    ) -> tuple[Path, int]:
+        """Write sealed batches and then `events` (sealed here), fsync; the file and count."""
+        batches = batches + seal(events, max_batch, max_bytes)
+        data = _frame(batches)
+        if self._fd is not None and self._size + len(data) > _MAX_SPOOL_FILE:
+            self.seal()
+        if self._fd is None or self.path is None:
+            self._open()
+        assert self._fd is not None and self.path is not None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # keep the file a sequence of whole records
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+        return self.path, sum(batch.count for batch in batches)
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = self.directory / f".{name}.tmp"  # never seen, so never taken, before it is locked
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.path = self.directory / f"{name}{SPOOL_SUFFIX}"
+        os.rename(tmp, self.path)
+        _fsync_dir(self.directory)
+        self._fd, self._size = fd, 0
+
+    def seal(self) -> Path | None:
+        """Close the current file (releasing its lock) so that it can be delivered."""
+        path, fd = self.path, self._fd
+        self.path, self._fd, self._size = None, None, 0
+        if fd is not None:
+            os.close(fd)
+        return path
+
+
+@dataclass
+class _Claim:
+    """A spool file being delivered by this process, locked until it is deleted."""
+
+    path: Path
+    fd: int
+    batches: deque[SealedBatch] = field(default_factory=deque)
+
+
+def _claim(path: Path) -> _Claim | None:
+    """Lock and read a spool file, unless another process holds it or it is already gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_nlink == 0:
+            raise FileNotFoundError(path)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    except OSError:
+        os.close(fd)
+        return None
+    batches, bad = _parse(b"".join(chunks))
+    if bad:
+        log.warning("request_events.spool_truncated", file=path.name, bad_bytes=bad)
+    return _Claim(path, fd, deque(batches))
+
+
+def _finish(claim: _Claim, delete: bool) -> None:
+    if delete:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(claim.path)
+    os.close(claim.fd)
+
+
+def spool_files(spool_dir: Path) -> list[Path]:
+    """The spool files in `spool_dir`, oldest first."""
+    return sorted(spool_dir.glob(f"*{SPOOL_SUFFIX}")) if spool_dir.is_dir() else []
+
+
+def spooled_events(spool_dir: Path) -> Iterator[RequestEvent]:
+    """Every event waiting in `spool_dir` (for operators and tests; takes no lock)."""
+    for path in spool_files(spool_dir):
+        for batch in _parse(path.read_bytes())[0]:
+            yield from _wire_decoder.decode(batch.payload).events
+
+
+# -- the publisher -----------------------------------------------------------------------------
 
 
 class RequestEventPublisher:
-    """Batched, acknowledged, spill-to-disk publication of request events."""
+    """Batched, acknowledged, spill-to-disk publication of request events (see the module doc).
+
+    Counters: `published` (events acknowledged by the stream, duplicates included),
+    `duplicates` (batches the stream acknowledged as already stored), `spooled` (events
+    written to the spool), `failures` (failed or timed-out sends); `pending` (events not yet
+    acknowledged: `in_memory` plus `spool_pending`, the spooled events this publisher wrote or
+    opened), `available` (False from a failed send until the next acknowledged one).
+    """
 
     def __init__(
         self,
-        js: JetStreamContext,
+        connection: Client | JetStreamContext,
         *,
         spool_dir: Path,
-        subject: str = REQUESTS_SUBJECT,
         max_batch: int = 256,
         flush_interval: float = 0.005,
         max_buffer: int = 100_000,
-        ack_timeout: float = 2.0,
+        subject: str = REQUESTS_SUBJECT,
+        stream: str | None = AUDIT_STREAM,
+        ack_timeout: float = 1.0,
+        max_message_bytes: int | None = None,
+        rescan_interval: float = 60.0,
     ) -> None:
-        self.js = js
+        if isinstance(connection, JetStreamContext):
+            self._js, self._nc = connection, connection._nc
+        else:
+            self._js, self._nc = connection.jetstream(), connection
         self.spool_dir = spool_dir
-        self.subject = subject
         self.max_batch = max_batch
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
+        self.subject = subject
+        self.stream = stream
         self.ack_timeout = ack_timeout
+        self.max_message_bytes = max_message_bytes
+        self.rescan_interval = rescan_interval
+
         self.published = 0
+        self.duplicates = 0
         self.spooled = 0
+        self.failures = 0
+        self.available = True
+
         self._buffer: deque[RequestEvent] = deque()
-        self._retry: RequestEventBatch | None = None
+        self._outbox: deque[SealedBatch] = deque()
+        self._outbox_events = 0
+        self._spool_counts: dict[Path, int] = {}
+        self._claim: _Claim | None = None
+        self._writer = _SpoolWriter(spool_dir)
+        self._io: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._available = True
         self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._wake_at = min(max_batch, max_buffer + 1)
+        self._due = False
+        self._closing = False
+        self._closed = False
+        self._backoff = _MIN_BACKOFF
+        self._next_attempt = 0.0
+        self._rescan_at = 0.0
+        self._spill_retry_at = 0.0
+        self._late = False
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def in_memory(self) -> int:
+        return len(self._buffer) + self._outbox_events
+
+    @property
+    def spool_pending(self) -> int:
+        return sum(self._spool_counts.values())
 
     @property
     def pending(self) -> int:
-        """Events not yet acknowledged by the stream, in memory."""
-        return len(self._buffer) + (len(self._retry.events) if self._retry else 0)
+        return self.in_memory + self.spool_pending
 
     def publish(self, event: RequestEvent) -> None:
-        """Queue an event; never blocks, never raises on NATS trouble."""
-        self._buffer.append(event)
-        if len(self._buffer) >= self.max_batch:
+        """Queue one event. Synchronous and O(1): never waits on, nor raises for, NATS."""
+        if self._closed:
+            self._write_late(event)
+            return
+        buffer = self._buffer
+        buffer.append(event)
+        if self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(self.flush_interval, self._on_timer)
+        if len(buffer) >= self._wake_at:
             self._wake.set()
 
     async def start(self) -> None:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._task = asyncio.create_task(self._run())
-
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """Deliver what can be delivered within `timeout`; spool the rest to disk."""
-        self._closing = True
-        self._wake.set()
+        """Start the background sender; spool files already in `spool_dir` are delivered too."""
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._task, timeout)
-        if self._retry is not None:
-            self._spool(self._retry)
-            self._retry = None
-        self._spool_buffer(keep=0)
+            return
+        self._loop = asyncio.get_running_loop()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="request-event-spool")
+        if self.max_message_bytes is None:
+            self.max_message_bytes = max(64 * 1024, self._nc.max_payload - _HEADROOM)
+        await self._rescan()
+        if self._spool_counts:
+            log.info("request_events.spool_found", files=len(self._spool_counts))
+        self._due = True
+        self._wake.set()
+        self._task = asyncio.create_task(self._run(), name="request-event-publisher")
 
     async def flush(self, timeout: float = 10.0) -> None:
-        """Wait until everything queued so far is acknowledged (tests and shutdown)."""
+        """Wait until every event published so far is acknowledged (tests, operators)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.pending or self._spool_files():
+        while self.in_memory or self._spool_counts or self._claim or self._writer.path:
             if loop.time() > deadline:
-                raise TimeoutError(f"{self.pending} request events still pending")
+                raise TimeoutError(f"{self.pending} request events not yet acknowledged")
+            self._due = True
             self._wake.set()
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Send what can be sent within `timeout`, then spool the rest: nothing stays in memory."""
+        if self._closed:
+            return
+        self._closing = True
+        for timer in (self._timer, self._retry_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._task is not None:
+            self._due = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        self._closed = True
+        self._loop = None
+        await self._spill()
+        claim, self._claim = self._claim, None
+        if claim is not None:  # its acknowledged batches will be sent again: duplicates only
+            await self._in_io(_finish, claim, False)
+            self._spool_counts.pop(claim.path, None)
+        await self._in_io(self._writer.seal)
+        if self._io is not None:
+            self._io.shutdown(wait=True)
+            self._io = None
+        log.info(
+            "request_events.closed",
+            published=self.published,
+            spooled=self.spooled,
+            left_in_spool=len(spool_files(self.spool_dir)),
+        )
+
+    # -- the background task --------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._due = True
+        self._wake.set()
+
+    def _on_retry(self) -> None:
+        self._retry_timer = None
+        self._due = True
+        self._wake.set()
 
     async def _run(self) -> None:
         while True:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            await self._wake.wait()
             self._wake.clear()
+            closing = self._closing
             try:
-                await self._deliver_spool()
-                while self._retry is not None or self._buffer:
-                    batch = self._retry or self._take_batch()
-                    self._retry = batch
-                    await self._send(batch)
-                    self._retry = None
-                self._set_available(True)
-            except Exception as error:
-                self._set_available(False, error)
-                if self.pending > self.max_buffer:
-                    self._spool_buffer(keep=self.max_buffer // 2)
-                if self._closing:
-                    return
-                await asyncio.sleep(0.25)
-                continue
-            if self._closing:
+                await self._round()
+            except Exception:  # a bug here must not stop delivery for good
+                log.exception("request_events.publisher_error")
+                self._retry_in(_MAX_BACKOFF)
+            if closing:
                 return
 
-    def _take_batch(self) -> RequestEventBatch:
-        count = min(self.max_batch, len(self._buffer))
-        return RequestEventBatch(events=[self._buffer.popleft() for _ in range(count)])
+    async def _round(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.in_memory > self.max_buffer and time.monotonic() >= self._spill_retry_at:
+            await self._spill()
+        if not self._nc.is_connected:
+            self._unavailable("disconnected")
+            self._retry_in(_DISCONNECTED_POLL)
+            return
+        if loop.time() < self._next_attempt:
+            self._retry_in(self._next_attempt - loop.time())
+            return
+        try:
+            if not self._closing:
+                await self._deliver_spool()
+            await self._deliver_memory()
+        except Exception as error:  # nats-py raises many unrelated types; every one is retried
+            self.failures += 1
+            self._unavailable(type(error).__name__)
+            self._next_attempt = loop.time() + self._backoff
+            self._retry_in(self._backoff)
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+            return
+        self._backoff, self._next_attempt = _MIN_BACKOFF, 0.0
+        if not self.available:
+            self.available = True
+            self._wake_at = min(self.max_batch, self.max_buffer + 1)
+            log.info("request_events.nats_restored", pending=self.pending)
 
-    async def _send(self, batch: RequestEventBatch) -> None:
-        await self.js.publish(
+    def _unavailable(self, reason: str) -> None:
+        if self.available:
+            self.available = False
+            self._wake_at = self.max_buffer + 1
+            log.warning("request_events.nats_unavailable", reason=reason, pending=self.pending)
+
+    def _retry_in(self, delay: float) -> None:
+        if self._retry_timer is None and self._loop is not None and not self._closing:
+            self._retry_timer = self._loop.call_later(delay, self._on_retry)
+
+    async def _send(self, batch: SealedBatch) -> None:
+        ack = await self._js.publish(
             self.subject,
-            _encoder.encode(batch),
+            batch.payload,
             timeout=self.ack_timeout,
-            headers={"Nats-Msg-Id": batch_msg_id(batch)},
+            stream=self.stream,
+            headers={"Nats-Msg-Id": batch.msg_id},
         )
-        self.published += len(batch.events)
+        self.published += batch.count
+        if ack.duplicate:
+            self.duplicates += 1
 
-    def _set_available(self, available: bool, error: Exception | None = None) -> None:
-        if available != self._available:
-            self._available = available
-            if available:
-                log.info("request_events.nats_restored")
-            else:
-                log.warning(
-                    "request_events.nats_unavailable",
-                    error=type(error).__name__ if error else None,
-                    pending=self.pending,
-                )
-
-    # -- the spool ---------------------------------------------------------------------
-
-    def _spool_files(self) -> list[Path]:
-        return sorted(self.spool_dir.glob("*.batch")) if self.spool_dir.exists() else []
-
-    def _spool(self, batch: RequestEventBatch) -> None:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        path = self.spool_dir / f"{batch.events[0].id}-{len(batch.events)}.batch"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(_encoder.encode(batch))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(path)
-        self.spooled += len(batch.events)
-
-    def _spool_buffer(self, keep: int) -> None:
-        """Move the oldest buffered events to disk until at most `keep` stay in memory."""
-        while len(self._buffer) > keep:
-            count = min(self.max_batch * 16, len(self._buffer) - keep)
-            self._spool(RequestEventBatch(events=[self._buffer.popleft() for _ in range(count)]))
+    async def _deliver_memory(self) -> None:
+        while True:
+            if not self._outbox:
+                buffered = len(self._buffer)
+                if not buffered:
+                    return
+                if buffered < self.max_batch and not (self._due or self._closing):
+                    if self._timer is None and self._loop is not None:
+                        self._timer = self._loop.call_later(self.flush_interval, self._on_timer)
+                    return
+                if buffered < self.max_batch:
+                    self._due = False
+                events = [self._buffer.popleft() for _ in range(min(buffered, self.max_batch))]
+                for batch in seal(events, self.max_batch, self._max_bytes):
+                    self._outbox.append(batch)
+                    self._outbox_events += batch.count
+            batch = self._outbox[0]
+            await self._send(batch)
+            self._outbox.popleft()
+            self._outbox_events -= batch.count
+            if self.in_memory > self.max_buffer:
+                await self._spill()
 
     async def _deliver_spool(self) -> None:
-        for path in self._spool_files():
-            batch = _decoder.decode(path.read_bytes())
-            for start in range(0, len(batch.events), self.max_batch):
-                part = RequestEventBatch(events=batch.events[start : start + self.max_batch])
-                await self._send(part)
-            path.unlink()
+        loop = asyncio.get_running_loop()
+        if self._writer.path is not None:
+            await self._in_io(self._writer.seal)
+        if loop.time() >= self._rescan_at:
+            await self._rescan()
+        while self._claim is not None or self._spool_counts:
+            if self._closing:
+                return
+            claim = self._claim
+            if claim is None:
+                path = min(self._spool_counts)
+                claim = await self._in_io(_claim, path)
+                if claim is None:  # another process delivers it, or already did
+                    self._spool_counts.pop(path)
+                    continue
+                self._claim = claim
+                self._spool_counts[path] = sum(batch.count for batch in claim.batches)
+            while claim.batches:
+                batch = claim.batches[0]
+                await self._send(batch)
+                claim.batches.popleft()
+                self._spool_counts[claim.path] -= batch.count
+                if self.in_memory > self.max_buffer:
+                    await self._spill()
+            await self._in_io(_finish, claim, True)
+            self._claim = None
+            self._spool_counts.pop(claim.path, None)
+            log.info("request_events.spool_delivered", file=claim.path.name)
+
+    async def _rescan(self) -> None:
+        self._rescan_at = asyncio.get_running_loop().time() + self.rescan_interval
+        held = {self._writer.path, self._claim.path if self._claim else None}
+        for path in await self._in_io(spool_files, self.spool_dir):
+            if path not in held:
+                self._spool_counts.setdefault(path, 0)
+
+    async def _spill(self) -> None:
+        """Move everything in memory to the spool, oldest first; keep it if the disk fails."""
+        batches, events = list(self._outbox), list(self._buffer)
+        if not batches and not events:
+            return
+        self._outbox.clear()
+        self._buffer.clear()
+        outbox_events, self._outbox_events = self._outbox_events, 0
+        try:
+            path, count = await self._in_io(
+                self._writer.append, batches, events, self.max_batch, self._max_bytes
+            )
+        except OSError as error:
+            self._buffer.extendleft(reversed(events))
+            self._outbox.extendleft(reversed(batches))
+            self._outbox_events += outbox_events
+            self._spill_retry_at = time.monotonic() + 1.0
+            log.error("request_events.spool_failed", error=str(error), in_memory=self.in_memory)
+            return
+        self.spooled += count
+        self._spool_counts[path] = self._spool_counts.get(path, 0) + count
+        log.info("request_events.spooled", events=count, file=path.name)
+
+    def _write_late(self, event: RequestEvent) -> None:
+        """An event published after `aclose()`: straight to the spool, synchronously."""
+        if not self._late:
+            self._late = True
+            log.warning("request_events.published_after_close")
+        _, count = self._writer.append([], [event], self.max_batch, self._max_bytes)
+        self.spooled += count
+
+    @property
+    def _max_bytes(self) -> int:
+        return self.max_message_bytes or 1024 * 1024 - _HEADROOM
+
+    async def _in_io(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._io is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)

@@ -53,6 +53,8 @@ def api_key_view(
         "expires_at": iso(key.expires_at),
         "last_used_at": iso(last_used_at),
         "revoked_at": iso(key.revoked_at),
+        "revoked_by": key.revoked_by,
+        "revocation_reason": key.revocation_reason,
         "rolled_from": None if key.predecessor_id is None else format_key_id(key.predecessor_id),
         "rolled_to": None if key.successor_id is None else format_key_id(key.successor_id),
     }

@@ -1,60 +1,140 @@
-"""`icodrip keys`: create, list, roll, revoke and rename API keys."""
+"""`icodrip keys`: create, list, show, roll, revoke and rename API keys.
+
+The plaintext of a key exists only in the output of `create` and `roll`: once on stdout
+(with a warning on stderr, so `--json` and scripts get clean stdout), never afterwards.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import click
 
 from application.registry import utc_now
 from application.views import api_key_view
-from cli.common import emit, friendly_errors, json_option, parse_duration, registry_for
+from cli.common import DURATION, Group, emit, json_option, registry_from, when
 from domain.actors import OPERATOR
+from domain.api_key import MAX_ROLL_GRACE
+from domain.errors import ValidationError
 from domain.ids import parse_key_id, parse_org_id
 from domain.key_format import Environment, KeyType
 from domain.naming import clean_name
 from domain.plans import Permission, parse_permissions
 
-ONCE_WARNING = "This is the only time the key is shown. Store it now; only its hint is kept."
+ONCE_WARNING = (
+    "This is the only time the key is shown. Store it now (e.g. in your secret manager); "
+    "Icodrip keeps only its hash and hint."
+)
+KEY_ID_HELP = "KEY_ID is a key id, key_<32 hex digits>, as `keys create` and `keys list` print it."
 
 
-@click.group("keys")
+@click.group(
+    "keys",
+    cls=Group,
+    epilog='Example: icodrip keys create --org org_0123… --name "Production Backend" --env live',
+)
 def keys() -> None:
-    """Manage an organization's API keys."""
+    """Create, list, roll, revoke and rename an organization's API keys."""
 
 
 def _print_key(view: dict[str, Any]) -> None:
-    for field in ("id", "name", "type", "env", "hint", "status", "created_at", "expires_at"):
-        click.echo(f"{field:>12}: {view[field]}")
-    click.echo(f"{'permissions':>12}: {', '.join(view['permissions'])}")
+    click.echo(f"{'id':>12}: {view['id']}")
+    click.echo(f"{'name':>12}: {view['name']}")
+    click.echo(f"{'org':>12}: {view['organization']}")
+    click.echo(f"{'type':>12}: {view['type']}/{view['env']}")
+    click.echo(f"{'hint':>12}: {view['hint']}")
+    click.echo(f"{'status':>12}: {view['status']}")
+    click.echo(f"{'permissions':>12}: {', '.join(view['permissions']) or '-'}")
+    if view["allowed_origins"]:
+        click.echo(f"{'origins':>12}: {', '.join(view['allowed_origins'])}")
+    click.echo(f"{'created':>12}: {view['created_at']}")
+    click.echo(f"{'expires':>12}: {view['expires_at'] or 'never'}")
+    if view["revoked_at"]:
+        click.echo(f"{'revoked':>12}: {view['revoked_at']}")
+    if view["rolled_from"]:
+        click.echo(f"{'rolled from':>12}: {view['rolled_from']}")
+    if view["rolled_to"]:
+        click.echo(f"{'rolled to':>12}: {view['rolled_to']}")
 
 
 def _print_secret(view: dict[str, Any]) -> None:
     _print_key(view)
     click.echo(f"{'key':>12}: {view['key']}")
-    click.echo(ONCE_WARNING, err=True)
+
+
+def _emit_secret(view: dict[str, Any], as_json: bool) -> None:
+    """The new key with its secret on stdout; the shown-once warning on stderr, always."""
+    emit(view, as_json, lambda: _print_secret(view))
+    click.echo(f"warning: {ONCE_WARNING}", err=True)
+
+
+def _print_table(views: list[dict[str, Any]]) -> None:
+    columns = ("ID", "NAME", "TYPE/ENV", "HINT", "STATUS", "CREATED (UTC)", "EXPIRES (UTC)")
+    rows = [
+        (
+            v["id"],
+            v["name"] if len(v["name"]) <= 30 else v["name"][:29] + "…",
+            f"{v['type']}/{v['env']}",
+            v["hint"],
+            v["status"],
+            when(v["created_at"]),
+            when(v["expires_at"]),
+        )
+        for v in views
+    ]
+    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
+    for row in [columns, *rows]:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+    if not rows:
+        click.echo("(no keys yet: icodrip keys create --org ORG --name NAME)")
 
 
 @keys.command(
     "create",
-    epilog='Example: icodrip keys create --org org_0123… --name "Production Backend" --env live',
+    epilog=(
+        "\b\nExamples:\n"
+        '  icodrip keys create --org org_0123… --name "Production Backend" --env live\n'
+        "  icodrip keys create --org org_0123… --name Web --env test \\\n"
+        "      --public --origin https://app.example.com\n"
+        '  icodrip keys create --org org_0123… --name "Read only" \\\n'
+        "      --permission affiliates:read --expires-in 30d --json"
+    ),
 )
-@click.option("--org", required=True, help="The organization (org_…).")
+@click.option("--org", required=True, help="The organization (org_<32 hex digits>).")
 @click.option("--name", required=True, help="What the key is for (1-100 characters).")
-@click.option("--env", type=click.Choice(["live", "test"]), default="live", show_default=True)
-@click.option("--public", is_flag=True, help="A public key (pk_…) for browsers: events:write only.")
-@click.option("--origin", "origins", multiple=True, help="Allowed origin of a public key.")
+@click.option(
+    "--env",
+    type=click.Choice([e.value for e in Environment]),
+    default=Environment.LIVE.value,
+    show_default=True,
+    help="live (ak_live_…) or test (ak_test_…, sees test-mode data only).",
+)
+@click.option(
+    "--public", is_flag=True, help="A public key (pk_…) for browsers and SDKs: events:write only."
+)
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    metavar="URL",
+    help="An origin a public key may be used from, e.g. https://app.example.com (repeatable).",
+)
 @click.option(
     "--permission",
     "permissions",
     multiple=True,
     type=click.Choice([p.value for p in Permission]),
-    help="Restrict the key to these permissions (repeatable); default: all of the org's.",
+    help="Restrict the key to these permissions (repeatable); default: all of the org's plan.",
 )
-@click.option("--expires-in", help="Let the key expire, e.g. 30d.")
+@click.option(
+    "--expires-in",
+    type=DURATION,
+    help="Let the key expire after this long, e.g. 30m, 24h, 90d (default: never).",
+)
 @json_option
 @click.pass_context
-@friendly_errors
 def create(
     ctx: click.Context,
     org: str,
@@ -63,122 +143,121 @@ def create(
     public: bool,
     origins: tuple[str, ...],
     permissions: tuple[str, ...],
-    expires_in: str | None,
+    expires_in: timedelta | None,
     as_json: bool,
 ) -> None:
     """Create a key and print its secret, exactly once."""
     org_id = parse_org_id(org)
-    clean_name(name, "key name")
-    lifetime = parse_duration(expires_in) if expires_in else None
+    clean = clean_name(name, "key name")
+    wanted = parse_permissions(permissions) if permissions else None
     if origins and not public:
-        raise click.UsageError("--origin applies to --public keys only")
-    with registry_for(ctx) as registry:
-        issued = registry.create_key(
-            org_id,
-            name=name,
-            env=Environment(env),
-            key_type=KeyType.PUBLIC if public else KeyType.SECRET,
-            actor=OPERATOR,
-            permissions=parse_permissions(permissions) if permissions else None,
-            expires_at=utc_now() + lifetime if lifetime else None,
-            allowed_origins=origins,
-        )
-        view = api_key_view(
-            issued.key, registry.get_organization(org_id), utc_now(), secret=issued.secret
-        )
-    emit(view, as_json, lambda: _print_secret(view))
+        raise ValidationError("--origin applies to --public keys only")
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise ValidationError("--expires-in must be longer than 0")
+    registry = registry_from(ctx)
+    now = utc_now()
+    issued = registry.create_key(
+        org_id,
+        name=clean,
+        env=Environment(env),
+        key_type=KeyType.PUBLIC if public else KeyType.SECRET,
+        actor=OPERATOR,
+        permissions=wanted,
+        expires_at=None if expires_in is None else now + expires_in,
+        allowed_origins=origins,
+    )
+    organization = registry.get_organization(org_id)
+    view = api_key_view(issued.key, organization, utc_now(), secret=issued.secret)
+    _emit_secret(view, as_json)
 
 
 @keys.command("list", epilog="Example: icodrip keys list --org org_0123… --json")
-@click.option("--org", required=True, help="The organization (org_…).")
+@click.option("--org", required=True, help="The organization (org_<32 hex digits>).")
 @json_option
 @click.pass_context
-@friendly_errors
 def list_keys(ctx: click.Context, org: str, as_json: bool) -> None:
-    """List an organization's keys (never their secrets)."""
+    """List an organization's keys, oldest first (never their secrets)."""
     org_id = parse_org_id(org)
-    with registry_for(ctx) as registry:
-        organization = registry.get_organization(org_id)
-        now = utc_now()
-        views = [api_key_view(k, organization, now) for k in registry.list_keys(org_id)]
-
-    def table() -> None:
-        click.echo(f"{'ID':<36}  {'NAME':<24}  {'TYPE':<11}  {'HINT':<16}  {'STATUS':<8}  CREATED")
-        for v in views:
-            kind = f"{v['type']}/{v['env']}"
-            click.echo(
-                f"{v['id']:<36}  {v['name'][:24]:<24}  {kind:<11}  {v['hint']:<16}  "
-                f"{v['status']:<8}  {v['created_at'][:19]}"
-            )
-
-    emit({"object": "list", "data": views}, as_json, table)
+    registry = registry_from(ctx)
+    organization = registry.get_organization(org_id)
+    now = utc_now()
+    views = [api_key_view(key, organization, now) for key in registry.list_keys(org_id)]
+    emit({"object": "list", "data": views}, as_json, lambda: _print_table(views))
 
 
-@keys.command("show", epilog="Example: icodrip keys show key_0123…")
+@keys.command("show", epilog=f"Example: icodrip keys show key_0123… --json\n\n{KEY_ID_HELP}")
 @click.argument("key_id")
 @json_option
 @click.pass_context
-@friendly_errors
 def show(ctx: click.Context, key_id: str, as_json: bool) -> None:
-    """Show one key."""
+    """Show one key (never its secret)."""
     uuid = parse_key_id(key_id)
-    with registry_for(ctx) as registry:
-        key = registry.get_key(uuid)
-        view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
+    registry = registry_from(ctx)
+    key = registry.get_key(uuid)
+    view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
     emit(view, as_json, lambda: _print_key(view))
 
 
-@keys.command("revoke", epilog='Example: icodrip keys revoke key_0123… --reason "leaked"')
+@keys.command(
+    "revoke",
+    epilog=f'Example: icodrip keys revoke key_0123… --reason "leaked in CI logs"\n\n{KEY_ID_HELP}',
+)
 @click.argument("key_id")
-@click.option("--reason", default="", help="Why (kept in the key's history).")
+@click.option("--reason", default="", help="Why (kept in the key's history; at most 500 chars).")
 @json_option
 @click.pass_context
-@friendly_errors
 def revoke(ctx: click.Context, key_id: str, reason: str, as_json: bool) -> None:
-    """Revoke a key at once, for good."""
+    """Revoke a key at once and for good: every request with it is refused from now on."""
     uuid = parse_key_id(key_id)
-    with registry_for(ctx) as registry:
-        key = registry.revoke_key(uuid, actor=OPERATOR, reason=reason)
-        view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
+    registry = registry_from(ctx)
+    key = registry.revoke_key(uuid, actor=OPERATOR, reason=reason)
+    view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
     emit(view, as_json, lambda: click.echo(f"revoked {view['id']} ({view['hint']})"))
 
 
-@keys.command("roll", epilog="Example: icodrip keys roll key_0123… --expire-in 24h")
+@keys.command(
+    "roll",
+    epilog=(
+        "Zero-downtime rotation: roll, move your services to the new key, verify, then let "
+        "the old key expire (or revoke it).\n\n"
+        f"Example: icodrip keys roll key_0123… --expire-in 1h --json\n\n{KEY_ID_HELP}"
+    ),
+)
 @click.argument("key_id")
 @click.option(
     "--expire-in",
+    type=DURATION,
     default="24h",
     show_default=True,
-    help="How long the old key keeps working (0 = now; at most 30d).",
+    help="How long the old key keeps working: 0 (now), 30m, 1h, 24h, 7d … at most 30d.",
 )
 @json_option
 @click.pass_context
-@friendly_errors
-def roll(ctx: click.Context, key_id: str, expire_in: str, as_json: bool) -> None:
-    """Issue a key's successor (secret printed once); the old key expires after the grace."""
+def roll(ctx: click.Context, key_id: str, expire_in: timedelta, as_json: bool) -> None:
+    """Issue a key's successor and print its secret once; the old key expires after a grace."""
     uuid = parse_key_id(key_id)
-    grace = parse_duration(expire_in)
-    with registry_for(ctx) as registry:
-        issued = registry.roll_key(uuid, grace=grace, actor=OPERATOR)
-        view = api_key_view(
-            issued.key,
-            registry.get_organization(issued.key.org_id),
-            utc_now(),
-            secret=issued.secret,
-        )
-    emit(view, as_json, lambda: _print_secret(view))
+    if expire_in > MAX_ROLL_GRACE:
+        raise ValidationError(f"--expire-in must be at most {MAX_ROLL_GRACE.days}d")
+    registry = registry_from(ctx)
+    issued = registry.roll_key(uuid, grace=expire_in, actor=OPERATOR)
+    organization = registry.get_organization(issued.key.org_id)
+    view = api_key_view(issued.key, organization, utc_now(), secret=issued.secret)
+    _emit_secret(view, as_json)
 
 
-@keys.command("rename", epilog='Example: icodrip keys rename key_0123… "Billing service"')
+@keys.command(
+    "rename",
+    epilog=f'Example: icodrip keys rename key_0123… "Billing service"\n\n{KEY_ID_HELP}',
+)
 @click.argument("key_id")
 @click.argument("name")
 @json_option
 @click.pass_context
-@friendly_errors
 def rename(ctx: click.Context, key_id: str, name: str, as_json: bool) -> None:
-    """Give a key a new name."""
+    """Give a key a new NAME (1-100 characters)."""
     uuid = parse_key_id(key_id)
-    with registry_for(ctx) as registry:
-        key = registry.rename_key(uuid, name=name, actor=OPERATOR)
-        view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
+    clean = clean_name(name, "key name")
+    registry = registry_from(ctx)
+    key = registry.rename_key(uuid, name=clean, actor=OPERATOR)
+    view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
     emit(view, as_json, lambda: _print_key(view))

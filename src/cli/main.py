@@ -1,12 +1,12 @@
-"""`icodrip`: the operator command line."""
+"""`icodrip`: the operator command line (the `icodrip` console script calls `main`)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from cli.common import Group
 from cli.dev import dev
 from cli.keys import keys
 from cli.orgs import orgs
@@ -14,29 +14,42 @@ from cli.serve import serve
 from cli.worker import worker
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "icodrip",
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=(
+        "Example: icodrip --data-dir ./.icodrip orgs create --name Acme --json\n\n"
+        "Settings come from ICODRIP_* variables (ICODRIP_DATABASE_URL, ICODRIP_KEY_PEPPER, ...);"
+        " with none set, the embedded default keeps everything in ./.icodrip."
+    ),
+)
+@click.version_option(package_name="icodrip-keys", prog_name="icodrip")
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where the embedded default keeps its data (default ./.icodrip, or ICODRIP_DATA_DIR).",
+    help="Where the embedded default keeps its data (overrides ICODRIP_DATA_DIR; "
+    "default ./.icodrip).",
 )
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path | None) -> None:
     """Icodrip Keys: create, roll and revoke API keys; run the API and its workers."""
+    # A plain dict: every command module reads `ctx.find_root().obj["data_dir"]`.
     ctx.obj = {"data_dir": data_dir}
 
 
-for command in (orgs, keys, worker, serve, dev):
-    cli.add_command(command)
+# The subcommands (`icodrip --help` lists them alphabetically); add new ones here.
+cli.add_command(orgs)
+cli.add_command(keys)
+cli.add_command(worker)
+cli.add_command(serve)
+cli.add_command(dev)
 
 
 def main() -> None:
-    """Entry point: usage errors become one line on stderr and exit status 2."""
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as error:
-        click.echo(f"error: {error.format_message()} (usage_error)", err=True)
-        sys.exit(2)
+    """Entry point of the `icodrip` console script."""
+    cli(prog_name="icodrip")
+
+
+if __name__ == "__main__":
+    main()
