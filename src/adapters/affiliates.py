@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from psycopg_pool import ConnectionPool
 
+from adapters.event_store import schema_lock
 from adapters.settings import Settings
 
 
@@ -148,4 +149,5 @@ class PostgresAffiliateStore:
 def open_affiliate_store(settings: Settings) -> AffiliateStore:
     if settings.database_url is None:
         return SQLiteAffiliateStore(settings.data_dir / "affiliates.sqlite3")
-    return PostgresAffiliateStore(settings.database_url)
+    with schema_lock(settings):
+        return PostgresAffiliateStore(settings.database_url)

@@ -50,6 +50,9 @@ class EmbeddedNats:
             [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-c", str(config)],
             stdout=log,
             stderr=log,
+            # Its own session: Ctrl-C on `icodrip dev` must not kill NATS before the workers
+            # have drained into it; dev stops it last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

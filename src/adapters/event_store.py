@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit
+
+import psycopg
 
 from adapters.settings import Settings, SettingsError
 
@@ -31,3 +36,34 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": "5",
         "POSTGRES_MAX_OVERFLOW": "10",
     }
+
+
+# One number for every icodrip table: schema creation is rare and quick, so one lock suffices.
+_SCHEMA_LOCK = zlib.crc32(b"icodrip-keys schema") & 0x7FFFFFFF
+
+
+@contextmanager
+def schema_lock(settings: Settings) -> Iterator[None]:
+    """Serialize table creation across processes (PostgreSQL's CREATE TABLE IF NOT EXISTS races).
+
+    Two processes creating the same table at once can fail with a duplicate `pg_type` row; a
+    session advisory lock held while the stores open lets the second one find the tables made.
+    """
+    if settings.database_url is None:
+        yield
+        return
+    env = event_store_env(settings)
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=int(env["POSTGRES_PORT"]),
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+        autocommit=True,
+    ) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+        try:
+            yield
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from adapters.event_store import event_store_env
+from adapters.event_store import event_store_env, schema_lock
 from adapters.settings import Settings
 from application.registry import KeyRegistry
 
 
 def open_registry(settings: Settings) -> KeyRegistry:
     """The registry on the store these settings name."""
-    return KeyRegistry(event_store_env(settings), pepper=settings.key_pepper)
+    with schema_lock(settings):
+        return KeyRegistry(event_store_env(settings), pepper=settings.key_pepper)

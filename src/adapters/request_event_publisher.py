@@ -310,6 +310,7 @@ class RequestEventPublisher:
         self._buffer: deque[RequestEvent] = deque()
         self._outbox: deque[SealedBatch] = deque()
         self._outbox_events = 0
+        self._spilling = 0  # events on their way to the spool
         self._spool_counts: dict[Path, int] = {}
         self._claim: _Claim | None = None
         self._writer = _SpoolWriter(spool_dir)
@@ -333,7 +334,7 @@ class RequestEventPublisher:
 
     @property
     def in_memory(self) -> int:
-        return len(self._buffer) + self._outbox_events
+        return len(self._buffer) + self._outbox_events + self._spilling
 
     @property
     def spool_pending(self) -> int:
@@ -383,7 +384,7 @@ class RequestEventPublisher:
 
     async def aclose(self, timeout: float = 5.0) -> None:
         """Send what can be sent within `timeout`, then spool the rest: nothing stays in memory."""
-        if self._closed:
+        if self._closing:
             return
         self._closing = True
         for timer in (self._timer, self._retry_timer):
@@ -398,9 +399,11 @@ class RequestEventPublisher:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        self._closed = True
         self._loop = None
-        await self._spill()
+        for _ in range(3):  # events published meanwhile are spooled too
+            if not (self._buffer or self._outbox):
+                break
+            await self._spill()
         claim, self._claim = self._claim, None
         if claim is not None:  # its acknowledged batches will be sent again: duplicates only
             await self._in_io(_finish, claim, False)
@@ -409,6 +412,12 @@ class RequestEventPublisher:
         if self._io is not None:
             self._io.shutdown(wait=True)
             self._io = None
+        # From here on the spool is written synchronously, on this thread.
+        self._closed = True
+        await self._spill()
+        self._writer.seal()
+        if self.in_memory:
+            log.error("request_events.lost_at_shutdown", events=self.in_memory)
         log.info(
             "request_events.closed",
             published=self.published,
@@ -440,6 +449,10 @@ class RequestEventPublisher:
                 self._retry_in(_MAX_BACKOFF)
             if closing:
                 return
+            # come back for spool files that other processes released, even when idle
+            until_rescan = self._rescan_at - asyncio.get_running_loop().time()
+            if until_rescan > 0:
+                self._retry_in(until_rescan)
 
     async def _round(self) -> None:
         loop = asyncio.get_running_loop()
@@ -476,8 +489,15 @@ class RequestEventPublisher:
             log.warning("request_events.nats_unavailable", reason=reason, pending=self.pending)
 
     def _retry_in(self, delay: float) -> None:
-        if self._retry_timer is None and self._loop is not None and not self._closing:
-            self._retry_timer = self._loop.call_later(delay, self._on_retry)
+        """Run a round after `delay` seconds at the latest."""
+        if self._loop is None or self._closing:
+            return
+        when = self._loop.time() + max(delay, 0.0)
+        if self._retry_timer is not None:
+            if self._retry_timer.when() <= when:
+                return
+            self._retry_timer.cancel()
+        self._retry_timer = self._loop.call_at(when, self._on_retry)
 
     async def _send(self, batch: SealedBatch) -> None:
         ack = await self._js.publish(
@@ -559,6 +579,8 @@ class RequestEventPublisher:
         self._outbox.clear()
         self._buffer.clear()
         outbox_events, self._outbox_events = self._outbox_events, 0
+        moving = outbox_events + len(events)
+        self._spilling += moving
         try:
             path, count = await self._in_io(
                 self._writer.append, batches, events, self.max_batch, self._max_bytes
@@ -570,6 +592,8 @@ class RequestEventPublisher:
             self._spill_retry_at = time.monotonic() + 1.0
             log.error("request_events.spool_failed", error=str(error), in_memory=self.in_memory)
             return
+        finally:
+            self._spilling -= moving
         self.spooled += count
         self._spool_counts[path] = self._spool_counts.get(path, 0) + count
         log.info("request_events.spooled", events=count, file=path.name)

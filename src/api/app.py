@@ -15,6 +15,8 @@ from api.auth import ApiKeyAuthentication, permission_guard
 from api.errors import EXCEPTION_HANDLERS
 from api.routes.affiliates import AffiliatesController
 from api.routes.api_keys import ApiKeysController
+from api.routes.audit_events import ApiKeyHistoryController, AuditEventsController
+from api.routes.audit_requests import AuditRequestsController
 from api.routes.health import healthz, readyz
 from api.services import Services
 
@@ -52,7 +54,15 @@ def create_app(
         ),
     )
     return Litestar(
-        route_handlers=[healthz, readyz, AffiliatesController, ApiKeysController],
+        route_handlers=[
+            healthz,
+            readyz,
+            AffiliatesController,
+            ApiKeysController,
+            ApiKeyHistoryController,
+            AuditEventsController,
+            AuditRequestsController,
+        ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         middleware=[
             DefineMiddleware(

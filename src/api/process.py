@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import structlog
 from litestar import Litestar
+from nats.aio.client import Client
 
 from adapters import nats as nats_adapter
 from adapters.affiliates import open_affiliate_store
@@ -17,6 +20,7 @@ from api.edge import EdgeMiddleware
 from api.key_mirror import KeyMirror
 from api.services import Services
 from projections.key_lookup_view import open_key_lookup_view
+from projections.request_audit_store import close_request_audit_stores
 
 log = structlog.get_logger()
 
@@ -76,7 +80,17 @@ class ApiProcess:
         if services.publisher is not None:
             await services.publisher.aclose(timeout=5.0)
         if services.nats_client is not None:
-            await services.nats_client.drain()
+            await _close_nats(services.nats_client)
         await services.limiter.aclose()
         services.affiliates.close()
         services.registry.close()
+        close_request_audit_stores()
+
+
+async def _close_nats(client: Client) -> None:
+    # drain() waits on the server; with NATS gone it would hold shutdown up indefinitely.
+    try:
+        await asyncio.wait_for(client.drain(), timeout=5.0)
+    except Exception:
+        with contextlib.suppress(Exception):
+            await client.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from adapters.affiliates import open_affiliate_store
 from adapters.embedded_nats import EmbeddedNats
 from adapters.logging import configure_logging
 from adapters.registry import open_registry
@@ -21,7 +22,19 @@ from domain.actors import OPERATOR
 from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
+from projections.registry import LiveKeyLookupView
+from projections.request_audit_store import open_request_audit_store
 from workers.runner import run_workers
+
+
+def create_read_models(settings: Settings) -> None:
+    """Create the read models' SQLite files before the workers and the API open them at once."""
+    # Two processes creating one SQLite file's tables together can fail with "database is locked".
+    key_lookup = LiveKeyLookupView(settings)
+    key_lookup.count()
+    key_lookup.close()
+    open_request_audit_store(settings).close()
+    open_affiliate_store(settings).close()
 
 
 def bootstrap(settings: Settings) -> dict[str, str] | None:
@@ -88,6 +101,7 @@ def dev(ctx: click.Context, host: str, port: int) -> None:
         os.environ["ICODRIP_NATS_URL"] = nats.url
     settings = Settings.from_env()
     first = bootstrap(settings)
+    create_read_models(settings)
     workers = WorkersThread(settings)
     workers.start()
     _announce(settings, host, port, certfile, first)

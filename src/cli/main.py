@@ -6,10 +6,13 @@ from pathlib import Path
 
 import click
 
+from cli.audit import audit
 from cli.common import Group
 from cli.dev import dev
+from cli.history import history
 from cli.keys import keys
 from cli.orgs import orgs
+from cli.projections import projections
 from cli.serve import serve
 from cli.worker import worker
 
@@ -44,6 +47,9 @@ cli.add_command(keys)
 cli.add_command(worker)
 cli.add_command(serve)
 cli.add_command(dev)
+cli.add_command(audit)
+cli.add_command(projections)
+keys.add_command(history)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
-from adapters.event_store import event_store_env
+from adapters.event_store import event_store_env, schema_lock
 from adapters.settings import Settings
 from projections.key_lookup import Changes, KeyLookup, KeyRecord, OrgRecord
 
@@ -225,12 +225,21 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
             return 0 if row is None else int(row["n"])
 
 
-def open_key_lookup_view(settings: Settings, name: str = "KeyLookup") -> KeyLookupView:
-    """The durable view `name` on the backend the settings name (a new name = a fresh copy)."""
+def open_key_lookup_view(settings: Settings, name: str | None = None) -> KeyLookupView:
+    """The durable view `name` on the backend the settings name (a new name = a fresh copy).
+
+    Without a name: the live generation (`KeyLookup` until a rebuild switches to
+    `KeyLookup_g2`, …), following later switches; see `projections.registry`.
+    """
+    if name is None:
+        from projections.registry import LiveKeyLookupView  # it imports this module
+
+        return LiveKeyLookupView(settings)
     env = event_store_env(settings)
     if settings.is_embedded:
         env["SQLITE_DBNAME"] = str(settings.data_dir / f"{name.lower()}.sqlite3")
         factory = InfrastructureFactory.construct(Environment(name, env))
         return cast(KeyLookupView, factory.tracking_recorder(SQLiteKeyLookupView))
     factory = InfrastructureFactory.construct(Environment(name, env))
-    return cast(KeyLookupView, factory.tracking_recorder(PostgresKeyLookupView))
+    with schema_lock(settings):
+        return cast(KeyLookupView, factory.tracking_recorder(PostgresKeyLookupView))

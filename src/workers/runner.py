@@ -14,6 +14,7 @@ from adapters.registry import open_registry
 from adapters.settings import Settings
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.key_lookup_view import open_key_lookup_view
+from workers.audit_ingest import run_audit
 from workers.relay import Relay
 
 log = structlog.get_logger()
@@ -66,6 +67,7 @@ async def run_key_lookup(settings: Settings, stopping: asyncio.Event) -> None:
 WORKERS: dict[str, Callable[[Settings, asyncio.Event], Awaitable[None]]] = {
     "relay": run_relay,
     "key-lookup": run_key_lookup,
+    "audit": run_audit,
 }
 
 

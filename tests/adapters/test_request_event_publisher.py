@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
 import time
 import uuid
 from collections import Counter
@@ -65,6 +66,7 @@ class Audit:
     url: str
     stream: str
     subject: str
+    server: NatsServer | None = None  # a private server, which a test may kill
 
     async def batches(self) -> list[tuple[str, list[str]]]:
         """Every stored message as (Nats-Msg-Id, event ids), checking that each decodes."""
@@ -87,14 +89,17 @@ class Audit:
 
 
 @pytest.fixture
-async def shared_audit(nats_server: NatsServer) -> Audit:
-    """A private audit-like stream on the session's server."""
+async def shared_audit(nats_server: NatsServer) -> AsyncIterator[Audit]:
+    """An audit stream of this test's own on the session's server, deleted afterwards."""
     name = f"TEST_AUDIT_{uuid.uuid4().hex[:8].upper()}"
     prefix = f"test.{name.lower()}"
     client = await nats.connect(nats_server.url)
-    await ensure_audit_stream(client.jetstream(), name=name, subjects=[f"{prefix}.>"])
-    await client.close()
-    return Audit(nats_server.url, name, f"{prefix}.requests")
+    try:
+        await ensure_audit_stream(client.jetstream(), name=name, subjects=[f"{prefix}.>"])
+        yield Audit(nats_server.url, name, f"{prefix}.requests")
+        await client.jetstream().delete_stream(name)
+    finally:
+        await client.close()
 
 
 @pytest.fixture
@@ -103,30 +108,37 @@ async def private_audit(private_nats: NatsServer) -> Audit:
     client = await nats.connect(private_nats.url)
     await ensure_audit_stream(client.jetstream())
     await client.close()
-    return Audit(private_nats.url, AUDIT_STREAM, "icodrip.audit.requests")
-
+    return Audit(private_nats.url, AUDIT_STREAM, "icodrip.audit.requests", private_nats)
 
 
 @pytest.fixture
 async def publishers(tmp_path: Path) -> AsyncIterator[Any]:
     """Makes started publishers on their own connections; closes them all at the end."""
-    made: list[tuple[RequestEventPublisher, Client]] = []
+    made: list[tuple[RequestEventPublisher, Client, Audit]] = []
 
     async def make(audit: Audit, *, start: bool = True, **options: Any) -> RequestEventPublisher:
-        client = await nats.connect(audit.url, **NATS_OPTIONS)
+        client = await nats.connect(audit.url, error_cb=quiet, **NATS_OPTIONS)
         options.setdefault("spool_dir", tmp_path / "spool")
         publisher = RequestEventPublisher(
             client, subject=audit.subject, stream=audit.stream, **options
         )
         if start:
             await publisher.start()
-        made.append((publisher, client))
+        made.append((publisher, client, audit))
         return publisher
 
     yield make
-    for publisher, client in made:
+    for publisher, client, audit in made:
         await publisher.aclose(timeout=0.5)
+        if audit.server and audit.server.proc and audit.server.proc.poll() is not None:
+            # Closing a client still reconnecting to a dead server once left its reconnect
+            # task running and hung the loop's shutdown: bring the server back first.
+            audit.server.start()
         await client.close()
+
+
+async def quiet(error: Exception) -> None:
+    """nats-py's error callback: the tests expect connection errors."""
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -205,6 +217,28 @@ async def test_no_event_is_lost_when_nats_is_killed_and_restarted_mid_flow(
     assert set(distinct) == set(ids)
 
 
+async def test_a_batch_whose_ack_timed_out_is_sent_again_and_stored_once(
+    private_nats: NatsServer, private_audit: Audit, publishers: Any
+) -> None:
+    publisher = await publishers(private_audit, ack_timeout=0.2)
+    assert private_nats.proc is not None
+    ids = []
+    private_nats.proc.send_signal(signal.SIGSTOP)  # frozen: sends wait, acks never come
+    try:
+        for _ in range(100):
+            e = event()
+            ids.append(e.id)
+            publisher.publish(e)
+        await eventually(lambda: publisher.failures >= 2)
+    finally:
+        private_nats.proc.send_signal(signal.SIGCONT)
+    await publisher.flush(timeout=30)
+
+    stored = await private_audit.event_ids()  # every copy but the first was dropped
+    assert set(stored) == set(ids) and set(stored.values()) == {1}
+    assert publisher.duplicates >= 1
+
+
 async def test_events_past_max_buffer_spill_to_spool_files_while_nats_is_down(
     private_nats: NatsServer, private_audit: Audit, publishers: Any, tmp_path: Path
 ) -> None:
@@ -260,6 +294,18 @@ async def test_the_spool_is_delivered_and_deleted_once_nats_is_back(
     stored = await private_audit.event_ids()
     assert set(stored) == set(ids) and set(stored.values()) == {1}
     assert spool_files(tmp_path / "spool") == []
+
+
+async def test_events_published_after_shutdown_go_to_the_spool(
+    shared_audit: Audit, publishers: Any, tmp_path: Path
+) -> None:
+    publisher = await publishers(shared_audit)
+    await publisher.aclose()
+    late = [event() for _ in range(3)]
+    for e in late:
+        publisher.publish(e)  # a request that finished after shutdown began
+
+    assert [e.id for e in spooled_events(tmp_path / "spool")] == [e.id for e in late]
 
 
 async def test_a_new_publisher_delivers_the_spool_left_by_a_previous_process(

@@ -28,7 +28,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-def deployment_env(nats_server: NatsServer, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """`ICODRIP_*` for a fresh PostgreSQL database, the session NATS and the machine's Redis."""
+def deployment_env(
+    nats_server: NatsServer, children: Children, tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    """`ICODRIP_*` for a fresh PostgreSQL database, the session NATS and the machine's Redis.
+
+    The test's children are stopped before the database is dropped (a worker whose database
+    vanishes under it does not stop promptly)."""
     with postgres_deployment(nats_server.url, tmp_path / "data") as env:
-        yield env
+        try:
+            yield env
+        finally:
+            children.stop_all()

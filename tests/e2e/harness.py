@@ -124,18 +124,19 @@ class Child:
         raise AssertionError(f"{text!r} not seen in time: {self.describe()}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM to the group, wait, then SIGKILL to anything of the group still there."""
+        """SIGTERM to the child (as `kill PID` would), wait, then SIGKILL to its whole group.
+
+        Only the child is asked to stop: it stops what it started itself (granian's workers,
+        `dev`'s NATS server) in its own order. The group's SIGKILL removes any leftover.
+        """
         if self.proc is None:
             return
-        pgid = self.proc.pid  # start_new_session: the child leads its own group
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
+            self.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)  # start_new_session: it leads its group
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
 
@@ -223,9 +224,7 @@ def wait_ready(http: httpx.Client, child: Child | None = None, timeout: float = 
     raise AssertionError(f"{http.base_url} not ready ({last!r}). {where}")
 
 
-def poll(
-    check: Callable[[], bool], timeout: float, interval: float = 0.005
-) -> float | None:
+def poll(check: Callable[[], bool], timeout: float, interval: float = 0.005) -> float | None:
     """Call `check` every `interval` s until it is true: the seconds taken, or None."""
     started = time.perf_counter()
     deadline = started + timeout

@@ -8,15 +8,17 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
+import structlog
 from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from api.errors import ApiError
 from api.services import Services
+from application.history import History, parse_moment
 from application.registry import utc_now
-from application.views import api_key_view
+from application.views import api_key_view, iso
 from domain.actors import by_key
 from domain.api_key import ApiKey
 from domain.errors import ValidationError
@@ -24,6 +26,10 @@ from domain.ids import parse_key_id
 from domain.key_format import Environment, KeyType
 from domain.plans import parse_permissions
 from projections.key_lookup import Principal
+from projections.request_audit import LastUsed
+from projections.request_audit_store import last_used, last_used_at
+
+log = structlog.get_logger()
 
 
 class NewApiKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,11 +67,24 @@ async def _own_key(
     return key
 
 
+def _last_used(services: Services, key_ids: list[UUID]) -> dict[UUID, LastUsed]:
+    # Last use comes from the audit model; when it is unavailable the keys still list.
+    try:
+        return last_used(services.settings, key_ids)
+    except Exception as error:
+        log.warning("api_keys.last_used_unavailable", error=type(error).__name__)
+        return {}
+
+
 async def _view(
     services: NamedDependency[Services], key: ApiKey, secret: str | None = None
 ) -> dict[str, Any]:
-    org = await asyncio.to_thread(services.registry.get_organization, key.org_id)
-    return api_key_view(key, org, utc_now(), secret=secret)
+    def load() -> dict[str, Any]:
+        org = services.registry.get_organization(key.org_id)
+        used = None if secret is not None else _last_used(services, [key.id]).get(key.id)
+        return api_key_view(key, org, utc_now(), secret=secret, last_used_at=last_used_at(used))
+
+    return await asyncio.to_thread(load)
 
 
 class ApiKeysController(Controller):
@@ -102,15 +121,34 @@ class ApiKeysController(Controller):
 
     @get("/", opt={"permission": "api_keys:read"})
     async def list_keys(
-        self, request: Request[Principal, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        as_of: Annotated[
+            str | None,
+            QueryParameter(description="RFC 3339 time: the keys as they were at that instant."),
+        ] = None,
     ) -> dict[str, Any]:
-        """The organization's keys, oldest first; never their secrets."""
+        """The organization's keys, oldest first; never their secrets.
+
+        With `as_of`, the keys as they were at that instant, computed from their history.
+        """
         principal = request.user
+        if as_of is not None:
+            moment = parse_moment(as_of)
+            past = await asyncio.to_thread(
+                History(services.registry).keys_as_of, principal.org_id, moment
+            )
+            return {"object": "list", "data": past, "next_cursor": None, "as_of": iso(moment)}
 
         def load() -> list[dict[str, Any]]:
             org = services.registry.get_organization(principal.org_id)
             now = utc_now()
-            return [api_key_view(k, org, now) for k in services.registry.list_keys(org.id)]
+            keys = services.registry.list_keys(org.id)
+            used = _last_used(services, [k.id for k in keys])
+            return [
+                api_key_view(k, org, now, last_used_at=last_used_at(used.get(k.id))) for k in keys
+            ]
 
         return {"object": "list", "data": await asyncio.to_thread(load), "next_cursor": None}
 

@@ -1,0 +1,72 @@
+"""`/v1/audit/events` (the org's replayable lifecycle feed) and `/v1/api-keys/{id}/history`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+
+from api.errors import ApiError
+from api.services import Services
+from application.history import MAX_FEED_LIMIT, History
+from domain.errors import ValidationError
+from domain.ids import parse_key_id
+from projections.key_lookup import Principal
+
+
+class AuditEventsController(Controller):
+    path = "/v1/audit/events"
+    tags = ["audit"]
+    security = [{"BearerAuth": []}]
+
+    @get("/", opt={"permission": "audit:read"})
+    async def list_events(
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        after: Annotated[
+            int,
+            QueryParameter(
+                ge=0,
+                description="Return events after this position (0 = from the beginning).",
+            ),
+        ] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_FEED_LIMIT)] = 100,
+    ) -> dict[str, Any]:
+        """The organization's key lifecycle events after a position, oldest first.
+
+        A replayable feed: the same request always returns the same events in the same
+        order (positions are the store's; they increase but may skip numbers). Continue with
+        `after=next_cursor` while `next_cursor` is not null; once it is, poll later with
+        `after` set to the last event's position.
+        """
+        page = await asyncio.to_thread(
+            History(services.registry).org_events, request.user.org_id, after=after, limit=limit
+        )
+        return {"object": "list", "data": page.events, "next_cursor": page.next_position}
+
+
+class ApiKeyHistoryController(Controller):
+    path = "/v1/api-keys/{key_id:str}/history"
+    tags = ["api keys"]
+    security = [{"BearerAuth": []}]
+
+    @get("/", opt={"permission": "api_keys:read"})
+    async def key_history(
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        key_id: FromPath[str],
+    ) -> dict[str, Any]:
+        """Every lifecycle event of one of the organization's keys: who, when, what changed."""
+        try:
+            uuid = parse_key_id(key_id)
+        except ValidationError:
+            raise ApiError(404, "not_found", "no such API key") from None
+        events = await asyncio.to_thread(
+            History(services.registry).key_history, uuid, org_id=request.user.org_id
+        )
+        return {"object": "list", "data": events, "next_cursor": None}

@@ -1,0 +1,320 @@
+"""Audit ingestion: the JetStream request-event stream → the request-audit model, exactly once.
+
+A durable pull consumer (`icodrip-audit`, explicit acks) on `ICODRIP_AUDIT` /
+`icodrip.audit.requests`. Each fetch (up to `batch` messages) is written by ONE transaction of
+the store — rows, chain heads, last-used, rejects and the stream position — and only then are
+its messages acknowledged. A crash before the commit leaves them unacknowledged, so the server
+delivers them again after `ack_wait`; a crash after the commit but before the acks makes the
+next delivery a duplicate, which the store recognizes by event id and skips. While the store is
+unavailable the same fetch is retried (with `in_progress` acks so the server does not hand it to
+another worker meanwhile), and nothing more is fetched: the chains grow in stream order.
+
+The consumer is re-created after a NATS reconnect (pull subscriptions do not survive a server
+restart) and when the store is behind what the consumer already acknowledged (a store dropped
+to be rebuilt, or restored from a backup): then it starts again from the stream's first
+message, and the duplicates are skipped. Logs state changes only.
+
+Tunables (environment): `ICODRIP_AUDIT_FETCH_BATCH` (256 messages), `ICODRIP_AUDIT_ACK_WAIT`
+(30 s), `ICODRIP_AUDIT_MAX_ACK_PENDING` (20000 messages), `ICODRIP_AUDIT_DURABLE`
+(`icodrip-audit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from adapters import nats as nats_adapter
+from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT, ensure_audit_stream
+from adapters.settings import Settings
+from projections.request_audit import Message
+from projections.request_audit_store import (
+    IngestResult,
+    RequestAuditStore,
+    open_request_audit_store,
+)
+
+log = structlog.get_logger()
+
+DURABLE = "icodrip-audit"
+
+
+@dataclass(frozen=True)
+class AuditIngestSettings:
+    """How the ingest worker consumes the stream (see the module docstring)."""
+
+    durable: str = DURABLE
+    batch: int = 256
+    ack_wait: float = 30.0
+    max_ack_pending: int = 20_000
+    fetch_timeout: float = 1.0
+    stream: str = AUDIT_STREAM
+    subject: str = REQUESTS_SUBJECT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AuditIngestSettings:
+        env = os.environ if env is None else env
+        return cls(
+            durable=env.get("ICODRIP_AUDIT_DURABLE") or DURABLE,
+            batch=int(env.get("ICODRIP_AUDIT_FETCH_BATCH") or 256),
+            ack_wait=float(env.get("ICODRIP_AUDIT_ACK_WAIT") or 30.0),
+            max_ack_pending=int(env.get("ICODRIP_AUDIT_MAX_ACK_PENDING") or 20_000),
+        )
+
+
+@dataclass
+class IngestCounters:
+    messages: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    position: int = 0
+
+
+class AuditIngester:
+    """Moves request events from the stream into `store` until `stopping` is set."""
+
+    def __init__(
+        self,
+        store: RequestAuditStore,
+        nats_url: str,
+        config: AuditIngestSettings | None = None,
+        *,
+        on_commit: Callable[[IngestResult], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.nats_url = nats_url
+        self.config = config or AuditIngestSettings()
+        self.on_commit = on_commit
+        self.counters = IngestCounters()
+        self.state = "starting"
+        self._stopping = asyncio.Event()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _set_state(self, state: str, **details: Any) -> None:
+        if state == self.state:
+            return
+        previous, self.state = self.state, state
+        level = log.info if state in ("running", "stopped", "idle") else log.warning
+        level(f"audit.{state}", previous=previous, position=self.counters.position, **details)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- the consumer ---------------------------------------------------------------------
+
+    def _consumer_config(self) -> ConsumerConfig:
+        c = self.config
+        return ConsumerConfig(
+            durable_name=c.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=c.ack_wait,
+            max_ack_pending=c.max_ack_pending,
+            max_deliver=-1,
+            filter_subject=c.subject,
+        )
+
+    async def _subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+        """The pull subscription, after checking the consumer against the store's position."""
+        c = self.config
+        await ensure_audit_stream(js, name=c.stream)
+        position = await asyncio.to_thread(self.store.position)
+        self.counters.position = position
+        with contextlib.suppress(NotFoundError):
+            info = await js.consumer_info(c.stream, c.durable)
+            acked = info.ack_floor.stream_seq if info.ack_floor else 0
+            if acked > position:
+                # The store lost what the consumer already acknowledged: start over.
+                await js.delete_consumer(c.stream, c.durable)
+                log.warning("audit.consumer_reset", store_position=position, consumer_acked=acked)
+        return await js.pull_subscribe(
+            c.subject, durable=c.durable, stream=c.stream, config=self._consumer_config()
+        )
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await sub.fetch(self.config.batch, timeout=self.config.fetch_timeout)
+        except TimeoutError:  # nothing to fetch (nats.errors.TimeoutError is one too)
+            return []
+
+    # -- committing -------------------------------------------------------------------------
+
+    async def _commit(self, msgs: list[Msg]) -> bool:
+        """Write the messages in one transaction, retrying until done (True) or stopping."""
+        messages = []
+        for m in msgs:
+            metadata = m.metadata
+            messages.append(
+                Message(metadata.sequence.stream, m.data, (metadata.num_delivered or 1) > 1)
+            )
+        delay, last_progress = 0.2, time.monotonic()
+        while True:
+            try:
+                result = await asyncio.to_thread(self.store.ingest, messages)
+            except Exception as error:
+                self._set_state(
+                    "ingest_failing", error=type(error).__name__, detail=str(error)[:200]
+                )
+                if self._stopping.is_set():
+                    return False
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+                if time.monotonic() - last_progress > self.config.ack_wait / 3:
+                    last_progress = time.monotonic()
+                    for m in msgs:  # still ours: do not let the server redeliver them
+                        with contextlib.suppress(Exception):
+                            await m.in_progress()
+                if self._stopping.is_set():
+                    return False
+                continue
+            counters = self.counters
+            counters.messages += len(msgs)
+            counters.inserted += result.inserted
+            counters.duplicates += result.duplicates
+            counters.rejected += result.rejected
+            counters.position = result.position
+            if result.rejected:
+                log.warning("audit.events_rejected", count=result.rejected)
+            if self.on_commit is not None:
+                self.on_commit(result)
+            return True
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Ingest until `stopping` (or `stop()`); survives NATS and store outages."""
+        watcher = asyncio.create_task(self._watch(stopping)) if stopping is not None else None
+        try:
+            client = await nats_adapter.connect(self.nats_url, name="icodrip-audit")
+        except BaseException:
+            if watcher is not None:
+                watcher.cancel()
+            raise
+        try:
+            await self._loop(client)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await _close(client)
+            counters = self.counters
+            self._set_state(
+                "stopped",
+                messages=counters.messages,
+                inserted=counters.inserted,
+                duplicates=counters.duplicates,
+            )
+
+    async def _watch(self, stopping: asyncio.Event) -> None:
+        await stopping.wait()
+        self._stopping.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _caught_up(self, js: JetStreamContext) -> bool:
+        info = await js.consumer_info(self.config.stream, self.config.durable)
+        return not info.num_pending and not info.num_ack_pending
+
+    async def _loop(self, client: Client, *, until_caught_up: bool = False) -> None:
+        js = client.jetstream()
+        sub: JetStreamContext.PullSubscription | None = None
+        reconnects = client.stats["reconnects"]
+        prefetch: asyncio.Task[list[Msg]] | None = None
+        while not self._stopping.is_set():
+            try:
+                if sub is None or client.stats["reconnects"] != reconnects:
+                    if prefetch is not None:
+                        prefetch.cancel()
+                        prefetch = None
+                    if sub is not None:
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
+                    reconnects = client.stats["reconnects"]
+                    sub = await self._subscribe(js)
+                    self._set_state("running", durable=self.config.durable)
+                msgs = await (prefetch or self._fetch(sub))
+                prefetch = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                prefetch, sub = None, None
+                self._set_state("nats_unavailable", error=type(error).__name__)
+                await self._sleep(0.5)
+                continue
+            if not msgs:
+                if until_caught_up and await self._caught_up(js):
+                    break
+                continue
+            # Fetch the next messages while these are written (they stay in stream order).
+            prefetch = asyncio.create_task(self._fetch(sub))
+            if not await self._commit(msgs):
+                for m in msgs:  # stopping: hand them back at once
+                    with contextlib.suppress(Exception):
+                        await m.nak()
+                break
+            self._set_state("running", durable=self.config.durable)
+            for m in msgs:
+                with contextlib.suppress(Exception):
+                    await m.ack()
+        if prefetch is not None:
+            with contextlib.suppress(BaseException):
+                for m in await prefetch:
+                    with contextlib.suppress(Exception):
+                        await m.nak()
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def run_until_caught_up(self, timeout: float = 60.0) -> None:
+        """Ingest until the consumer has nothing left (for tests, the bench and operators)."""
+        client = await nats_adapter.connect(self.nats_url, name="icodrip-audit")
+        try:
+            await asyncio.wait_for(self._loop(client, until_caught_up=True), timeout)
+        finally:
+            await _close(client)
+
+
+async def _close(client: Client) -> None:
+    """Send what is buffered (acks, naks) and close; not `drain()`, which waits on the
+    pull subscriptions' late status messages."""
+    with contextlib.suppress(Exception):
+        await client.flush(timeout=5)
+    with contextlib.suppress(Exception):
+        await client.close()
+
+
+async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
+    """The audit-ingest worker: request events on JetStream → the request-audit model."""
+    if not settings.nats_url:
+        raise RuntimeError("ICODRIP_NATS_URL is not set (icodrip dev starts its own NATS)")
+    store: RequestAuditStore | None = None
+    delay = 0.5
+    while store is None:
+        try:
+            store = await asyncio.to_thread(open_request_audit_store, settings)
+        except Exception as error:
+            log.warning("audit.store_unavailable", error=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            if stopping.is_set():
+                return
+            delay = min(delay * 2, 5.0)
+    try:
+        await AuditIngester(store, settings.nats_url, AuditIngestSettings.from_env()).run(stopping)
+    finally:
+        store.close()
