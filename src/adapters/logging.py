@@ -9,6 +9,16 @@ import sys
 import structlog
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written (test runners swap it for a while)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str | None = None, *, json: bool = True) -> None:
     """JSON logs for machines (default) or a readable console; level from ICODRIP_LOG_LEVEL."""
     level = level or os.environ.get("ICODRIP_LOG_LEVEL", "info")
@@ -26,6 +36,6 @@ def configure_logging(level: str | None = None, *, json: bool = True) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=True,
     )

@@ -20,6 +20,7 @@ from cli.common import CliError, Group, emit, json_option, settings_from
 from domain.errors import ValidationError
 from domain.ids import parse_org_id
 from projections.request_audit import NO_ORG, Comparison, Message, compare_rows
+from projections.request_audit_projection import open_live_audit_store
 from projections.request_audit_store import (
     ChainReport,
     RequestAuditStore,
@@ -101,7 +102,7 @@ def _describe(report: ChainReport) -> str:
 def verify(ctx: click.Context, org: str | None, as_json: bool) -> None:
     """Walk each organization's hash chain and report its first broken link."""
     org = _org_option(org)
-    store = open_request_audit_store(settings_from(ctx))
+    store = open_live_audit_store(settings_from(ctx))
     progress = Progress("verified", unit="rows", every=1.0)
     try:
         reports = store.verify(org, progress=progress.update)
@@ -221,7 +222,7 @@ def replay(ctx: click.Context, keep: bool, as_json: bool) -> None:
     if not settings.nats_url:
         raise CliError("ICODRIP_NATS_URL is not set (the stream to replay from)", "settings_error")
     scratch_name = f"AuditReplay{secrets.token_hex(4)}"
-    live = open_request_audit_store(settings)
+    live = open_live_audit_store(settings)
     scratch = open_request_audit_store(settings, scratch_name)
     progress = Progress("replayed")
     started = time.monotonic()

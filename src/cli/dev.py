@@ -23,7 +23,7 @@ from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
 from projections.registry import LiveKeyLookupView
-from projections.request_audit_store import open_request_audit_store
+from projections.request_audit_projection import open_live_audit_store
 from workers.runner import run_workers
 
 
@@ -33,7 +33,7 @@ def create_read_models(settings: Settings) -> None:
     key_lookup = LiveKeyLookupView(settings)
     key_lookup.count()
     key_lookup.close()
-    open_request_audit_store(settings).close()
+    open_live_audit_store(settings).close()
     open_affiliate_store(settings).close()
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from adapters.logging import configure_logging
 from cli.audit import audit
 from cli.common import Group
 from cli.dev import dev
@@ -13,7 +14,9 @@ from cli.history import history
 from cli.keys import keys
 from cli.orgs import orgs
 from cli.projections import projections
+from cli.scan import scan
 from cli.serve import serve
+from cli.users import users
 from cli.worker import worker
 
 
@@ -37,6 +40,8 @@ from cli.worker import worker
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path | None) -> None:
     """Icodrip Keys: create, roll and revoke API keys; run the API and its workers."""
+    # Logs go to stderr: with --json, stdout carries exactly one JSON document.
+    configure_logging(json=False)
     # A plain dict: every command module reads `ctx.find_root().obj["data_dir"]`.
     ctx.obj = {"data_dir": data_dir}
 
@@ -49,6 +54,8 @@ cli.add_command(serve)
 cli.add_command(dev)
 cli.add_command(audit)
 cli.add_command(projections)
+cli.add_command(scan)
+cli.add_command(users)
 keys.add_command(history)
 
 

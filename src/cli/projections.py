@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from cli.common import CliError, Group, emit, friendly_errors, json_option, settings_from
+from projections import request_audit_projection  # noqa: F401 - registers `request-audit`
 from projections.registry import (
     DEFAULT_GRACE_SECONDS,
     PROJECTIONS,

@@ -693,11 +693,13 @@ def request_audit_store_for(settings: Settings) -> RequestAuditStore:
     For the API: its handlers and the key views (`last_used`) call this; close the stores
     with `close_request_audit_stores()` when the process stops.
     """
+    from projections.request_audit_projection import LiveRequestAuditStore  # it imports this
+
     key = (settings.database_url, str(settings.data_dir))
     with _shared_lock:
         store = _shared.get(key)
         if store is None:
-            store = _shared[key] = open_request_audit_store(settings)
+            store = _shared[key] = cast(RequestAuditStore, LiveRequestAuditStore(settings))
         return store
 
 

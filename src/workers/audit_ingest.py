@@ -39,7 +39,9 @@ from nats.js.errors import NotFoundError
 from adapters import nats as nats_adapter
 from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT, ensure_audit_stream
 from adapters.settings import Settings
+from projections.registry import GenerationStore, open_generation_store
 from projections.request_audit import Message
+from projections.request_audit_projection import live_audit_name, open_live_audit_store
 from projections.request_audit_store import (
     IngestResult,
     RequestAuditStore,
@@ -93,8 +95,12 @@ class AuditIngester:
         config: AuditIngestSettings | None = None,
         *,
         on_commit: Callable[[IngestResult], None] | None = None,
+        follow: Callable[[RequestAuditStore], RequestAuditStore | None] | None = None,
     ) -> None:
         self.store = store
+        # Given the current store, the live copy's store when a rebuild switched, else None.
+        self.follow = follow
+        self._followed_at = 0.0
         self.nats_url = nats_url
         self.config = config or AuditIngestSettings()
         self.on_commit = on_commit
@@ -117,12 +123,13 @@ class AuditIngester:
 
     # -- the consumer ---------------------------------------------------------------------
 
-    def _consumer_config(self) -> ConsumerConfig:
+    def _consumer_config(self, start: int) -> ConsumerConfig:
         c = self.config
         return ConsumerConfig(
             durable_name=c.durable,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
+            opt_start_seq=start if start > 1 else None,
             ack_wait=c.ack_wait,
             max_ack_pending=c.max_ack_pending,
             max_deliver=-1,
@@ -139,12 +146,34 @@ class AuditIngester:
             info = await js.consumer_info(c.stream, c.durable)
             acked = info.ack_floor.stream_seq if info.ack_floor else 0
             if acked > position:
-                # The store lost what the consumer already acknowledged: start over.
+                # The store lacks what the consumer already acknowledged (a rebuilt copy, a
+                # restored backup): resume just after what the store has.
                 await js.delete_consumer(c.stream, c.durable)
                 log.warning("audit.consumer_reset", store_position=position, consumer_acked=acked)
         return await js.pull_subscribe(
-            c.subject, durable=c.durable, stream=c.stream, config=self._consumer_config()
+            c.subject,
+            durable=c.durable,
+            stream=c.stream,
+            config=self._consumer_config(start=position + 1),
         )
+
+    async def _followed_switch(self) -> bool:
+        """Move to the live copy if a rebuild switched (checked about once a second)."""
+        if self.follow is None or time.monotonic() - self._followed_at < 1.0:
+            return False
+        self._followed_at = time.monotonic()
+        try:
+            store = await asyncio.to_thread(self.follow, self.store)
+        except Exception as error:
+            log.warning("audit.pointer_unavailable", error=type(error).__name__)
+            return False
+        if store is None:
+            return False
+        previous, self.store = self.store, store
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(previous.close)
+        log.info("audit.switched", store=store.name)
+        return True
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         try:
@@ -236,6 +265,16 @@ class AuditIngester:
         reconnects = client.stats["reconnects"]
         prefetch: asyncio.Task[list[Msg]] | None = None
         while not self._stopping.is_set():
+            if await self._followed_switch() and sub is not None:
+                if prefetch is not None:
+                    with contextlib.suppress(BaseException):
+                        for m in await prefetch:
+                            with contextlib.suppress(Exception):
+                                await m.nak()
+                    prefetch = None
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                sub = None
             try:
                 if sub is None or client.stats["reconnects"] != reconnects:
                     if prefetch is not None:
@@ -306,7 +345,7 @@ async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
     delay = 0.5
     while store is None:
         try:
-            store = await asyncio.to_thread(open_request_audit_store, settings)
+            store = await asyncio.to_thread(open_live_audit_store, settings)
         except Exception as error:
             log.warning("audit.store_unavailable", error=type(error).__name__)
             with contextlib.suppress(TimeoutError):
@@ -314,7 +353,21 @@ async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
             if stopping.is_set():
                 return
             delay = min(delay * 2, 5.0)
+
+    pointers: list[GenerationStore] = []
+
+    def follow(current: RequestAuditStore) -> RequestAuditStore | None:
+        if not pointers:
+            pointers.append(open_generation_store(settings))
+        name = live_audit_name(settings, pointers[0])
+        return None if name == current.name else open_request_audit_store(settings, name)
+
+    ingester = AuditIngester(
+        store, settings.nats_url, AuditIngestSettings.from_env(), follow=follow
+    )
     try:
-        await AuditIngester(store, settings.nats_url, AuditIngestSettings.from_env()).run(stopping)
+        await ingester.run(stopping)
     finally:
-        store.close()
+        ingester.store.close()
+        for held in pointers:
+            held.close()

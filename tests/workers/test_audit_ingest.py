@@ -12,105 +12,20 @@ import random
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
-import nats
 import pytest
 from click.testing import CliRunner
 from nats.aio.msg import Msg
 
-from adapters.request_events import (
-    REQUESTS_SUBJECT,
-    RequestEvent,
-    RequestEventBatch,
-    batch_msg_id,
-    ensure_audit_stream,
-    new_event_id,
-)
 from adapters.settings import Settings
 from cli.audit import audit
 from projections.request_audit import compare_rows
 from projections.request_audit_store import RequestAuditStore, open_request_audit_store
+from support.audit_events import KEYS, WORKER, event_ids, make_batch, publish
 from support.servers import NatsServer, env_with
 from workers.audit_ingest import AuditIngester, AuditIngestSettings
-
-ORGS = [f"org_{uuid.uuid4().hex}" for _ in range(3)]
-KEYS = {org: [f"key_{uuid.uuid4().hex}" for _ in range(2)] for org in ORGS}
-
-WORKER = """
-import asyncio, signal
-from adapters.logging import configure_logging
-from adapters.settings import Settings
-from workers.audit_ingest import run_audit
-
-async def main() -> None:
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    await run_audit(Settings.from_env(), stopping)
-
-configure_logging()
-asyncio.run(main())
-"""
-
-
-def make_batch(size: int) -> list[RequestEvent]:
-    batch = []
-    for _ in range(size):
-        org = random.choice([*ORGS, None])
-        batch.append(
-            RequestEvent(
-                id=new_event_id(),
-                request_id=new_event_id(),
-                key_id=None if org is None else random.choice(KEYS[org]),
-                key_hint="ak_live_…abcd",
-                org_id=org,
-                env=None if org is None else "live",
-                method="GET",
-                route="/v1/affiliates",
-                path="/v1/affiliates",
-                status=200 if org else 401,
-                client_addr=f"10.0.0.{random.randint(1, 9)}",
-                user_agent="svc/1.0",
-                latency_ms=random.uniform(0.5, 9.0),
-                occurred_at=time.time(),
-            )
-        )
-    return batch
-
-
-async def publish(
-    url: str,
-    batches: list[list[RequestEvent]],
-    *,
-    interval: float = 0.0,
-    msg_id_suffix: str = "",
-) -> None:
-    """Publish each batch as one message (retrying with the same id until acknowledged)."""
-    client = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-    try:
-        js = client.jetstream()
-        await ensure_audit_stream(js)
-        for batch in batches:
-            payload = msgspec.json.encode(RequestEventBatch(events=batch))
-            headers = {"Nats-Msg-Id": batch_msg_id(batch) + msg_id_suffix}
-            while True:
-                try:
-                    await js.publish(REQUESTS_SUBJECT, payload, headers=headers, timeout=2)
-                    break
-                except Exception:
-                    await asyncio.sleep(0.2)
-            if interval:
-                await asyncio.sleep(interval)
-    finally:
-        await client.close()
-
-
-def event_ids(store: RequestAuditStore) -> list[str]:
-    with store.rows_by_event_id(10**12) as rows:
-        return [row.event_id for row in rows]
 
 
 def wait_for_rows(store: RequestAuditStore, expected: int, timeout: float = 60.0) -> int:
