@@ -42,6 +42,7 @@ _PUBLIC_FIELDS: dict[type[Any], tuple[str, tuple[str, ...]]] = {
     Organization.RateLimitSet: ("organization.rate_limit_set", ("requests_per_minute",)),
     Organization.RateLimitCleared: ("organization.rate_limit_cleared", ()),
     Organization.KeyAdded: ("organization.key_added", ("key_id",)),
+    Organization.LeakPolicySet: ("organization.leak_policy_set", ("policy",)),
     ApiKey.Created: (
         "api_key.created",
         (
@@ -58,6 +59,8 @@ _PUBLIC_FIELDS: dict[type[Any], tuple[str, tuple[str, ...]]] = {
     ApiKey.Renamed: ("api_key.renamed", ("name",)),
     ApiKey.Rolled: ("api_key.rolled", ("successor_id", "expires_at")),
     ApiKey.Revoked: ("api_key.revoked", ("reason",)),
+    ApiKey.AllowedIpsChanged: ("api_key.allowed_ips_changed", ("allowed_ips",)),
+    ApiKey.Exposed: ("api_key.exposed", ("source", "detail")),
 }
 
 _KEY_ID_FIELDS = frozenset({"key_id", "successor_id", "predecessor_id"})

@@ -102,6 +102,7 @@ async def ensure_audit_stream(
     max_bytes: int | None = None,
     name: str = AUDIT_STREAM,
     subjects: Sequence[str] = (AUDIT_SUBJECTS,),
+    replicas: int = 1,
 ) -> None:
     """Create the audit stream if missing (idempotent, safe to race with other processes).
 
@@ -125,6 +126,7 @@ async def ensure_audit_stream(
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
                 max_age=max_age,
                 max_bytes=max_bytes,
+                num_replicas=replicas,  # 3 on a NATS cluster (ICODRIP_STREAM_REPLICAS)
             )
         )
         log.info("request_events.stream_created", stream=name)

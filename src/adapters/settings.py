@@ -25,6 +25,8 @@ class Settings:
     keys_stream: str = "ICODRIP_KEYS"
     keys_subject: str = "icodrip.keys"
     stream_replicas: int = 1
+    #: Shared secret authenticating leak reports (`POST /v1/leaks`); empty = endpoint disabled.
+    leak_signing_key: bytes = field(default=b"", repr=False)
 
     @property
     def is_embedded(self) -> bool:
@@ -60,6 +62,7 @@ class Settings:
             keys_stream=env.get("ICODRIP_KEYS_STREAM") or "ICODRIP_KEYS",
             keys_subject=env.get("ICODRIP_KEYS_SUBJECT") or "icodrip.keys",
             stream_replicas=int(env.get("ICODRIP_STREAM_REPLICAS") or 1),
+            leak_signing_key=(env.get("ICODRIP_LEAK_SIGNING_KEY") or "").encode(),
         )
 
 

@@ -12,16 +12,22 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import ApiKeyAuthentication, permission_guard
+from api.dashboard import DashboardPlugin
 from api.errors import EXCEPTION_HANDLERS
+from api.openapi_errors import document_errors
 from api.routes.affiliates import AffiliatesController
 from api.routes.api_keys import ApiKeysController
 from api.routes.audit_events import ApiKeyHistoryController, AuditEventsController
 from api.routes.audit_requests import AuditRequestsController
+from api.routes.events import EventsController
 from api.routes.health import healthz, readyz
+from api.routes.leaks import LeaksController
 from api.services import Services
+from api.store_health import StoreHealth
 
 #: Requests that present no key: probes, the schema, the dashboard (session login).
 NO_KEY_PATHS = ["^/healthz", "^/readyz", "^/schema", "^/dashboard", "^/favicon.ico"]
+NO_KEY_PATHS.append("^/v1/leaks")  # leak reports: signed with ICODRIP_LEAK_SIGNING_KEY instead
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -53,7 +59,8 @@ def create_app(
             }
         ),
     )
-    return Litestar(
+    store_health = StoreHealth(services.registry.recorder.max_notification_id)
+    app = Litestar(
         route_handlers=[
             healthz,
             readyz,
@@ -62,6 +69,8 @@ def create_app(
             ApiKeyHistoryController,
             AuditEventsController,
             AuditRequestsController,
+            EventsController,
+            LeaksController,
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         middleware=[
@@ -71,12 +80,18 @@ def create_app(
                 limiter=services.limiter,
                 pepper=services.settings.key_pepper,
                 exclude=NO_KEY_PATHS,
+                exposure=services.exposure,
             ),
         ],
         guards=[permission_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
+        plugins=[DashboardPlugin(services)],
         request_max_body_size=MAX_BODY_BYTES,
         on_startup=list(on_startup),
-        on_shutdown=list(on_shutdown),
+        on_shutdown=[*on_shutdown, store_health.aclose],
+        before_request=store_health.gate,
     )
+    app.state.store_health = store_health
+    document_errors(app)
+    return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -13,14 +14,23 @@ from litestar.middleware.authentication import (
 )
 
 from adapters.rate_limiter import RateLimiter
-from api.context import request_context
+from api.context import RequestContext, request_context
 from api.errors import ApiError, unauthorized
+from api.exposure import ExposureFlagger
 from api.key_mirror import KeyMirror
-from domain.key_format import MalformedKey, hash_key, parse_key
-from projections.key_lookup import Principal
+from domain.api_key import ExposureSource
+from domain.key_format import KeyType, MalformedKey, hash_key, parse_key
+from projections.key_lookup import KeyRecord, Principal
 
 #: Failed-key attempts allowed per client address per minute before 429s.
 FAILED_ATTEMPTS_PER_MINUTE = 30
+#: Requests one client address may make per minute with one public key (besides the key's
+#: own limit), so a single browser or script cannot use up a public key's quota.
+PUBLIC_KEY_PER_ADDRESS_PER_MINUTE = 60
+#: The only routes a public key may call.
+PUBLIC_KEY_PATHS = frozenset({"/v1/events", "/v1/events/"})
+#: `Sec-Fetch-Mode` values only browsers send (server-side clients send none).
+BROWSER_FETCH_MODES = frozenset({"cors", "no-cors", "navigate", "same-origin", "websocket"})
 
 
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
@@ -34,11 +44,13 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         limiter: RateLimiter,
         pepper: bytes,
         exclude: list[str] | None = None,
+        exposure: ExposureFlagger | None = None,
     ) -> None:
         super().__init__(app, exclude=exclude)
         self.mirror = mirror
         self.limiter = limiter
         self.pepper = pepper
+        self.exposure = exposure
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -72,6 +84,7 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
             raise unauthorized("api_key_expired", "this API key has expired")
         principal = self.mirror.lookup.principal(record)
         context.principal = principal
+        self._refuse_misuse(connection, record, context)
         decision = await self.limiter.hit(principal.key_id.hex, principal.rate_limit)
         context.rate_limit = decision
         if not decision.allowed:
@@ -81,7 +94,56 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
                 f"this key may make {decision.limit} requests per minute; "
                 f"retry in {decision.retry_after} s",
             )
+        if record.type == KeyType.PUBLIC.value:
+            per_address = await self.limiter.hit(
+                f"pk:{principal.key_id.hex}:{context.client_addr}",
+                PUBLIC_KEY_PER_ADDRESS_PER_MINUTE,
+            )
+            if not per_address.allowed:
+                context.rate_limit = per_address
+                raise ApiError(
+                    429,
+                    "rate_limit_exceeded",
+                    f"this public key may make {per_address.limit} requests per minute from "
+                    f"one address; retry in {per_address.retry_after} s",
+                )
         return AuthenticationResult(user=principal, auth=parsed)
+
+    def _refuse_misuse(
+        self,
+        connection: ASGIConnection[Any, Any, Any, Any],
+        record: KeyRecord,
+        context: RequestContext,
+    ) -> None:
+        """403 for a key used where it must not be: see docs/adr/0009."""
+        origin = connection.headers.get("origin")
+        if record.type == KeyType.SECRET.value:
+            fetch_mode = (connection.headers.get("sec-fetch-mode") or "").lower()
+            if origin is not None or fetch_mode in BROWSER_FETCH_MODES:
+                if self.exposure is not None:
+                    detail = f"origin {origin[:200]}" if origin else f"sec-fetch-mode {fetch_mode}"
+                    self.exposure.flag(record.key_id, ExposureSource.BROWSER, detail)
+                raise ApiError(
+                    403,
+                    "secret_key_in_browser",
+                    "secret keys must never be used from a browser; this key is now flagged as "
+                    "possibly exposed: roll it, and use a public key (pk_…) in client-side code",
+                )
+        else:
+            if connection.scope["path"] not in PUBLIC_KEY_PATHS:
+                raise ApiError(
+                    403,
+                    "public_key_not_allowed",
+                    "a public key may only send tracking events (POST /v1/events)",
+                )
+            if origin is not None and origin.lower() not in record.allowed_origins:
+                raise ApiError(
+                    403, "origin_not_allowed", "this public key is not allowed from this origin"
+                )
+        if record.allowed_ips and not _address_allowed(context.client_addr, record.allowed_ips):
+            raise ApiError(
+                403, "ip_not_allowed", "this key is not allowed from this client address"
+            )
 
     async def _count_failure(self, client_addr: str | None) -> None:
         decision = await self.limiter.hit(f"failed:{client_addr}", FAILED_ATTEMPTS_PER_MINUTE)
@@ -92,6 +154,18 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
                 f"too many invalid keys from this address; retry in {decision.retry_after} s",
                 headers={"Retry-After": str(decision.retry_after)},
             )
+
+
+def _address_allowed(addr: str | None, networks: tuple[str, ...]) -> bool:
+    if addr is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(network) for network in networks)
 
 
 def permission_guard(

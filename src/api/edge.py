@@ -20,6 +20,7 @@ from api.context import SCOPE_KEY, RequestContext
 from api.errors import error_body
 from api.rate_limit_headers import rate_limit_headers
 from api.services import Services
+from domain.api_key import ExposureSource
 from domain.ids import format_key_id, format_org_id
 
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
@@ -71,6 +72,7 @@ class EdgeMiddleware:
             await send(message)
 
         if self.require_https and scheme != "https" and scope["path"] not in PLAIN_HTTP_ALLOWED:
+            self._flag_plain_http(scope, context)
             await self._refuse_plain_http(context, send_with_headers)
         else:
             await self.app(scope, receive, send_with_headers)
@@ -112,6 +114,18 @@ class EdgeMiddleware:
         except ValueError:
             return False
         return any(ip in network for network in self.trusted)
+
+    def _flag_plain_http(self, scope: Any, context: RequestContext) -> None:
+        """A secret key sent in clear text is possibly exposed: flag it (in the background)."""
+        exposure = self.services.exposure
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if exposure is None or authorization is None:
+            return
+        scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+        if scheme.lower() == "bearer" and token:
+            exposure.flag_token(
+                token, ExposureSource.PLAIN_HTTP, f"plain HTTP from {context.client_addr}"
+            )
 
     async def _refuse_plain_http(self, context: RequestContext, send: Any) -> None:
         body = _json.encode(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import structlog
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -111,6 +114,23 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     )
 
 
+def handle_store_unavailable(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
+    """The event store or a read model is unreachable (PostgreSQL down, pool exhausted): 503."""
+    log.warning("api.store_unavailable", error=type(exc).__name__, request_id=_request_id(request))
+    health = getattr(request.app.state, "store_health", None)
+    if health is not None:  # answer the next requests at once, until the store is back
+        health.mark_down()
+    return _respond(
+        request,
+        503,
+        "store_unavailable",
+        "the key store is unavailable right now; retry shortly",
+        {"Retry-After": "5"},
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.error("api.unhandled_error", error=type(exc).__name__, request_id=_request_id(request))
     return _respond(
@@ -126,5 +146,9 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DomainError: handle_domain_error,
     ValidationException: handle_validation,
     HTTPException: handle_http,
+    StoreOperationalError: handle_store_unavailable,
+    StoreInterfaceError: handle_store_unavailable,
+    psycopg.OperationalError: handle_store_unavailable,  # psycopg_pool.PoolTimeout included
+    psycopg.InterfaceError: handle_store_unavailable,
     Exception: handle_unexpected,
 }

@@ -15,8 +15,11 @@ from adapters.affiliates import open_affiliate_store
 from adapters.rate_limiter import rate_limiter_for
 from adapters.registry import open_registry
 from adapters.settings import Settings
+from adapters.tracked_events import open_tracked_event_store
 from api.app import create_app
+from api.cors import CorsMiddleware
 from api.edge import EdgeMiddleware
+from api.exposure import ExposureFlagger
 from api.key_mirror import KeyMirror
 from api.services import Services
 from projections.key_lookup_view import open_key_lookup_view
@@ -45,12 +48,15 @@ class ApiProcess:
             ),
             limiter=rate_limiter_for(settings.redis_url, fail_closed=rate_limit_fail_closed),
             affiliates=open_affiliate_store(settings),
+            tracked_events=open_tracked_event_store(settings),
         )
+        services = self.services
+        services.exposure = ExposureFlagger(registry, services.mirror, settings.key_pepper)
         self.litestar: Litestar = create_app(
             self.services, on_startup=[self.start], on_shutdown=[self.stop]
         )
         self.app = EdgeMiddleware(
-            self.litestar,
+            CorsMiddleware(self.litestar, mirror=self.services.mirror),
             services=self.services,
             trusted_proxies=trusted_proxies,
             require_https=require_https,
@@ -67,7 +73,7 @@ class ApiProcess:
             services.nats_client = client
             services.mirror.nats_client = client
             js = client.jetstream()
-            await ensure_audit_stream(js)
+            await ensure_audit_stream(js, replicas=services.settings.stream_replicas)
             services.publisher = RequestEventPublisher(
                 js, spool_dir=services.settings.data_dir / "spool" / "request-events"
             )
@@ -77,12 +83,16 @@ class ApiProcess:
     async def stop(self) -> None:
         services = self.services
         await services.mirror.stop()
+        if services.exposure is not None:
+            await services.exposure.drain()
         if services.publisher is not None:
             await services.publisher.aclose(timeout=5.0)
         if services.nats_client is not None:
             await _close_nats(services.nats_client)
         await services.limiter.aclose()
         services.affiliates.close()
+        if services.tracked_events is not None:
+            services.tracked_events.close()
         services.registry.close()
         close_request_audit_stores()
 

@@ -9,6 +9,8 @@ from adapters.affiliates import AffiliateStore
 from adapters.rate_limiter import RateLimiter
 from adapters.request_event_publisher import RequestEventPublisher
 from adapters.settings import Settings
+from adapters.tracked_events import TrackedEventStore
+from api.exposure import ExposureFlagger
 from api.key_mirror import KeyMirror
 from application.registry import KeyRegistry
 
@@ -22,3 +24,5 @@ class Services:
     affiliates: AffiliateStore
     publisher: RequestEventPublisher | None = None
     nats_client: Any | None = None
+    exposure: ExposureFlagger | None = None
+    tracked_events: TrackedEventStore | None = None

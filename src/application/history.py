@@ -97,6 +97,9 @@ def _key_state(key: ApiKey, at: datetime) -> dict[str, Any]:
         if key.permissions is None
         else sorted(p.value for p in key.permissions),
         "allowed_origins": list(key.allowed_origins),
+        "allowed_ips": list(key.allowed_ips),
+        "exposed_at": iso(key.exposed_at),
+        "exposure": list(key.exposures),
         "expires_at": iso(key.expires_at),
         "rolled_from": None if key.predecessor_id is None else format_key_id(key.predecessor_id),
         "rolled_to": None if key.successor_id is None else format_key_id(key.successor_id),

@@ -11,10 +11,11 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from domain.api_key import ApiKey
+from domain.actors import SYSTEM
+from domain.api_key import LEAK_ROLL_GRACE, ApiKey, ExposureSource
 from domain.errors import DomainError, NotFound
 from domain.key_format import Environment, KeyType
-from domain.organization import Organization
+from domain.organization import LeakPolicy, Organization
 from domain.plans import Permission, Plan
 
 T = TypeVar("T")
@@ -75,6 +76,9 @@ class KeyRegistry(Application[UUID]):
     def clear_rate_limit(self, org_id: UUID, actor: str) -> Organization:
         return self._update_org(org_id, lambda org: org.clear_rate_limit(actor))
 
+    def set_leak_policy(self, org_id: UUID, policy: LeakPolicy, actor: str) -> Organization:
+        return self._update_org(org_id, lambda org: org.set_leak_policy(policy, actor))
+
     def get_organization(self, org_id: UUID) -> Organization:
         return self._get(Organization, org_id, "organization")
 
@@ -92,6 +96,7 @@ class KeyRegistry(Application[UUID]):
         ceiling: frozenset[Permission] | None = None,
         expires_at: datetime | None = None,
         allowed_origins: tuple[str, ...] = (),
+        allowed_ips: tuple[str, ...] = (),
     ) -> IssuedKey:
         """A new key; the key and its org are saved together, atomically."""
 
@@ -109,6 +114,7 @@ class KeyRegistry(Application[UUID]):
                 ceiling=ceiling,
                 expires_at=expires_at,
                 allowed_origins=allowed_origins,
+                allowed_ips=allowed_ips,
             )
             self.save(org, key)
             return IssuedKey(key, secret)
@@ -135,6 +141,71 @@ class KeyRegistry(Application[UUID]):
 
     def rename_key(self, key_id: UUID, *, name: str, actor: str) -> ApiKey:
         return self._update_key(key_id, lambda key: key.rename(name, actor))
+
+    def set_allowed_ips(
+        self, key_id: UUID, allowed_ips: tuple[str, ...] | list[str], *, actor: str
+    ) -> ApiKey:
+        """Replace the key's IP allowlist (CIDR networks; empty = from anywhere)."""
+        return self._update_key(key_id, lambda key: key.set_allowed_ips(allowed_ips, actor))
+
+    def flag_exposed(self, key_id: UUID, *, source: str, detail: str) -> bool:
+        """Flag the key as possibly exposed (once per source); True when newly flagged."""
+
+        def attempt() -> bool:
+            key = self.get_key(key_id)
+            changed = key.flag_exposed(source, detail, SYSTEM)
+            if changed:
+                self.save(key)
+            return changed
+
+        return self._retrying(attempt)
+
+    def expire_key(self, key_id: UUID) -> bool:
+        """Revoke the key if its expiry (or its roll's grace) has passed; True when it did.
+
+        Safe to race: the loser of two concurrent expiries re-reads the key, finds it
+        revoked and does nothing.
+        """
+
+        def attempt() -> bool:
+            key = self.get_key(key_id)
+            changed = key.expire(self.clock(), SYSTEM)
+            if changed:
+                self.save(key)
+            return changed
+
+        return self._retrying(attempt)
+
+    def respond_to_leak(self, key_id: UUID, *, url: str, source: str) -> str:
+        """A key reported public: flag it, then revoke or roll it per its org's policy.
+
+        Returns what was done: `revoked`, `rolled`, or `none` (already revoked, or a public
+        key, which is public by design). All of it is saved in one transaction.
+        """
+
+        def attempt() -> str:
+            key = self.get_key(key_id)
+            if key.is_revoked or key.type is KeyType.PUBLIC:
+                return "none"
+            org = self.get_organization(key.org_id)
+            detail = f"{source[:100]}: {url}" if source else url
+            key.flag_exposed(ExposureSource.LEAK_REPORT, detail, SYSTEM)
+            now = self.clock()
+            if (
+                org.leak_policy is LeakPolicy.ROLL
+                and key.successor_id is None
+                and not (key.expires_at is not None and key.expires_at <= now)
+            ):
+                successor, _ = key.roll(
+                    org, pepper=self._pepper, grace=LEAK_ROLL_GRACE, actor=SYSTEM, now=now
+                )
+                self.save(org, key, successor)
+                return "rolled"
+            key.revoke(SYSTEM, f"leaked: reported at {url}"[:500])
+            self.save(key)
+            return "revoked"
+
+        return self._retrying(attempt)
 
     def get_key(self, key_id: UUID) -> ApiKey:
         return self._get(ApiKey, key_id, "API key")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import threading
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from adapters.logging import configure_logging
 from adapters.registry import open_registry
 from adapters.settings import Settings
 from adapters.tls import ensure_self_signed
+from adapters.users import hash_password, open_user_directory
 from application.views import organization_view
 from cli.serve import run_granian
 from domain.actors import OPERATOR
 from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
+from domain.user import Role
 from projections.registry import LiveKeyLookupView
 from projections.request_audit_projection import open_live_audit_store
 from workers.runner import run_workers
@@ -37,8 +40,12 @@ def create_read_models(settings: Settings) -> None:
     open_affiliate_store(settings).close()
 
 
+#: The dashboard login `icodrip dev` makes on first start (its password is printed once).
+DEV_LOGIN = "owner@demo.icodrip.test"
+
+
 def bootstrap(settings: Settings) -> dict[str, str] | None:
-    """On first start: a demo org and a test key, whose secret is printed once and not kept."""
+    """On first start: a demo org, a test key and a dashboard login, printed once, not kept."""
     marker = settings.data_dir / "bootstrap.json"
     if marker.exists():
         return None
@@ -54,9 +61,22 @@ def bootstrap(settings: Settings) -> dict[str, str] | None:
         )
     finally:
         registry.close()
+    password = secrets.token_urlsafe(12)
+    users = open_user_directory(settings)
+    try:
+        owner = users.register_user(
+            org.id,
+            email=DEV_LOGIN,
+            role=Role.OWNER,
+            password_hash=hash_password(password),
+            actor=OPERATOR,
+        )
+    finally:
+        users.close()
     facts = {"org_id": format_org_id(org.id), "key_id": format_key_id(issued.key.id)}
+    facts["dashboard_email"] = owner.email
     marker.write_text(json.dumps({**facts, "org": organization_view(org)}, indent=2))
-    return {**facts, "key": issued.secret}
+    return {**facts, "key": issued.secret, "dashboard_password": password}
 
 
 class WorkersThread(threading.Thread):
@@ -126,11 +146,17 @@ def _announce(
     click.echo(f"Icodrip Keys is running at {url}  (data: {settings.data_dir})")
     click.echo(f"  TLS certificate (self-signed): {certfile}")
     click.echo(f"  API schema: {url}/schema")
+    click.echo(f"  Dashboard: {url}/dashboard/")
     if first is None:
         click.echo(
             "  Bootstrap org and key were printed at first start; more keys: icodrip keys create"
         )
+        click.echo("  The dashboard login was printed then too; more logins: icodrip users create")
         return
+    click.echo(
+        f"  Dashboard login (password shown once): {first['dashboard_email']} / "
+        f"{first['dashboard_password']}"
+    )
     click.echo(f"  Organization: {first['org_id']}")
     click.echo(f"  Test API key (shown once, keep it now): {first['key']}")
     click.echo(

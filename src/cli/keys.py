@@ -15,7 +15,7 @@ from application.registry import utc_now
 from application.views import api_key_view
 from cli.common import DURATION, Group, emit, json_option, registry_from, when
 from domain.actors import OPERATOR
-from domain.api_key import MAX_ROLL_GRACE
+from domain.api_key import MAX_ROLL_GRACE, clean_networks
 from domain.errors import ValidationError
 from domain.ids import parse_key_id, parse_org_id
 from domain.key_format import Environment, KeyType
@@ -48,6 +48,11 @@ def _print_key(view: dict[str, Any]) -> None:
     click.echo(f"{'permissions':>12}: {', '.join(view['permissions']) or '-'}")
     if view["allowed_origins"]:
         click.echo(f"{'origins':>12}: {', '.join(view['allowed_origins'])}")
+    if view.get("allowed_ips"):
+        click.echo(f"{'allowed IPs':>12}: {', '.join(view['allowed_ips'])}")
+    if view.get("exposed_at"):
+        sources = ", ".join(e["source"] for e in view["exposure"])
+        click.echo(f"{'EXPOSED':>12}: {view['exposed_at']} ({sources}): roll this key")
     click.echo(f"{'created':>12}: {view['created_at']}")
     click.echo(f"{'expires':>12}: {view['expires_at'] or 'never'}")
     if view["revoked_at"]:
@@ -133,6 +138,13 @@ def _print_table(views: list[dict[str, Any]]) -> None:
     type=DURATION,
     help="Let the key expire after this long, e.g. 30m, 24h, 90d (default: never).",
 )
+@click.option(
+    "--allow-ip",
+    "allowed_ips",
+    multiple=True,
+    metavar="CIDR",
+    help="Accept the key only from this network, e.g. 203.0.113.0/24 (repeatable; secret keys).",
+)
 @json_option
 @click.pass_context
 def create(
@@ -144,6 +156,7 @@ def create(
     origins: tuple[str, ...],
     permissions: tuple[str, ...],
     expires_in: timedelta | None,
+    allowed_ips: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create a key and print its secret, exactly once."""
@@ -154,6 +167,7 @@ def create(
         raise ValidationError("--origin applies to --public keys only")
     if expires_in is not None and expires_in <= timedelta(0):
         raise ValidationError("--expires-in must be longer than 0")
+    clean_networks(allowed_ips)  # refuse a bad CIDR before anything is opened
     registry = registry_from(ctx)
     now = utc_now()
     issued = registry.create_key(
@@ -165,6 +179,7 @@ def create(
         permissions=wanted,
         expires_at=None if expires_in is None else now + expires_in,
         allowed_origins=origins,
+        allowed_ips=allowed_ips,
     )
     organization = registry.get_organization(org_id)
     view = api_key_view(issued.key, organization, utc_now(), secret=issued.secret)
@@ -243,6 +258,27 @@ def roll(ctx: click.Context, key_id: str, expire_in: timedelta, as_json: bool) -
     organization = registry.get_organization(issued.key.org_id)
     view = api_key_view(issued.key, organization, utc_now(), secret=issued.secret)
     _emit_secret(view, as_json)
+
+
+@keys.command(
+    "set-allowed-ips",
+    epilog=(
+        "Example: icodrip keys set-allowed-ips key_0123… 203.0.113.0/24 2001:db8::/32\n\n"
+        f"With no CIDR the key is accepted from anywhere again.\n\n{KEY_ID_HELP}"
+    ),
+)
+@click.argument("key_id")
+@click.argument("cidrs", nargs=-1, metavar="[CIDR]...")
+@json_option
+@click.pass_context
+def set_allowed_ips(ctx: click.Context, key_id: str, cidrs: tuple[str, ...], as_json: bool) -> None:
+    """Accept a secret key only from these networks (replaces its IP allowlist)."""
+    uuid = parse_key_id(key_id)
+    clean_networks(cidrs)
+    registry = registry_from(ctx)
+    key = registry.set_allowed_ips(uuid, cidrs, actor=OPERATOR)
+    view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
+    emit(view, as_json, lambda: _print_key(view))
 
 
 @keys.command(

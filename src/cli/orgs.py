@@ -11,6 +11,7 @@ from cli.common import Group, emit, json_option, registry_from
 from domain.actors import OPERATOR
 from domain.ids import parse_org_id
 from domain.naming import clean_name
+from domain.organization import LeakPolicy, parse_leak_policy
 from domain.plans import Plan, parse_plan
 
 PLANS = click.Choice([p.value for p in Plan])
@@ -29,6 +30,7 @@ def _print_org(view: dict[str, Any]) -> None:
     click.echo(f"{'plan':>12}: {view['plan']}")
     click.echo(f"{'rate limit':>12}: {limit} requests/minute per key")
     click.echo(f"{'permissions':>12}: {', '.join(view['permissions'])}")
+    click.echo(f"{'leak policy':>12}: {view['leak_policy']}")
     click.echo(f"{'created':>12}: {view['created_at']}")
 
 
@@ -86,6 +88,22 @@ def set_rate_limit(ctx: click.Context, org: str, requests_per_minute: int, as_js
     org_id = parse_org_id(org)
     registry = registry_from(ctx)
     view = organization_view(registry.set_rate_limit(org_id, requests_per_minute, OPERATOR))
+    emit(view, as_json, lambda: _print_org(view))
+
+
+@orgs.command(
+    "set-leak-policy",
+    epilog=f"Example: icodrip orgs set-leak-policy org_0123… roll\n\n{ORG_HELP}",
+)
+@click.argument("org")
+@click.argument("policy", type=click.Choice([p.value for p in LeakPolicy]))
+@json_option
+@click.pass_context
+def set_leak_policy(ctx: click.Context, org: str, policy: str, as_json: bool) -> None:
+    """What a leak report does to the org's keys: revoke (default) or roll (1 h grace)."""
+    org_id = parse_org_id(org)
+    chosen = parse_leak_policy(policy)
+    view = organization_view(registry_from(ctx).set_leak_policy(org_id, chosen, OPERATOR))
     emit(view, as_json, lambda: _print_org(view))
 
 

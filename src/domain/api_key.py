@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -9,6 +10,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.actors import SYSTEM
 from domain.errors import KeyAlreadyRolled, KeyRevoked, PermissionExceeded, ValidationError
 from domain.key_format import Environment, KeyType, generate_key, hash_key, hint_for
 from domain.naming import clean_name
@@ -18,6 +20,23 @@ from domain.plans import PUBLIC_KEY_PERMISSIONS, Permission
 #: The longest grace period a roll may give the old key.
 MAX_ROLL_GRACE = timedelta(days=30)
 MAX_ALLOWED_ORIGINS = 50
+MAX_ALLOWED_IPS = 100
+#: How long a leaked key keeps working when its org's leak policy is `roll`.
+LEAK_ROLL_GRACE = timedelta(hours=1)
+
+
+class ExposureSource:
+    """Why a key is flagged as possibly exposed (`ApiKey.Exposed.source`)."""
+
+    BROWSER = "browser"  # a secret key sent with browser signals (Origin, CORS)
+    PLAIN_HTTP = "plain_http"  # a secret key sent over plain HTTP
+    LEAK_REPORT = "leak_report"  # a scanner (e.g. GitHub secret scanning) found it public
+
+
+#: `ApiKey.Revoked.reason` when the expiry worker retires a key.
+EXPIRED_AFTER_GRACE = "expired: the grace period of its roll ended"
+EXPIRED_AT_EXPIRY = "expired: its expiry time was reached"
+_EXPIRY_REASONS = frozenset({EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY})
 
 
 class KeyStatus:
@@ -81,6 +100,9 @@ class ApiKey(Aggregate):
         self.revoked_at: datetime | None = None
         self.revoked_by: str | None = None
         self.revocation_reason: str | None = None
+        self.allowed_ips: list[str] = []
+        self.exposed_at: datetime | None = None
+        self.exposures: list[dict[str, str]] = []
 
     @classmethod
     def issue(
@@ -97,6 +119,7 @@ class ApiKey(Aggregate):
         ceiling: frozenset[Permission] | None = None,
         expires_at: datetime | None = None,
         allowed_origins: tuple[str, ...] = (),
+        allowed_ips: tuple[str, ...] = (),
         predecessor_id: UUID | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key for `org` and its plaintext, which the caller shows once and forgets.
@@ -129,6 +152,9 @@ class ApiKey(Aggregate):
         origins = [_clean_origin(o) for o in allowed_origins]
         if len(origins) > MAX_ALLOWED_ORIGINS:
             raise ValidationError(f"at most {MAX_ALLOWED_ORIGINS} allowed origins")
+        networks = clean_networks(allowed_ips)
+        if networks and key_type is KeyType.PUBLIC:
+            raise ValidationError("IP allowlists apply to secret keys only")
 
         plaintext = generate_key(key_type, env)
         key = cls(
@@ -144,6 +170,8 @@ class ApiKey(Aggregate):
             predecessor_id=predecessor_id,
             actor=actor,
         )
+        if networks:
+            key.set_allowed_ips(networks, actor)
         org.add_key(key.id, actor=actor)
         return key, plaintext
 
@@ -159,8 +187,13 @@ class ApiKey(Aggregate):
         return allowed
 
     def status_at(self, now: datetime) -> str:
-        """active, expiring (rolled, in its grace period), expired or revoked."""
+        """active, expiring (rolled, in its grace period), expired or revoked.
+
+        A key the expiry worker revoked (at its expiry time) reads `expired`.
+        """
         if self.revoked_at is not None:
+            if self.revoked_by == SYSTEM and self.revocation_reason in _EXPIRY_REASONS:
+                return KeyStatus.EXPIRED
             return KeyStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
             return KeyStatus.EXPIRED
@@ -209,6 +242,7 @@ class ApiKey(Aggregate):
             permissions=self.permissions,
             expires_at=self.expires_at,
             allowed_origins=tuple(self.allowed_origins),
+            allowed_ips=tuple(self.allowed_ips),
             predecessor_id=self.id,
         )
         old_expiry = now + grace
@@ -250,6 +284,67 @@ class ApiKey(Aggregate):
             aggregate.revoked_by = self.actor
             aggregate.revocation_reason = self.reason
 
+    def set_allowed_ips(self, allowed_ips: tuple[str, ...] | list[str], actor: str) -> None:
+        """Accept requests only from these networks (CIDR); empty = from anywhere."""
+        self._refuse_if_revoked("changed")
+        networks = clean_networks(allowed_ips)
+        if networks and self.type is KeyType.PUBLIC:
+            raise ValidationError("IP allowlists apply to secret keys only")
+        if networks != self.allowed_ips:
+            self.trigger_event(
+                self.AllowedIpsChanged, allowed_ips=networks, org_id=self.org_id, actor=actor
+            )
+
+    class AllowedIpsChanged(Aggregate.Event):
+        allowed_ips: list[str]
+        org_id: UUID
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.allowed_ips = list(self.allowed_ips)
+
+    def flag_exposed(self, source: str, detail: str, actor: str) -> bool:
+        """Record that the key may be exposed; once per source (False when nothing changed).
+
+        A revoked key is no longer a risk, so it is not flagged. `detail` says where (an
+        origin, a client address, a URL) and must never contain the key itself.
+        """
+        if self.revoked_at is not None:
+            return False
+        if any(e["source"] == source for e in self.exposures):
+            return False
+        detail = detail[:500]
+        self.trigger_event(
+            self.Exposed, source=source, detail=detail, org_id=self.org_id, actor=actor
+        )
+        return True
+
+    class Exposed(Aggregate.Event):
+        source: str
+        detail: str
+        org_id: UUID
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            if aggregate.exposed_at is None:
+                aggregate.exposed_at = self.timestamp
+            aggregate.exposures = [
+                *aggregate.exposures,
+                {"source": self.source, "detail": self.detail},
+            ]
+
+    def expiry_due(self, now: datetime) -> bool:
+        """True when the key reached its expiry (or its roll's grace ended) and is not revoked."""
+        return self.revoked_at is None and self.expires_at is not None and self.expires_at <= now
+
+    def expire(self, now: datetime, actor: str) -> bool:
+        """Revoke a key whose time is up (the expiry worker); False when not due or done."""
+        if not self.expiry_due(now):
+            return False
+        reason = EXPIRED_AFTER_GRACE if self.successor_id is not None else EXPIRED_AT_EXPIRY
+        self.trigger_event(self.Revoked, reason=reason, org_id=self.org_id, actor=actor)
+        return True
+
     def _refuse_if_revoked(self, what: str) -> None:
         if self.revoked_at is not None:
             raise KeyRevoked(f"this key is revoked and cannot be {what}")
@@ -257,6 +352,21 @@ class ApiKey(Aggregate):
 
 def _names(permissions: frozenset[Permission]) -> str:
     return ", ".join(sorted(p.value for p in permissions))
+
+
+def clean_networks(values: tuple[str, ...] | list[str]) -> list[str]:
+    """CIDR networks (or single addresses) in canonical form, sorted and without duplicates."""
+    networks: set[str] = set()
+    for value in values:
+        try:
+            networks.add(str(ipaddress.ip_network(value.strip(), strict=False)))
+        except ValueError:
+            raise ValidationError(
+                f"allowed IP {value[:60]!r} must be an address or CIDR such as 203.0.113.0/24"
+            ) from None
+    if len(networks) > MAX_ALLOWED_IPS:
+        raise ValidationError(f"at most {MAX_ALLOWED_IPS} allowed IP networks")
+    return sorted(networks)
 
 
 def _clean_origin(origin: str) -> str:

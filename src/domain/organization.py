@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -15,6 +16,22 @@ from domain.plans import (
     Permission,
     Plan,
 )
+
+
+class LeakPolicy(StrEnum):
+    """What happens to a key reported leaked: revoked at once, or rolled (short grace)."""
+
+    REVOKE = "revoke"
+    ROLL = "roll"
+
+
+def parse_leak_policy(text: str) -> LeakPolicy:
+    try:
+        return LeakPolicy(text)
+    except ValueError:
+        raise ValidationError(
+            f"unknown leak policy {text[:40]!r}: expected revoke or roll"
+        ) from None
 
 
 class Organization(Aggregate):
@@ -39,6 +56,10 @@ class Organization(Aggregate):
 
     class KeyAdded(Aggregate.Event):
         key_id: UUID
+        actor: str
+
+    class LeakPolicySet(Aggregate.Event):
+        policy: str
         actor: str
 
     @event(Registered)
@@ -112,6 +133,21 @@ class Organization(Aggregate):
     @event(RateLimitCleared)
     def _rate_limit_cleared(self, actor: str) -> None:
         self.custom_rate_limit = None
+
+    @property
+    def leak_policy(self) -> LeakPolicy:
+        """revoke (default) or roll; an org from before the setting (or a snapshot) revokes."""
+        return LeakPolicy(getattr(self, "_leak_policy", LeakPolicy.REVOKE))
+
+    def set_leak_policy(self, policy: LeakPolicy, actor: str) -> None:
+        """Choose what a leak report does to this org's keys (a no-op when unchanged)."""
+        policy = LeakPolicy(policy)
+        if policy is not self.leak_policy:
+            self._leak_policy_set(policy=policy.value, actor=actor)
+
+    @event(LeakPolicySet)
+    def _leak_policy_set(self, policy: str, actor: str) -> None:
+        self._leak_policy = LeakPolicy(policy)
 
     def add_key(self, key_id: UUID, actor: str) -> None:
         """Record a new key as this org's (the key itself holds its details)."""

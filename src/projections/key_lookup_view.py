@@ -23,7 +23,7 @@ from projections.key_lookup import Changes, KeyLookup, KeyRecord, OrgRecord
 
 _KEY_COLUMNS = (
     "key_hash, key_id, org_id, env, type, name, hint, permissions, allowed_origins, "
-    "expires_at, revoked"
+    "expires_at, revoked, allowed_ips"
 )
 
 
@@ -50,11 +50,12 @@ def _key_params(record: KeyRecord) -> tuple[Any, ...]:
         json.dumps(list(record.allowed_origins)),
         record.expires_at,
         bool(record.revoked),
+        json.dumps(list(record.allowed_ips)),
     )
 
 
 def _key_record(row: Iterable[Any]) -> KeyRecord:
-    h, key_id, org_id, env, type_, name, hint, perms, origins, expires_at, revoked = row
+    h, key_id, org_id, env, type_, name, hint, perms, origins, expires_at, revoked, ips = row
     return KeyRecord(
         key_id=UUID(hex=key_id),
         org_id=UUID(hex=org_id),
@@ -67,6 +68,7 @@ def _key_record(row: Iterable[Any]) -> KeyRecord:
         allowed_origins=tuple(json.loads(origins)),
         expires_at=expires_at,
         revoked=bool(revoked),
+        allowed_ips=tuple(json.loads(ips)) if ips else (),
     )
 
 
@@ -89,11 +91,18 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             "plan TEXT NOT NULL, rate_limit INTEGER NOT NULL)",
         ]
 
+    def _create_table(self, c: Any) -> None:
+        super()._create_table(c)
+        # Views created before per-key IP allowlists lack the column (NULL = from anywhere).
+        c.execute("PRAGMA table_info(lookup_keys)")
+        if "allowed_ips" not in {row[1] for row in c.fetchall()}:
+            c.execute("ALTER TABLE lookup_keys ADD COLUMN allowed_ips TEXT")
+
     def write(self, changes: Changes, tracking: Tracking) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.executemany(
                 f"INSERT OR REPLACE INTO lookup_keys ({_KEY_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [_key_params(k) for k in changes.keys.values()],
             )
             c.executemany(
@@ -159,6 +168,10 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
                     "CREATE TABLE IF NOT EXISTS {0} (org_id text PRIMARY KEY, "
                     "plan text NOT NULL, rate_limit integer NOT NULL)"
                 ).format(self.orgs_table),
+                # Views created before per-key IP allowlists (NULL = from anywhere).
+                SQL("ALTER TABLE {0} ADD COLUMN IF NOT EXISTS allowed_ips text").format(
+                    self.keys_table
+                ),
             ]
         )
 
@@ -168,9 +181,10 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
                 curs.executemany(
                     SQL(
                         "INSERT INTO {0} (" + _KEY_COLUMNS + ") VALUES "
-                        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                         "ON CONFLICT (key_hash) DO UPDATE SET name = EXCLUDED.name, "
-                        "expires_at = EXCLUDED.expires_at, revoked = EXCLUDED.revoked"
+                        "expires_at = EXCLUDED.expires_at, revoked = EXCLUDED.revoked, "
+                        "allowed_ips = EXCLUDED.allowed_ips"
                     ).format(self.keys_table),
                     [_key_params(k) for k in changes.keys.values()],
                 )

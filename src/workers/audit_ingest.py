@@ -64,6 +64,7 @@ class AuditIngestSettings:
     fetch_timeout: float = 1.0
     stream: str = AUDIT_STREAM
     subject: str = REQUESTS_SUBJECT
+    replicas: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuditIngestSettings:
@@ -73,6 +74,7 @@ class AuditIngestSettings:
             batch=int(env.get("ICODRIP_AUDIT_FETCH_BATCH") or 256),
             ack_wait=float(env.get("ICODRIP_AUDIT_ACK_WAIT") or 30.0),
             max_ack_pending=int(env.get("ICODRIP_AUDIT_MAX_ACK_PENDING") or 20_000),
+            replicas=int(env.get("ICODRIP_STREAM_REPLICAS") or 1),
         )
 
 
@@ -139,7 +141,7 @@ class AuditIngester:
     async def _subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         """The pull subscription, after checking the consumer against the store's position."""
         c = self.config
-        await ensure_audit_stream(js, name=c.stream)
+        await ensure_audit_stream(js, name=c.stream, replicas=c.replicas)
         position = await asyncio.to_thread(self.store.position)
         self.counters.position = position
         with contextlib.suppress(NotFoundError):

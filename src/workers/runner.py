@@ -15,6 +15,7 @@ from adapters.settings import Settings
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.key_lookup_view import open_key_lookup_view
 from workers.audit_ingest import run_audit
+from workers.expiry import run_expiry
 from workers.relay import Relay
 
 log = structlog.get_logger()
@@ -68,6 +69,7 @@ WORKERS: dict[str, Callable[[Settings, asyncio.Event], Awaitable[None]]] = {
     "relay": run_relay,
     "key-lookup": run_key_lookup,
     "audit": run_audit,
+    "expiry": run_expiry,
 }
 
 

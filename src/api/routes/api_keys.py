@@ -39,10 +39,12 @@ class NewApiKey(msgspec.Struct, forbid_unknown_fields=True):
     permissions: list[str] | None = None
     expires_at: datetime | None = None
     allowed_origins: list[str] = []
+    allowed_ips: list[str] = []
 
 
 class ApiKeyChange(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    allowed_ips: list[str] | None = None
 
 
 class Roll(msgspec.Struct, forbid_unknown_fields=True):
@@ -115,6 +117,7 @@ class ApiKeysController(Controller):
             ceiling=frozenset(principal.permissions),  # type: ignore[arg-type]
             expires_at=data.expires_at,
             allowed_origins=tuple(data.allowed_origins),
+            allowed_ips=tuple(data.allowed_ips),
         )
         await services.mirror.refresh()
         return await _view(services, issued.key, issued.secret)
@@ -178,11 +181,20 @@ class ApiKeysController(Controller):
         key_id: FromPath[str],
         data: JSONBody[ApiKeyChange],
     ) -> dict[str, Any]:
-        """Rename a key."""
+        """Rename a key and/or replace its IP allowlist (`allowed_ips`, CIDR; [] = anywhere)."""
+        if data.name is None and data.allowed_ips is None:
+            raise ApiError(422, "validation_error", "body: give name and/or allowed_ips")
         key = await _own_key(services, request.user, key_id)
-        key = await asyncio.to_thread(
-            services.registry.rename_key, key.id, name=data.name, actor=by_key(request.user.key_id)
-        )
+        actor = by_key(request.user.key_id)
+        if data.name is not None:
+            key = await asyncio.to_thread(
+                services.registry.rename_key, key.id, name=data.name, actor=actor
+            )
+        if data.allowed_ips is not None:
+            key = await asyncio.to_thread(
+                services.registry.set_allowed_ips, key.id, data.allowed_ips, actor=actor
+            )
+            await services.mirror.refresh()
         return await _view(services, key)
 
     @post("/{key_id:str}/roll", status_code=HTTP_200_OK, opt={"permission": "api_keys:write"})

@@ -31,6 +31,7 @@ class AuditEventsController(Controller):
             int,
             QueryParameter(
                 ge=0,
+                le=2**63 - 1,  # positions are 64-bit: larger ones are a 422, not a 500
                 description="Return events after this position (0 = from the beginning).",
             ),
         ] = 0,

@@ -1,0 +1,37 @@
+"""What the dashboard's pages share for the process's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from adapters.users import open_user_directory
+from api.dashboard.security import SignInThrottle
+from api.services import Services
+from application.users import UserDirectory
+
+
+class DashboardContext:
+    """What the dashboard's pages share for the process's lifetime."""
+
+    def __init__(self, services: Services, throttle: SignInThrottle) -> None:
+        self.services = services
+        self.throttle = throttle
+        self._users: UserDirectory | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def users(self) -> UserDirectory:
+        """The users' directory, opened on first use (the API may serve without the dashboard)."""
+        with self._lock:
+            if self._users is None:
+                self._users = open_user_directory(self.services.settings)
+            return self._users
+
+    def close(self) -> None:
+        """Close the users' directory (at shutdown)."""
+        with self._lock:
+            if self._users is not None:
+                with contextlib.suppress(Exception):
+                    self._users.close()
+                self._users = None

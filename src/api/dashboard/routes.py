@@ -1,0 +1,487 @@
+"""Dashboard pages: sign-in, Settings > API Keys (create, roll, revoke, rename), audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import structlog
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from adapters.users import verify_password
+from api.context import request_context
+from api.dashboard.context import DashboardContext
+from api.dashboard.pages import (
+    SESSION_USER,
+    flash,
+    is_htmx,
+    page,
+    signed_in_user,
+)
+from api.dashboard.security import SESSION_COOKIE, SESSION_STORE
+from api.routes.audit_requests import audit_request_view, parse_status
+from api.services import Services
+from application.history import History
+from application.registry import utc_now
+from application.views import api_key_view
+from domain.api_key import ApiKey
+from domain.errors import DomainError, NotFound, ValidationError
+from domain.ids import USER_PREFIX, format_id, format_key_id, format_org_id, parse_key_id
+from domain.key_format import Environment, KeyType
+from domain.naming import clean_name
+from domain.organization import Organization
+from domain.plans import parse_permissions
+from domain.user import Action, User, normalize_email
+from projections.request_audit_store import AuditQuery, last_used, request_audit_store_for
+
+log = structlog.get_logger()
+
+#: Grace periods offered when rolling a key: (seconds, label).
+GRACE_CHOICES = [(0, "now"), (3600, "1 hour"), (86400, "24 hours"), (604800, "7 days")]
+#: Expiry choices when creating a key: (days, label); 0 = never.
+EXPIRY_CHOICES = [
+    (0, "never"),
+    (1, "1 day"),
+    (7, "7 days"),
+    (30, "30 days"),
+    (90, "90 days"),
+    (365, "1 year"),
+]
+#: Audit periods: (seconds, label); 0 = all time.
+PERIOD_CHOICES = [
+    (3600, "last hour"),
+    (86400, "last 24 hours"),
+    (7 * 86400, "last 7 days"),
+    (30 * 86400, "last 30 days"),
+    (0, "all time"),
+]
+STATUS_CHOICES = ["", "2xx", "4xx", "5xx", "401", "403", "429"]
+AUDIT_PAGE_SIZE = 50
+
+USER_DEPENDENCY = {"user": Provide(signed_in_user)}
+
+
+def _form_text(form: Any, name: str, default: str = "") -> str:
+    value = form.get(name, default)
+    return value if isinstance(value, str) else default
+
+
+# -- sign-in -------------------------------------------------------------------------------------
+
+
+@get("/", name="dashboard-home")
+async def dashboard_home(request: Request[Any, Any, Any]) -> Redirect:
+    """The dashboard's front door: the keys when signed in, else the sign-in page."""
+    signed_in = bool(request.session and request.session.get(SESSION_USER))
+    return Redirect("/dashboard/keys" if signed_in else "/dashboard/login", status_code=303)
+
+
+class SessionPages(Controller):
+    path = "/"
+
+    @get("/login")
+    async def login_form(self, request: Request[Any, Any, Any]) -> Template:
+        """The sign-in form."""
+        return page(request, "login.html.j2", email="", error=None)
+
+    @post("/login", status_code=200)
+    async def login(
+        self, request: Request[Any, Any, Any], dashboard: NamedDependency[DashboardContext]
+    ) -> Template | Redirect:
+        """Check the email and password; on success start a fresh session."""
+        form = await request.form()
+        email_text = _form_text(form, "email").strip()
+        password = _form_text(form, "password")
+        address = request_context(request.scope).client_addr
+        try:
+            email = normalize_email(email_text)
+        except ValidationError:
+            email = email_text.lower()[:254]
+        throttle = dashboard.throttle
+        locked = await throttle.locked_for(email, address)
+        if locked is not None:
+            return _refused_sign_in(request, email_text, locked)
+        user = await asyncio.to_thread(dashboard.users.find_by_email, email)
+        ok = await asyncio.to_thread(
+            verify_password, None if user is None else user.password_hash, password
+        )
+        if user is None or not ok or user.disabled:
+            log.info("dashboard.sign_in_failed", client_addr=address)
+            locked = await throttle.failed(email, address)
+            if locked is not None:
+                return _refused_sign_in(request, email_text, locked)
+            return page(
+                request,
+                "login.html.j2",
+                status_code=401,
+                email=email_text,
+                error="That email and password do not match an account.",
+            )
+        # A fresh session id on sign-in: an id planted before sign-in is worth nothing.
+        old_id = request.cookies.pop(SESSION_COOKIE, None)
+        if old_id:
+            await request.app.stores.get(SESSION_STORE).delete(old_id)
+        request.clear_session()
+        request.set_session({SESSION_USER: user.id.hex, "signed_in_at": int(time.time())})
+        log.info("dashboard.signed_in", user_id=format_id(USER_PREFIX, user.id))
+        return Redirect("/dashboard/keys", status_code=303)
+
+    @post("/logout", status_code=200)
+    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+        """End the session (its data is deleted from the store) and go to the sign-in page."""
+        request.clear_session()
+        return Redirect("/dashboard/login?signed_out=1", status_code=303)
+
+
+def _refused_sign_in(request: Request[Any, Any, Any], email: str, seconds: int) -> Template:
+    log.info("dashboard.sign_in_locked", client_addr=request_context(request.scope).client_addr)
+    return page(
+        request,
+        "login.html.j2",
+        status_code=429,
+        email=email,
+        error=f"Too many failed sign-ins. Try again in {seconds} seconds.",
+    )
+
+
+# -- Settings > API Keys -------------------------------------------------------------------------
+
+
+class KeyPages(Controller):
+    path = "/keys"
+    dependencies = USER_DEPENDENCY
+
+    @get("/")
+    async def list_keys(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: NamedDependency[DashboardContext],
+        user: NamedDependency[User],
+    ) -> Template:
+        """The organization's keys and the Create API Key form."""
+        user.require(Action.VIEW_KEYS)
+        return page(request, "keys.html.j2", user=user, **await _keys_page(dashboard, user))
+
+    @post("/", status_code=200)
+    async def create_key(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: NamedDependency[DashboardContext],
+        user: NamedDependency[User],
+    ) -> Template:
+        """Create a key and show its secret, this once."""
+        user.require(Action.CREATE_KEY)
+        form = await request.form()
+        services = dashboard.services
+        try:
+            name = clean_name(_form_text(form, "name"), "key name")
+            env = Environment(_form_text(form, "env", "live"))
+            permissions = None
+            if _form_text(form, "restricted") == "on":
+                permissions = parse_permissions(form.getall("permissions", []))
+            days = int(_form_text(form, "expires_in_days", "0") or 0)
+            if days not in {d for d, _ in EXPIRY_CHOICES}:
+                raise ValidationError("choose an expiry from the list")
+            expires_at = utc_now() + timedelta(days=days) if days else None
+            issued = await asyncio.to_thread(
+                services.registry.create_key,
+                user.org_id,
+                name=name,
+                env=env,
+                key_type=KeyType.SECRET,
+                actor=user.actor,
+                permissions=permissions,
+                expires_at=expires_at,
+            )
+        except (DomainError, ValueError) as error:
+            message = error.message if isinstance(error, DomainError) else "check the form"
+            context = await _keys_page(dashboard, user)
+            template = "_create_error.html.j2" if is_htmx(request) else "keys.html.j2"
+            return page(
+                request, template, status_code=422, user=user, form_error=message, **context
+            )
+        await services.mirror.refresh()
+        log.info("dashboard.key_created", key_id=format_key_id(issued.key.id))
+        org = await asyncio.to_thread(services.registry.get_organization, user.org_id)
+        reveal = {
+            "title": "API key created",
+            "secret": issued.secret,
+            "key": api_key_view(issued.key, org, utc_now()),
+        }
+        template = "_reveal.html.j2" if is_htmx(request) else "keys.html.j2"
+        return page(
+            request,
+            template,
+            user=user,
+            reveal=reveal,
+            refresh_table=is_htmx(request),
+            **await _keys_page(dashboard, user),
+        )
+
+    @get("/{key_id:str}")
+    async def key_detail(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: NamedDependency[DashboardContext],
+        user: NamedDependency[User],
+        key_id: FromPath[str],
+    ) -> Template:
+        """One key: its details, its last use, the actions, and its lifecycle history."""
+        user.require(Action.VIEW_KEYS)
+        key = await _own_key(dashboard, user, key_id)
+        return page(request, "key.html.j2", user=user, **await _key_page(dashboard, user, key))
+
+    @post("/{key_id:str}/rename", status_code=200)
+    async def rename_key(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: NamedDependency[DashboardContext],
+        user: NamedDependency[User],
+        key_id: FromPath[str],
+    ) -> Redirect:
+        """Give the key a new name."""
+        key = await _own_key(dashboard, user, key_id)
+        user.require(Action.RENAME_KEY, key_created_by=key.created_by)
+        form = await request.form()
+        name = clean_name(_form_text(form, "name"), "key name")
+        await asyncio.to_thread(
+            dashboard.services.registry.rename_key, key.id, name=name, actor=user.actor
+        )
+        flash(request, f"Renamed the key to “{name}”.")
+        return Redirect(f"/dashboard/keys/{format_key_id(key.id)}", status_code=303)
+
+    @post("/{key_id:str}/roll", status_code=200)
+    async def roll_key(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: NamedDependency[DashboardContext],
+        user: NamedDependency[User],
+        key_id: FromPath[str],
+    ) -> Template:
+        """Issue the key's successor (shown once); the old key works for the grace period."""
+        key = await _own_key(dashboard, user, key_id)
+        user.require(Action.ROLL_KEY, key_created_by=key.created_by)
+        form = await request.form()
+        grace_text = _form_text(form, "grace_seconds", "86400")
+        if not grace_text.isdigit() or int(grace_text) not in {s for s, _ in GRACE_CHOICES}:
+            raise ValidationError("choose a grace period from the list")
+        services = dashboard.services
+        issued = await asyncio.to_thread(
+            services.registry.roll_key,
+            key.id,
+            grace=timedelta(seconds=int(grace_text)),
+            actor=user.actor,
+        )
+        await services.mirror.refresh()
+        log.info("dashboard.key_rolled", key_id=format_key_id(key.id))
+
+        def load() -> tuple[Organization, ApiKey, dict[UUID, Any]]:
+            org = services.registry.get_organization(user.org_id)
+            return org, services.registry.get_key(key.id), _last_used(services, [key.id])
+
+        org, old, used = await asyncio.to_thread(load)
+        now = utc_now()
+        old_use = used.get(key.id)
+        reveal = {
+            "title": "API key rolled",
+            "secret": issued.secret,
+            "key": api_key_view(issued.key, org, now),
+            "old": api_key_view(old, org, now, last_used_at=None),
+            "old_last_used": None if old_use is None else old_use.at,
+            "old_last_used_addr": None if old_use is None else old_use.addr,
+        }
+        template = "_reveal.html.j2" if is_htmx(request) else "keys.html.j2"
+        return page(
+            request, template, user=user, reveal=reveal, **await _keys_page(dashboard, user)
+        )
+
+    @get("/{key_id:str}/revoke")
+    async def confirm_revoke(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: NamedDependency[DashboardContext],
+        user: NamedDependency[User],
+        key_id: FromPath[str],
+    ) -> Template:
+        """Ask before revoking: it cannot be undone."""
+        key = await _own_key(dashboard, user, key_id)
+        user.require(Action.REVOKE_KEY, key_created_by=key.created_by)
+        org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
+        return page(request, "revoke.html.j2", user=user, key=api_key_view(key, org, utc_now()))
+
+    @post("/{key_id:str}/revoke", status_code=200)
+    async def revoke_key(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: NamedDependency[DashboardContext],
+        user: NamedDependency[User],
+        key_id: FromPath[str],
+    ) -> Redirect:
+        """Revoke the key at once, on every API process."""
+        key = await _own_key(dashboard, user, key_id)
+        user.require(Action.REVOKE_KEY, key_created_by=key.created_by)
+        form = await request.form()
+        reason = _form_text(form, "reason")[:500]
+        services = dashboard.services
+        await asyncio.to_thread(
+            services.registry.revoke_key, key.id, actor=user.actor, reason=reason
+        )
+        await services.mirror.refresh()
+        log.info("dashboard.key_revoked", key_id=format_key_id(key.id))
+        flash(request, f"Revoked “{key.name}” ({key.hint}). It no longer works.")
+        return Redirect("/dashboard/keys", status_code=303)
+
+
+async def _own_key(dashboard: DashboardContext, user: User, key_id: str) -> ApiKey:
+    """The key if it belongs to the user's organization; otherwise not found."""
+    try:
+        uuid = parse_key_id(key_id)
+    except ValidationError:
+        raise NotFound("no such API key") from None
+    key = await asyncio.to_thread(dashboard.services.registry.get_key, uuid)
+    if key.org_id != user.org_id:
+        raise NotFound("no such API key")
+    return key
+
+
+def _last_used(services: Services, key_ids: list[UUID]) -> dict[UUID, Any]:
+    try:
+        return last_used(services.settings, key_ids)
+    except Exception as error:  # the audit model may be unavailable; keys still list
+        log.warning("dashboard.last_used_unavailable", error=type(error).__name__)
+        return {}
+
+
+def _people(dashboard: DashboardContext, actors: set[str | None]) -> dict[str, str]:
+    """Actor strings → what people recognize (a user's email)."""
+    names: dict[str, str] = {}
+    for actor in actors:
+        if actor and actor.startswith("user:usr_"):
+            try:
+                user = dashboard.users.get_user(UUID(hex=actor.removeprefix("user:usr_")))
+            except (NotFound, ValueError):
+                continue
+            names[actor] = user.email
+    return names
+
+
+async def _keys_page(dashboard: DashboardContext, user: User) -> dict[str, Any]:
+    services = dashboard.services
+
+    def load() -> dict[str, Any]:
+        org = services.registry.get_organization(user.org_id)
+        keys = services.registry.list_keys(org.id)
+        used = _last_used(services, [k.id for k in keys])
+        now = utc_now()
+        views = []
+        for k in reversed(keys):  # newest first
+            view = api_key_view(k, org, now)
+            use = used.get(k.id)
+            view["last_used_unix"] = None if use is None else use.at
+            view["may_revoke"] = user.may(Action.REVOKE_KEY, key_created_by=k.created_by)
+            views.append(view)
+        return {
+            "org": org,
+            "keys": views,
+            "people": _people(dashboard, {k.created_by for k in keys}),
+            "permissions": sorted(p.value for p in org.permissions),
+            "expiry_choices": EXPIRY_CHOICES,
+            "may_create": user.may(Action.CREATE_KEY),
+        }
+
+    return await asyncio.to_thread(load)
+
+
+async def _key_page(dashboard: DashboardContext, user: User, key: ApiKey) -> dict[str, Any]:
+    services = dashboard.services
+
+    def load() -> dict[str, Any]:
+        org = services.registry.get_organization(user.org_id)
+        history = History(services.registry).key_history(key.id, org_id=user.org_id)
+        use = _last_used(services, [key.id]).get(key.id)
+        return {
+            "org": org,
+            "key": api_key_view(key, org, utc_now()),
+            "last_used": None if use is None else use.at,
+            "last_used_addr": None if use is None else use.addr,
+            "history": history,
+            "people": _people(dashboard, {e.get("actor") for e in history}),
+            "grace_choices": GRACE_CHOICES,
+            "may_roll": user.may(Action.ROLL_KEY, key_created_by=key.created_by),
+            "may_rename": user.may(Action.RENAME_KEY, key_created_by=key.created_by),
+            "may_revoke": user.may(Action.REVOKE_KEY, key_created_by=key.created_by),
+        }
+
+    return await asyncio.to_thread(load)
+
+
+# -- audit log -----------------------------------------------------------------------------------
+
+
+class AuditPages(Controller):
+    path = "/audit"
+    dependencies = USER_DEPENDENCY
+
+    @get("/")
+    async def requests(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: NamedDependency[DashboardContext],
+        user: NamedDependency[User],
+        key: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        period: FromQuery[int] = 86400,
+        before: FromQuery[int | None] = None,
+    ) -> Template:
+        """Recent requests made with the organization's keys, newest first, filtered."""
+        user.require(Action.VIEW_AUDIT)
+        services = dashboard.services
+        key_id = key or None
+        if key_id is not None:
+            parse_key_id(key_id)
+        status = status or ""
+        if status not in STATUS_CHOICES:
+            raise ValidationError("choose a status from the list")
+        status_min, status_max = parse_status(status or None)
+        if period not in {p for p, _ in PERIOD_CHOICES}:
+            raise ValidationError("choose a period from the list")
+        query = AuditQuery(
+            org_id=format_org_id(user.org_id),
+            key_id=key_id,
+            status_min=status_min,
+            status_max=status_max,
+            since=time.time() - period if period else None,
+            before_seq=before,
+        )
+
+        def load() -> dict[str, Any]:
+            keys = services.registry.list_keys(user.org_id)
+            names = {format_key_id(k.id): k.name for k in keys}
+            try:
+                rows = request_audit_store_for(services.settings).page(query, AUDIT_PAGE_SIZE)
+            except Exception as error:
+                log.warning("dashboard.audit_unavailable", error=type(error).__name__)
+                return {"rows": [], "unavailable": True, "keys": keys, "names": names}
+            return {"rows": rows, "unavailable": False, "keys": keys, "names": names}
+
+        loaded = await asyncio.to_thread(load)
+        rows = loaded["rows"]
+        return page(
+            request,
+            "audit.html.j2",
+            user=user,
+            requests=[audit_request_view(r) for r in rows],
+            names=loaded["names"],
+            keys=[(format_key_id(k.id), k.name, k.hint) for k in reversed(loaded["keys"])],
+            unavailable=loaded["unavailable"],
+            filters={"key": key_id or "", "status": status or "", "period": period},
+            status_choices=STATUS_CHOICES,
+            period_choices=PERIOD_CHOICES,
+            older=rows[-1].seq if len(rows) == AUDIT_PAGE_SIZE else None,
+        )

@@ -1,0 +1,124 @@
+"""`POST /v1/leaks`: leak reports from a secret scanner (GitHub's partner program shape).
+
+Body: a JSON list of `{"token": "...", "type": "...", "url": "...", "source": "..."}`.
+Authenticated by `X-Icodrip-Signature: sha256=<hex HMAC-SHA256 of the raw body>` under the
+operator-configured `ICODRIP_LEAK_SIGNING_KEY` (401 when missing or wrong; 503 when no key is
+configured). No API key is involved. Each token that is one of our live secret keys is
+flagged `exposed` (with the URL) and revoked or rolled per its org's `leak_policy`.
+
+Answer, per reported token, as GitHub expects:
+`{"token_hash": sha256 hex of the token, "token_type": ..., "label": "true_positive" |
+"false_positive"}` — never the token itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from typing import Annotated, Any
+
+import msgspec
+import structlog
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.status_codes import HTTP_200_OK
+
+from api.errors import ApiError
+from api.services import Services
+from domain.ids import format_key_id
+from domain.key_format import MalformedKey, hash_key, parse_key
+
+log = structlog.get_logger()
+
+SIGNATURE_HEADER = "x-icodrip-signature"
+SIGNATURE_PREFIX = "sha256="
+MAX_REPORTED_TOKENS = 1000
+TRUE_POSITIVE = "true_positive"
+FALSE_POSITIVE = "false_positive"
+
+
+class LeakReport(msgspec.Struct):
+    token: Annotated[str, msgspec.Meta(max_length=500)]
+    type: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    url: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    source: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+_decoder = msgspec.json.Decoder(
+    Annotated[list[LeakReport], msgspec.Meta(max_length=MAX_REPORTED_TOKENS)]
+)
+
+
+def sign(body: bytes, key: bytes) -> str:
+    """The header value a reporter sends for `body` (also what operators' tools compute)."""
+    return SIGNATURE_PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _signature_valid(header: str | None, body: bytes, key: bytes) -> bool:
+    if not header:
+        return False
+    return hmac.compare_digest(header.strip().lower().encode(), sign(body, key).encode())
+
+
+class LeaksController(Controller):
+    path = "/v1/leaks"
+    tags = ["leaks"]
+
+    @post("/", status_code=HTTP_200_OK)
+    async def report_leaks(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+    ) -> list[dict[str, Any]]:
+        """Revoke or roll every reported live key; label each token for the reporter."""
+        signing_key = services.settings.leak_signing_key
+        if not signing_key:
+            raise ApiError(
+                503, "leak_reports_disabled", "leak reports are not configured on this service"
+            )
+        body = await request.body()
+        header = request.headers.get(SIGNATURE_HEADER)
+        if not header:
+            raise ApiError(
+                401, "missing_signature", f"sign the body: {SIGNATURE_HEADER}: sha256=<hex>"
+            )
+        if not _signature_valid(header, body, signing_key):
+            raise ApiError(401, "invalid_signature", "the signature does not match the body")
+        try:
+            reports = _decoder.decode(body)
+        except msgspec.DecodeError as error:
+            raise ApiError(422, "validation_error", f"body: {error}"[:300]) from None
+        results = [await self._handle(services, report) for report in reports]
+        await services.mirror.refresh()
+        return results
+
+    @staticmethod
+    async def _handle(services: Services, report: LeakReport) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "token_hash": hashlib.sha256(report.token.encode()).hexdigest(),
+            "token_type": report.type,
+            "label": FALSE_POSITIVE,
+        }
+        try:
+            parsed = parse_key(report.token.strip())
+        except MalformedKey:
+            return answer
+        key_hash = hash_key(parsed.text, services.settings.key_pepper)
+        record = services.mirror.get(key_hash) or await services.mirror.find(key_hash)
+        if record is None:
+            return answer
+        answer["label"] = TRUE_POSITIVE
+        answer["hint"] = parsed.hint
+        action = await asyncio.to_thread(
+            services.registry.respond_to_leak,
+            record.key_id,
+            url=report.url,
+            source=report.source,
+        )
+        log.warning(
+            "leak.reported",
+            key_id=format_key_id(record.key_id),
+            key_hint=parsed.hint,
+            action=action,
+            url=report.url[:300],
+        )
+        return answer

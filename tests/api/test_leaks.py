@@ -1,0 +1,145 @@
+"""`POST /v1/leaks`: signed leak reports revoke or roll live keys; unsigned ones change nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from adapters.settings import Settings
+from api.process import ApiProcess
+from api.routes.leaks import sign
+from application.history import History
+from domain.actors import OPERATOR
+from domain.key_format import Environment, KeyType, generate_key
+from domain.organization import LeakPolicy
+from support.api import Api, assert_error, bearer, serving
+
+SIGNING_KEY = b"leak-signing-key-for-tests-0123456789"
+URL = "https://github.com/acme/shop/blob/abc123/config.py"
+
+
+@pytest.fixture
+async def api(api_settings: Settings) -> AsyncIterator[Api]:
+    settings = dataclasses.replace(api_settings, leak_signing_key=SIGNING_KEY)
+    async with serving(ApiProcess(settings)) as api:
+        yield api
+
+
+def report(*tokens: str) -> bytes:
+    return json.dumps(
+        [{"token": t, "type": "icodrip_api_key", "url": URL, "source": "content"} for t in tokens]
+    ).encode()
+
+
+async def post_report(api: Api, body: bytes, signature: str | None = None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["X-Icodrip-Signature"] = signature
+    return await api.client.post("/v1/leaks", content=body, headers=headers)
+
+
+async def test_a_signed_report_of_a_live_key_revokes_it_at_once(api: Api) -> None:
+    issued = await api.key(api.org())
+    body = report(issued.secret)
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert response.status_code == 200, response.text
+    after = await api.client.get("/v1/affiliates", headers=bearer(issued))
+    assert_error(after, 401, "api_key_revoked")
+
+
+async def test_the_answer_labels_each_token_by_its_hash_as_github_expects(api: Api) -> None:
+    issued = await api.key(api.org())
+    stranger = generate_key(KeyType.SECRET, Environment.LIVE)
+    body = report(issued.secret, stranger, "not-a-key")
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    labels = [(r["token_hash"], r["label"]) for r in response.json()]
+    assert labels == [
+        (hashlib.sha256(issued.secret.encode()).hexdigest(), "true_positive"),
+        (hashlib.sha256(stranger.encode()).hexdigest(), "false_positive"),
+        (hashlib.sha256(b"not-a-key").hexdigest(), "false_positive"),
+    ]
+    assert issued.secret not in response.text
+
+
+async def test_the_leaked_key_records_an_exposed_event_with_the_source_url(api: Api) -> None:
+    issued = await api.key(api.org())
+    body = report(issued.secret)
+    await post_report(api, body, sign(body, SIGNING_KEY))
+    history = History(api.registry).key_history(issued.key.id)
+    exposed = [e for e in history if e["type"] == "api_key.exposed"]
+    assert [(e["actor"], e["data"]["source"]) for e in exposed] == [("system", "leak_report")]
+    assert URL in exposed[0]["data"]["detail"]
+
+
+async def test_an_org_with_the_roll_policy_gets_its_leaked_key_rolled(api: Api) -> None:
+    org = api.org()
+    api.registry.set_leak_policy(org.id, LeakPolicy.ROLL, OPERATOR)
+    issued = await api.key(org)
+    body = report(issued.secret)
+    await post_report(api, body, sign(body, SIGNING_KEY))
+    key = api.registry.get_key(issued.key.id)
+    assert key.successor_id is not None
+    assert not key.is_revoked
+    assert key.exposed_at is not None
+
+
+async def test_an_unsigned_report_is_401_and_changes_nothing(api: Api) -> None:
+    issued = await api.key(api.org())
+    response = await post_report(api, report(issued.secret))
+    assert_error(response, 401, "missing_signature")
+    assert not api.registry.get_key(issued.key.id).is_revoked
+
+
+async def test_a_badly_signed_report_is_401_and_changes_nothing(api: Api) -> None:
+    issued = await api.key(api.org())
+    body = report(issued.secret)
+    response = await post_report(api, body, sign(body, b"another-key-entirely-0123456789"))
+    assert_error(response, 401, "invalid_signature")
+    assert not api.registry.get_key(issued.key.id).is_revoked
+
+
+async def test_a_signature_over_another_body_is_refused(api: Api) -> None:
+    issued = await api.key(api.org())
+    response = await post_report(
+        api, report(issued.secret), sign(report("something-else"), SIGNING_KEY)
+    )
+    assert_error(response, 401, "invalid_signature")
+
+
+async def test_a_signed_body_that_is_not_a_report_is_422_validation_error(api: Api) -> None:
+    body = b'{"token": "not a list"}'
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert_error(response, 422, "validation_error")
+
+
+async def test_without_a_configured_signing_key_reports_are_refused(
+    api_settings: Settings,
+) -> None:
+    async with serving(ApiProcess(api_settings)) as bare:
+        body = report("anything")
+        response = await post_report(bare, body, sign(body, SIGNING_KEY))
+    assert_error(response, 503, "leak_reports_disabled")
+
+
+async def test_a_reported_token_never_reaches_the_logs(api: Api) -> None:
+    issued = await api.key(api.org())
+    body = report(issued.secret)
+    with capture_logs() as logs:
+        await post_report(api, body, sign(body, SIGNING_KEY))
+    assert any(entry["event"] == "leak.reported" for entry in logs)
+    assert issued.secret not in repr(logs)
+
+
+async def test_a_reported_public_key_is_a_true_positive_but_stays_active(api: Api) -> None:
+    org = api.org()
+    issued = await api.key(org, key_type=KeyType.PUBLIC)
+    body = report(issued.secret)
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert response.json()[0]["label"] == "true_positive"
+    assert not api.registry.get_key(issued.key.id).is_revoked

@@ -1,0 +1,116 @@
+"""The expiry worker revokes keys whose time is up, as the system, once, even when raced."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+from adapters.registry import open_registry
+from adapters.settings import Settings
+from application.history import History
+from application.registry import KeyRegistry
+from domain.actors import OPERATOR
+from domain.api_key import EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY, KeyStatus
+from domain.key_format import Environment, KeyType
+from domain.plans import Plan
+from workers.expiry import ExpiryWorker, run_expiry
+from workers.runner import WORKERS
+
+
+def a_key(registry: KeyRegistry, expires_at: datetime | None = None):  # type: ignore[no-untyped-def]
+    org = registry.register_organization("Acme", Plan.PRO, OPERATOR)
+    return registry.create_key(
+        org.id,
+        name="backend",
+        env=Environment.LIVE,
+        key_type=KeyType.SECRET,
+        actor=OPERATOR,
+        expires_at=expires_at,
+    ).key
+
+
+def revocations(registry: KeyRegistry, key_id) -> list[dict]:  # type: ignore[no-untyped-def]
+    history = History(registry).key_history(key_id)
+    return [e for e in history if e["type"] == "api_key.revoked"]
+
+
+async def wait_until_revoked(registry: KeyRegistry, key_id, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not registry.get_key(key_id).is_revoked:
+        assert time.monotonic() < deadline, "the worker did not revoke the key in time"
+        await asyncio.sleep(0.05)
+
+
+def test_the_expiry_worker_is_registered() -> None:
+    assert WORKERS["expiry"] is run_expiry
+
+
+async def test_the_worker_revokes_a_rolled_key_at_the_end_of_its_grace(
+    registry: KeyRegistry, settings: Settings
+) -> None:
+    key = a_key(registry)
+    registry.roll_key(key.id, grace=timedelta(0), actor=OPERATOR)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(run_expiry(settings, stopping))
+    try:
+        await wait_until_revoked(registry, key.id)
+    finally:
+        stopping.set()
+        await task
+    (event,) = revocations(registry, key.id)
+    assert (event["actor"], event["data"]["reason"]) == ("system", EXPIRED_AFTER_GRACE)
+
+
+async def test_the_worker_revokes_an_expiring_key_at_its_expiry_time(
+    registry: KeyRegistry, settings: Settings
+) -> None:
+    expires_at = datetime.now(UTC) + timedelta(seconds=1)
+    key = a_key(registry, expires_at)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(run_expiry(settings, stopping))
+    try:
+        await asyncio.sleep(0.5)
+        assert not registry.get_key(key.id).is_revoked  # not before its time
+        await wait_until_revoked(registry, key.id)
+    finally:
+        stopping.set()
+        await task
+    revoked = registry.get_key(key.id)
+    assert revoked.revoked_at is not None and revoked.revoked_at >= expires_at
+    assert revoked.revoked_by == "system"
+    assert revoked.revocation_reason == EXPIRED_AT_EXPIRY
+    assert revoked.status_at(datetime.now(UTC)) == KeyStatus.EXPIRED
+
+
+def test_a_key_without_expiry_is_left_alone(registry: KeyRegistry) -> None:
+    key = a_key(registry)
+    assert ExpiryWorker(registry).run_once() == 0
+    assert not registry.get_key(key.id).is_revoked
+
+
+def test_a_second_pass_revokes_nothing_more(registry: KeyRegistry) -> None:
+    key = a_key(registry)
+    registry.roll_key(key.id, grace=timedelta(0), actor=OPERATOR)
+    worker = ExpiryWorker(registry)
+    assert worker.run_once() == 1
+    assert worker.run_once() == 0
+    assert len(revocations(registry, key.id)) == 1
+
+
+def test_two_workers_racing_revoke_each_key_once(registry: KeyRegistry, settings: Settings) -> None:
+    keys = [a_key(registry) for _ in range(5)]
+    for key in keys:
+        registry.roll_key(key.id, grace=timedelta(0), actor=OPERATOR)
+    other = open_registry(dataclasses.replace(settings))
+    try:
+        workers = [ExpiryWorker(registry), ExpiryWorker(other)]
+        with ThreadPoolExecutor(2) as pool:
+            counts = list(pool.map(lambda w: w.run_once(), workers))
+    finally:
+        other.close()
+    assert sum(counts) == 5
+    for key in keys:
+        assert len(revocations(registry, key.id)) == 1
