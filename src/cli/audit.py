@@ -11,16 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from adapters import nats as nats_adapter
-from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT
+from adapters.request_events import AUDIT_STREAM
 from adapters.settings import Settings
 from cli.common import CliError, Group, emit, json_option, settings_from
 from domain.errors import ValidationError
 from domain.ids import parse_org_id
-from projections.request_audit import NO_ORG, Comparison, Message, compare_rows
-from projections.request_audit_projection import open_live_audit_store
+from projections.request_audit import NO_ORG, Comparison, compare_rows
+from projections.request_audit_projection import copy_stream, open_live_audit_store
 from projections.request_audit_store import (
     ChainReport,
     RequestAuditStore,
@@ -146,47 +145,20 @@ async def replay_stream(
     """Ingest the whole audit stream into `scratch`; (first_seq, last_seq, events)."""
     assert settings.nats_url is not None
     client = await nats_adapter.connect(settings.nats_url, name="icodrip-audit-replay", wait=10)
-    name = f"icodrip-audit-replay-{secrets.token_hex(4)}"
     try:
         js = client.jetstream()
         state = (await js.stream_info(AUDIT_STREAM)).state
         first, last = state.first_seq, state.last_seq
-        events = 0
         if state.messages == 0:
             return first, last, 0
-        sub = await js.pull_subscribe(
-            REQUESTS_SUBJECT,
-            durable=name,
-            stream=AUDIT_STREAM,
-            config=ConsumerConfig(
-                durable_name=name,
-                ack_policy=AckPolicy.NONE,
-                deliver_policy=DeliverPolicy.ALL,
-                filter_subject=REQUESTS_SUBJECT,
-                inactive_threshold=300.0,
-            ),
+        events = await copy_stream(
+            js,
+            scratch,
+            start=first,
+            last=last,
+            on_batch=lambda done, at: on_progress(done, at, last),
+            batch=batch,
         )
-        position = 0
-        while position < last:
-            try:
-                msgs = await sub.fetch(batch, timeout=2.0)
-            except TimeoutError:
-                info = await js.consumer_info(AUDIT_STREAM, name)
-                if not info.num_pending:
-                    break
-                continue
-            messages = [
-                Message(m.metadata.sequence.stream, m.data)
-                for m in msgs
-                if m.metadata.sequence.stream <= last
-            ]
-            position = max(m.metadata.sequence.stream for m in msgs)
-            if messages:
-                result = await asyncio.to_thread(scratch.ingest, messages)
-                events += result.inserted + result.duplicates
-            on_progress(events, position, last)
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(AUDIT_STREAM, name)
         return first, last, events
     finally:
         with contextlib.suppress(Exception):

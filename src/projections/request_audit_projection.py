@@ -180,7 +180,7 @@ async def copy_stream(
             position = max(m.metadata.sequence.stream for m in msgs)
             if messages:
                 result = await asyncio.to_thread(store.ingest, messages)
-                events += result.inserted + result.duplicates + result.rejected
+                events += result.inserted + result.duplicates
             on_batch(events, min(position, last))
     finally:
         with contextlib.suppress(Exception):
