@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from psycopg_pool import ConnectionPool
-
-from adapters.event_store import schema_lock
+from adapters.event_store import schema_lock, store_pool
 from adapters.settings import Settings
 
 
@@ -105,9 +103,7 @@ class PostgresAffiliateStore:
     def __init__(self, url: str) -> None:
         # Fail fast while PostgreSQL is down (psycopg_pool waits 30 s by default): a request
         # gets its 503 within 5 s instead of holding one of the few worker threads.
-        self._pool = ConnectionPool(
-            url, min_size=1, max_size=10, open=True, timeout=5.0, kwargs={"connect_timeout": 5}
-        )
+        self._pool = store_pool(url)
         with self._pool.connection() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS affiliates (seq bigserial PRIMARY KEY, "

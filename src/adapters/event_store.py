@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from adapters.settings import Settings, SettingsError
 
@@ -73,3 +74,13 @@ def schema_lock(settings: Settings) -> Iterator[None]:
             yield
         finally:
             connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+
+
+def store_pool(url: str) -> ConnectionPool:
+    """A pool for the small PostgreSQL stores beside the event store (affiliates, events).
+
+    Waits at most 5 s for a connection, so an outage becomes a quick 503, not a long hang.
+    """
+    return ConnectionPool(
+        url, min_size=1, max_size=10, open=True, timeout=5.0, kwargs={"connect_timeout": 5}
+    )

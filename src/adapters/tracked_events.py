@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from psycopg_pool import ConnectionPool
-
-from adapters.event_store import schema_lock
+from adapters.event_store import schema_lock, store_pool
 from adapters.settings import Settings
 
 
@@ -107,7 +105,7 @@ class SQLiteTrackedEventStore:
 
 class PostgresTrackedEventStore:
     def __init__(self, url: str) -> None:
-        self._pool = ConnectionPool(url, min_size=1, max_size=10, open=True)
+        self._pool = store_pool(url)
         with self._pool.connection() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS tracked_events (seq bigserial PRIMARY KEY, "
