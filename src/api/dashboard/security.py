@@ -10,7 +10,7 @@
   from our own static files only, no inline code), and is never cached.
 - Failed sign-ins are counted per email and per client address with the API's rate limiter;
   past the limit, sign-ins for that email or from that address are refused (even with the
-  right password) until the window ends.
+  right password) for a fixed lock-out, however close to the window's end the limit was hit.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ SESSION_MAX_AGE = 8 * 3600
 #: Failed sign-ins allowed per window (one minute) before sign-ins are refused.
 FAILED_SIGN_INS_PER_EMAIL = 5
 FAILED_SIGN_INS_PER_ADDRESS = 20
+#: How long sign-ins stay refused once a limit is passed.
+SIGN_IN_LOCK_OUT_SECONDS = 5 * 60
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -169,6 +171,8 @@ class SignInThrottle:
         for bucket, limit in self._buckets(email, address):
             decision = await self.limiter.hit(bucket, limit)
             if not decision.allowed:
-                await self.locks.set(bucket, b"1", expires_in=decision.retry_after)
-                locked = max(locked or 0, decision.retry_after)
+                # Not just until the counting window ends: that may be a second away.
+                seconds = max(decision.retry_after, SIGN_IN_LOCK_OUT_SECONDS)
+                await self.locks.set(bucket, b"1", expires_in=seconds)
+                locked = max(locked or 0, seconds)
         return locked
