@@ -30,11 +30,16 @@ class FixedPrincipal:
         self.app = app
         self.process = process
         self.key_id = parse_key_id(key_id)
+        self.principal: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            lookup = self.process.services.mirror.lookup
-            scope["user"] = lookup.principal(lookup.by_id[self.key_id])
+            if self.principal is None:  # once: the baseline does no per-request key work
+                lookup = self.process.services.mirror.lookup
+                record = lookup.get_by_id(self.key_id)
+                assert record is not None, "the benchmark key is not in the mirror"
+                self.principal = lookup.principal(record)
+            scope["user"] = self.principal
         await self.app(scope, receive, send)
 
 

@@ -20,7 +20,6 @@ import msgspec
 from api.context import SCOPE_KEY
 from api.errors import error_body
 from api.key_mirror import KeyMirror
-from domain.key_format import KeyType
 
 EVENTS_PATHS = frozenset({"/v1/events", "/v1/events/"})
 ALLOWED_METHODS = "POST, OPTIONS"
@@ -43,14 +42,9 @@ class PublicOrigins:
 
     def __contains__(self, origin: object) -> bool:
         lookup = self.mirror.lookup
-        version = (id(lookup), lookup.position, len(lookup.by_id))
+        version = (id(lookup), lookup.position, len(lookup))
         if version != self._version:
-            self._origins = frozenset(
-                o
-                for record in lookup.by_id.values()
-                if record.type == KeyType.PUBLIC.value and not record.revoked
-                for o in record.allowed_origins
-            )
+            self._origins = lookup.public_origins()
             self._version = version
         return origin in self._origins
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import structlog
 
+from adapters.memory import release_free_heap
 from application.registry import KeyRegistry
 from domain.api_key import ApiKey
 from projections.key_lookup import KeyLookup, KeyRecord
+from projections.key_lookup_compact import CompactKeyLookup
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.key_lookup_view import KeyLookupView
 
@@ -42,7 +44,7 @@ class KeyMirror:
         self.view = view
         self.nats_client = nats_client
         self.subject = subject
-        self.updater = KeyLookupUpdater(registry, KeyLookup(), view=None)
+        self.updater = KeyLookupUpdater(registry, CompactKeyLookup(), view=None)
         self.ready = False
         self._missing: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -56,13 +58,16 @@ class KeyMirror:
 
     async def start(self) -> None:
         """Load from the durable view, catch up from the store, then follow changes."""
-        self.updater.lookup = await asyncio.to_thread(self.view.load, self.registry.name)
+        self.updater.lookup = await asyncio.to_thread(
+            self.view.load, self.registry.name, CompactKeyLookup()
+        )
+        release_free_heap()  # the load's temporary rows, not kept resident (ADR 0011)
         await self.refresh()
         self.ready = True
         if self.nats_client is not None:
             self._subscription = await self.nats_client.subscribe(self.subject, cb=self._on_event)
         self._task = asyncio.create_task(self._follow())
-        log.info("key_mirror.ready", keys=len(self.lookup.by_hash), position=self.lookup.position)
+        log.info("key_mirror.ready", keys=len(self.lookup), position=self.lookup.position)
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -75,7 +80,7 @@ class KeyMirror:
 
     def get(self, key_hash: str) -> KeyRecord | None:
         """The record for a hash if the mirror holds it (no I/O)."""
-        return self.lookup.by_hash.get(key_hash)
+        return self.lookup.get(key_hash)
 
     async def find(self, key_hash: str) -> KeyRecord | None:
         """A mirror miss: ask the durable view once; remember a negative answer briefly."""
@@ -89,11 +94,11 @@ class KeyMirror:
             self._missing[key_hash] = now + NEGATIVE_TTL
             return None
         key, org = found
-        if key.key_id not in self.lookup.by_id:
+        if key.key_id not in self.lookup:
             self.lookup.add_key(key)
-        if org is not None and org.org_id not in self.lookup.orgs:
+        if org is not None and self.lookup.get_org(org.org_id) is None:
             self.lookup.add_org(org)
-        return self.lookup.by_hash.get(key_hash)
+        return self.lookup.get(key_hash)
 
     async def refresh(self) -> None:
         """Apply everything the store holds beyond the mirror's position."""

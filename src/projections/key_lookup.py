@@ -1,13 +1,16 @@
 """The key-lookup model: key hash → who the key is and what it may do.
 
-`KeyLookup` is the in-memory model every API process holds (a hit does no I/O); the durable
-copy (`key_lookup_view`) stores the same records with their tracking position. Both are
-built by `apply`, from the key store's domain events.
+`KeyLookup` holds whole records: the projection worker folds events into it and writes what
+changed to the durable view (`key_lookup_view`) with its tracking position. Every API process
+holds `CompactKeyLookup` (`key_lookup_compact`), the same model packed to a few hundred bytes a
+key, so a lookup hit does no I/O even with millions of keys. Both are built by `apply`, from
+the key store's domain events.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,10 +33,10 @@ class KeyRecord:
 
     key_id: UUID
     org_id: UUID
-    key_hash: str
+    key_hash: str | None  # None when read by id from the API's mirror, which does not keep it
     env: str
     type: str
-    name: str
+    name: str | None  # None in the API's mirror, which does not keep names
     hint: str
     permissions: tuple[str, ...] | None  # the key's own restriction; None inherits the org's
     allowed_origins: tuple[str, ...]
@@ -98,29 +101,79 @@ def effective_permissions(
 
 
 class KeyLookup:
-    """Keys by hash and id, and organizations by id, at a known store position."""
+    """Keys by hash and id, and organizations by id, at a known store position.
+
+    This model keeps whole records (the projection worker writes them to the durable view);
+    the API processes' mirror is `CompactKeyLookup`, which packs what authentication needs.
+    """
 
     def __init__(self) -> None:
-        self.by_hash: dict[str, KeyRecord] = {}
-        self.by_id: dict[UUID, KeyRecord] = {}
-        self.orgs: dict[UUID, OrgRecord] = {}
+        self._orgs: dict[UUID, OrgRecord] = {}
         self.position = 0
+        self.public_key_ids: set[UUID] = set()  # active public keys, for the CORS origins
+        self._by_hash: dict[str, KeyRecord] = {}
+        self._by_id: dict[UUID, KeyRecord] = {}
         self._org_ids: dict[UUID, UUID] = {}
 
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._by_id
+
+    def get(self, key_hash: str) -> KeyRecord | None:
+        """The key with this hash, if known."""
+        return self._by_hash.get(key_hash)
+
+    def get_by_id(self, key_id: UUID) -> KeyRecord | None:
+        """The key with this id, if known."""
+        return self._by_id.get(key_id)
+
+    def records(self) -> Iterator[KeyRecord]:
+        """Every key, in no particular order."""
+        return iter(self._by_id.values())
+
     def add_key(self, record: KeyRecord) -> None:
-        # One shared object per organization id and per env/type text, not one per key:
-        # about 200 of the mirror's bytes per key (bench/mirror_memory.py).
+        """Store a new key, or the new state of a known one."""
+        # One shared object per organization id and per env/type text, not one per key.
         record.org_id = self._org_ids.setdefault(record.org_id, record.org_id)
         record.env, record.type = sys.intern(str(record.env)), sys.intern(str(record.type))
-        self.by_hash[record.key_hash] = record
-        self.by_id[record.key_id] = record
+        if record.key_hash is not None:
+            self._by_hash[record.key_hash] = record
+        self._by_id[record.key_id] = record
+        self._note_public(record)
 
     def add_org(self, record: OrgRecord) -> None:
-        self.orgs[record.org_id] = record
+        """Store a new organization, or the new state of a known one."""
+        record.org_id = self._org_ids.setdefault(record.org_id, record.org_id)
+        self._orgs[record.org_id] = record
+
+    def get_org(self, org_id: UUID) -> OrgRecord | None:
+        """The organization with this id, if known."""
+        return self._orgs.get(org_id)
+
+    def org_records(self) -> Iterator[OrgRecord]:
+        """Every organization, in no particular order."""
+        return iter(self._orgs.values())
+
+    def public_origins(self) -> frozenset[str]:
+        """Every origin some active public key allows."""
+        return frozenset(
+            origin
+            for key_id in self.public_key_ids
+            if (record := self.get_by_id(key_id)) is not None
+            for origin in record.allowed_origins
+        )
+
+    def _note_public(self, record: KeyRecord) -> None:
+        if record.type == KeyType.PUBLIC.value and not record.revoked:
+            self.public_key_ids.add(record.key_id)
+        else:
+            self.public_key_ids.discard(record.key_id)
 
     def principal(self, record: KeyRecord) -> Principal:
         """The identity of a known key under its org's current plan and limit."""
-        org = self.orgs.get(record.org_id) or OrgRecord(record.org_id, Plan.FREE.value)
+        org = self.get_org(record.org_id) or OrgRecord(record.org_id, Plan.FREE.value)
         return Principal(
             key_id=record.key_id,
             org_id=record.org_id,
@@ -156,7 +209,7 @@ class KeyLookup:
         elif isinstance(
             event, ApiKey.Renamed | ApiKey.Rolled | ApiKey.Revoked | ApiKey.AllowedIpsChanged
         ):
-            touched_key = self.by_id.get(event.originator_id)
+            touched_key = self.get_by_id(event.originator_id)
             if touched_key is not None:
                 if isinstance(event, ApiKey.AllowedIpsChanged):
                     touched_key.allowed_ips = tuple(event.allowed_ips)
@@ -166,6 +219,7 @@ class KeyLookup:
                     touched_key.expires_at = _timestamp(event.expires_at)
                 else:
                     touched_key.revoked = True
+                self.add_key(touched_key)  # a compact model stores a copy, not this object
         elif isinstance(event, Organization.Registered):
             touched_org = OrgRecord(event.originator_id, str(event.plan))
             self.add_org(touched_org)
@@ -173,7 +227,7 @@ class KeyLookup:
             event,
             Organization.PlanChanged | Organization.RateLimitSet | Organization.RateLimitCleared,
         ):
-            touched_org = self.orgs.get(event.originator_id)
+            touched_org = self.get_org(event.originator_id)
             if touched_org is not None:
                 if isinstance(event, Organization.PlanChanged):
                     touched_org.plan = str(event.plan)
@@ -183,6 +237,7 @@ class KeyLookup:
                     touched_org.rate_limit = event.requests_per_minute
                 else:
                     touched_org.rate_limit = DEFAULT_RATE_LIMIT_PER_MINUTE
+                self.add_org(touched_org)  # a compact model stores a copy, not this object
         if changes is not None:
             if touched_key is not None:
                 changes.keys[touched_key.key_id] = touched_key

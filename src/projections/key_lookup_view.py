@@ -7,7 +7,7 @@ library's own projections store theirs; one class per backend, the same SQL shap
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, cast
 from uuid import UUID
 
@@ -15,7 +15,8 @@ from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
-from psycopg.sql import SQL, Identifier
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
 
 from adapters.event_store import event_store_env, schema_lock
 from adapters.settings import Settings
@@ -26,12 +27,15 @@ _KEY_COLUMNS = (
     "expires_at, revoked, allowed_ips"
 )
 
+_KEYS_QUERY = "SELECT " + _KEY_COLUMNS + " FROM {0}"
+_ORGS_QUERY = "SELECT org_id, plan, rate_limit FROM {0}"
+
 
 class KeyLookupView(Protocol):
     """What the runner, the API's mirror and operators need from the durable view."""
 
     def write(self, changes: Changes, tracking: Tracking) -> None: ...
-    def load(self, application_name: str) -> KeyLookup: ...
+    def load(self, application_name: str, into: KeyLookup | None = None) -> KeyLookup: ...
     def find(self, key_hash: str) -> tuple[KeyRecord, OrgRecord | None] | None: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
     def count(self) -> int: ...
@@ -70,6 +74,14 @@ def _key_record(row: Iterable[Any]) -> KeyRecord:
         revoked=bool(revoked),
         allowed_ips=tuple(json.loads(ips)) if ips else (),
     )
+
+
+def _stream(curs: Any, query: Composed) -> Iterator[tuple[Any, ...]]:
+    """The rows of `query`, fetched a thousand at a time through a server-side cursor."""
+    with curs.connection.cursor(name="key_lookup_load", row_factory=tuple_row) as rows:
+        rows.itersize = 1000
+        rows.execute(query)
+        yield from rows
 
 
 def _org_record(row: Iterable[Any]) -> OrgRecord:
@@ -111,15 +123,17 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             )
             self._insert_tracking(c, tracking)
 
-    def load(self, application_name: str) -> KeyLookup:
-        lookup = KeyLookup()
+    def load(self, application_name: str, into: KeyLookup | None = None) -> KeyLookup:
+        """Every row and the position, into `into` (an empty model) or a new `KeyLookup`."""
+        lookup = KeyLookup() if into is None else into
         with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {_KEY_COLUMNS} FROM lookup_keys")
-            for row in c.fetchall():
-                lookup.add_key(_key_record(tuple(row)))
-            c.execute("SELECT org_id, plan, rate_limit FROM lookup_orgs")
-            for row in c.fetchall():
+            # Row by row, not fetchall(): a million rows at once would be the process's peak.
+            c.execute(_ORGS_QUERY.format("lookup_orgs"))
+            for row in iter(c.fetchone, None):
                 lookup.add_org(_org_record(tuple(row)))
+            c.execute(_KEYS_QUERY.format("lookup_keys"))
+            for row in iter(c.fetchone, None):
+                lookup.add_key(_key_record(tuple(row)))
             lookup.position = self._max_tracking_id(application_name, c) or 0
         return lookup
 
@@ -199,15 +213,16 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
                 )
             self._insert_tracking(curs, tracking)
 
-    def load(self, application_name: str) -> KeyLookup:
-        lookup = KeyLookup()
+    def load(self, application_name: str, into: KeyLookup | None = None) -> KeyLookup:
+        """Every row and the position, into `into` (an empty model) or a new `KeyLookup`."""
+        lookup = KeyLookup() if into is None else into
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(SQL("SELECT " + _KEY_COLUMNS + " FROM {0}").format(self.keys_table))
-            for row in curs.fetchall():
-                lookup.add_key(_key_record(row.values()))
-            curs.execute(SQL("SELECT org_id, plan, rate_limit FROM {0}").format(self.orgs_table))
-            for row in curs.fetchall():
-                lookup.add_org(_org_record(row.values()))
+            # Server-side cursors, read in batches: a million rows at once (as dicts) would be
+            # the process's peak memory, and the allocator keeps much of a peak.
+            for org_row in _stream(curs, SQL(_ORGS_QUERY).format(self.orgs_table)):
+                lookup.add_org(_org_record(org_row))
+            for key_row in _stream(curs, SQL(_KEYS_QUERY).format(self.keys_table)):
+                lookup.add_key(_key_record(key_row))
             lookup.position = self._max_tracking_id(application_name, curs) or 0
         return lookup
 

@@ -409,9 +409,9 @@ class LiveKeyLookupView:
 
     # -- the KeyLookupView protocol ----------------------------------------------------
 
-    def load(self, application_name: str) -> KeyLookup:
+    def load(self, application_name: str, into: KeyLookup | None = None) -> KeyLookup:
         with self._using(force=True) as (generation, view):
-            lookup = view.load(application_name)
+            lookup = view.load(application_name, into)
             with self._lock:
                 self._loaded_from = generation.view_name
             return lookup

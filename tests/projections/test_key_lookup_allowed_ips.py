@@ -53,5 +53,5 @@ def test_a_sqlite_view_from_before_allowlists_gains_the_column(tmp_path) -> None
             ("1" * 32, "2" * 32),
         )
     view = open_key_lookup_view(settings, "OldView")
-    (record,) = view.load("KeyRegistry").by_hash.values()
+    (record,) = view.load("KeyRegistry").records()
     assert record.allowed_ips == ()
