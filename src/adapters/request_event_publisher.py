@@ -279,7 +279,10 @@ class RequestEventPublisher:
         *,
         spool_dir: Path,
         max_batch: int = 256,
-        flush_interval: float = 0.005,
+        # Events wait at most this long for company: 20 ms makes batches 4x larger than 5 ms
+        # did at 1k req/s (fewer publish syscalls on the request path's event loop), and an
+        # audit row 15 ms later is of no consequence.
+        flush_interval: float = 0.02,
         max_buffer: int = 100_000,
         subject: str = REQUESTS_SUBJECT,
         stream: str | None = AUDIT_STREAM,

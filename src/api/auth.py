@@ -168,10 +168,11 @@ def _address_allowed(addr: str | None, networks: tuple[str, ...]) -> bool:
     return any(ip in ipaddress.ip_network(network) for network in networks)
 
 
-def permission_guard(
+async def permission_guard(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """Refuse (403) a key lacking the permission the handler's `opt` names."""
+    # Async on purpose: Litestar runs a sync guard in a worker thread, a thread hop per request.
     needed = handler.opt.get("permission")
     if needed is None:
         return

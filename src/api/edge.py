@@ -46,6 +46,7 @@ class EdgeMiddleware:
         self.services = services
         self.trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies]
         self.require_https = require_https
+        self._trusted_addresses: dict[str, bool] = {}  # parsing an address costs ~20 µs
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -109,11 +110,17 @@ class EdgeMiddleware:
         return scheme, addr
 
     def _is_trusted(self, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
+        known = self._trusted_addresses.get(addr)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(addr)
+                known = any(ip in network for network in self.trusted)
+            except ValueError:
+                known = False
+            if len(self._trusted_addresses) >= 10_000:  # proxies are few; clients may be many
+                self._trusted_addresses.clear()
+            self._trusted_addresses[addr] = known
+        return known
 
     def _flag_plain_http(self, scope: Any, context: RequestContext) -> None:
         """A secret key sent in clear text is possibly exposed: flag it (in the background)."""

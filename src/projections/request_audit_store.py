@@ -538,8 +538,12 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
     ) -> Chained:
         chained = Chained(rejected=list(rejected))
         rows = AuditChainer(heads, known).rows(decoded, chained)
-        # Stream the rows in chunks: PostgreSQL inserts one while the next is hashed.
-        with cur.copy(self._copy_rows, writer=QueuedLibpqWriter(cur)) as copy:
+        # Big batches stream in chunks from a writer thread: PostgreSQL inserts one while the
+        # next is hashed. A small batch (the steady state under live traffic) is not worth
+        # starting a thread for.
+        events = sum(len(batch) for _, batch in decoded)
+        writer = QueuedLibpqWriter(cur) if events > _COPY_CHUNK else None
+        with cur.copy(self._copy_rows, writer=writer) as copy:
             while chunk := list(itertools.islice(rows, _COPY_CHUNK)):
                 copy.write(copy_text(chunk))
         return chained
