@@ -11,7 +11,9 @@ How (needs wrk: `apt-get install -y wrk`; PostgreSQL and Redis on 127.0.0.1):
     .venv/bin/python bench/api_throughput.py --duration 10 --connections 32 --workers 2 --rounds 2
 
 It starts its own NATS server from the wheel, a fresh PostgreSQL database, one
-`icodrip worker`, and the two servers; everything is stopped at the end.
+`icodrip worker` (unless `--no-worker`: on a 2-core machine the audit pipeline's ingestion
+competes with the API for the same cores; in production it runs elsewhere), and the two
+servers; everything is stopped at the end.
 """
 
 from __future__ import annotations
@@ -88,6 +90,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run `icodrip worker` on this machine meanwhile (A still publishes every "
+        "request event to JetStream; ingesting them into the audit model waits)",
+    )
     args = parser.parse_args()
 
     db = f"icodrip_bench_{uuid.uuid4().hex[:8]}"
@@ -139,14 +147,15 @@ def main() -> None:
         icodrip("orgs", "set-rate-limit", org["id"], "10000000")
         key = icodrip("keys", "create", "--org", org["id"], "--name", "bench")
         env["BENCH_KEY_ID"] = key["id"]
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / "icodrip"), "worker"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        if not args.no_worker:
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "icodrip"), "worker"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        )
         ports = {"A: auth + limit + audit": free_port(), "B: auth disabled": free_port()}
         targets = {
             "A: auth + limit + audit": "api.asgi:app",
@@ -187,7 +196,8 @@ def main() -> None:
                 rows.append((round_, name, rps, p50, p99))
         print(
             f"\nwrk -t2 -c{args.connections} -d{args.duration}s, granian --workers {args.workers}, "
-            f"{os.cpu_count()} cores\n"
+            f"{os.cpu_count()} cores, audit worker "
+            f"{'not running' if args.no_worker else 'running on the same cores'}\n"
         )
         print("| round | server | req/s | p50 | p99 |")
         print("|---|---|---:|---:|---:|")
