@@ -121,9 +121,9 @@ class CompactKeyLookup(KeyLookup):
         policy = (record.permissions, record.allowed_origins, record.allowed_ips, head)
         expires = 0
         if record.expires_at is not None:
-            # Floor to the millisecond (never later than stored); the epsilon makes unpacking
-            # and packing again a fixed point despite binary floats.
-            expires = floor(record.expires_at * 1000 + 1e-4)
+            # Floor to the millisecond (never later than stored). Rounding to the microsecond
+            # first makes unpacking and packing again a fixed point despite binary floats.
+            expires = floor(round(record.expires_at * 1000, 3))
             expires = min(max(1, expires), (1 << _EXPIRES_BITS) - 1)
         self._packed[key_id] = (
             (_LIVE if record.env == Environment.LIVE.value else 0)

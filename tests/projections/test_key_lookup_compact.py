@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from math import floor
+from uuid import uuid4
 
 import pytest
 
@@ -29,8 +30,32 @@ def what_auth_sees(record: KeyRecord) -> tuple[object, ...]:
         record.allowed_origins,
         record.allowed_ips,
         record.revoked,
-        None if record.expires_at is None else floor(record.expires_at * 1000 + 1e-4),
+        None if record.expires_at is None else floor(round(record.expires_at * 1000, 3)),
     )
+
+
+def test_an_expiry_survives_any_number_of_unpack_and_pack_cycles() -> None:
+    lookup = CompactKeyLookup()
+    record = KeyRecord(
+        key_id=uuid4(),
+        org_id=uuid4(),
+        key_hash="ab" * 32,
+        env="live",
+        type="secret",
+        name="k",
+        hint="ak_live_…AbC9",
+        permissions=None,
+        allowed_origins=(),
+        expires_at=2_166_877_471.036_5,  # in 2038: binary floats are coarser there
+    )
+    lookup.add_key(record)
+    for _ in range(50):  # every lifecycle event re-packs the key
+        again = lookup.get_by_id(record.key_id)
+        assert again is not None
+        lookup.add_key(again)
+    final = lookup.get(record.key_hash or "")
+    assert final is not None and final.expires_at == 2_166_877_471.036
+    assert final.hint == "ak_live_…AbC9"
 
 
 def fold(registry: KeyRegistry, lookup: KeyLookup) -> KeyLookup:
