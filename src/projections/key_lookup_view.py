@@ -29,6 +29,7 @@ _KEY_COLUMNS = (
 
 _KEYS_QUERY = "SELECT " + _KEY_COLUMNS + " FROM {0}"
 _ORGS_QUERY = "SELECT org_id, plan, rate_limit FROM {0}"
+_EXPIRING_QUERY = "SELECT key_id, expires_at FROM {0} WHERE expires_at IS NOT NULL AND NOT revoked"
 
 
 class KeyLookupView(Protocol):
@@ -39,6 +40,7 @@ class KeyLookupView(Protocol):
     def find(self, key_hash: str) -> tuple[KeyRecord, OrgRecord | None] | None: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
     def count(self) -> int: ...
+    def expiring(self, application_name: str) -> tuple[int, list[tuple[UUID, float]]]: ...
 
 
 def _key_params(record: KeyRecord) -> tuple[Any, ...]:
@@ -159,6 +161,13 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             c.execute("SELECT COUNT(*) FROM lookup_keys")
             return int(c.fetchone()[0])
 
+    def expiring(self, application_name: str) -> tuple[int, list[tuple[UUID, float]]]:
+        """The view's position, and each unrevoked key with an expiry (for the expiry worker)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_EXPIRING_QUERY.format("lookup_keys"))
+            keys = [(UUID(hex=key_id), float(at)) for key_id, at in c.fetchall()]
+            return self._max_tracking_id(application_name, c) or 0, keys
+
 
 class PostgresKeyLookupView(PostgresTrackingRecorder):
     """The view as `<name>_keys` and `<name>_orgs` beside the library's `<name>_tracking`."""
@@ -252,6 +261,13 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
             curs.execute(SQL("SELECT COUNT(*) AS n FROM {0}").format(self.keys_table))
             row = curs.fetchone()
             return 0 if row is None else int(row["n"])
+
+    def expiring(self, application_name: str) -> tuple[int, list[tuple[UUID, float]]]:
+        """The view's position, and each unrevoked key with an expiry (for the expiry worker)."""
+        with self.datastore.transaction(commit=False) as curs:
+            query = SQL(_EXPIRING_QUERY).format(self.keys_table)
+            keys = [(UUID(hex=key_id), float(at)) for key_id, at in _stream(curs, query)]
+            return self._max_tracking_id(application_name, curs) or 0, keys
 
 
 def open_key_lookup_view(settings: Settings, name: str | None = None) -> KeyLookupView:

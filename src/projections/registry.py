@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
+from uuid import UUID
 
 import structlog
 from eventsourcing.persistence import Tracking
@@ -455,6 +456,12 @@ class LiveKeyLookupView:
 
     def count(self) -> int:
         return cast(int, self._read(lambda v: v.count()))
+
+    def expiring(self, application_name: str) -> tuple[int, list[tuple[UUID, float]]]:
+        return cast(
+            "tuple[int, list[tuple[UUID, float]]]",
+            self._read(lambda v: v.expiring(application_name)),
+        )
 
     def close(self) -> None:
         with self._lock:

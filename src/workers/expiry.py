@@ -1,11 +1,13 @@
 """The expiry worker: revokes keys whose expiry time or roll grace period has passed.
 
 It finds due keys with `ExpiryIndex`, a small in-memory projection folded from the key store's
-notification log (key id → expiry, for keys that have one and are not revoked), rebuilt from
-the log at start and followed by polling. For each due key it calls `KeyRegistry.expire_key`,
-which writes `ApiKey.Revoked` with the system as actor. Idempotent and safe with several
-workers: the aggregate refuses a second revocation and optimistic concurrency makes the loser
-of a race re-read the key and do nothing.
+notification log (key id → expiry, for keys that have one and are not revoked). At start it
+is seeded from the durable key-lookup view (its unrevoked keys with an expiry, and its
+position), so only the events after the view's position are read; then it follows by
+polling. For each due key it calls `KeyRegistry.expire_key`, which writes `ApiKey.Revoked`
+with the system as actor. Idempotent and safe with several workers: the aggregate refuses a
+second revocation and optimistic concurrency makes the loser of a race re-read the key and do
+nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from adapters.settings import Settings
 from application.registry import KeyRegistry
 from domain.api_key import ApiKey
 from domain.ids import format_key_id
+from projections.key_lookup_view import KeyLookupView, open_key_lookup_view
+from projections.registry import LiveKeyLookupView
 
 log = structlog.get_logger()
 
@@ -63,13 +67,29 @@ class ExpiryIndex:
 class ExpiryWorker:
     """Follows the store and expires due keys; `run_once` is one pass (used by tests too)."""
 
-    def __init__(self, registry: KeyRegistry) -> None:
+    def __init__(self, registry: KeyRegistry, view: KeyLookupView | None = None) -> None:
         self.registry = registry
         self.index = ExpiryIndex()
         self._retry_at: dict[UUID, float] = {}
+        self._view = view
+
+    def seed(self) -> None:
+        """Start from the key-lookup view's rows and position instead of the whole log."""
+        if self._view is None or self.index.position:
+            return
+        try:
+            position, keys = self._view.expiring(self.registry.name)
+        except Exception as error:  # no view yet, or unreachable: the log is the fallback
+            log.warning("expiry.seed_failed", error=type(error).__name__)
+            return
+        self.index.expiries.update(keys)
+        self.index.position = position
+        log.info("expiry.seeded", keys=len(keys), position=position)
 
     def catch_up(self) -> int:
         """Fold new stored events into the index (I/O); the number read."""
+        self.seed()
+        self._view = None  # once: later the index follows the log itself
         total = 0
         while True:
             notifications = self.registry.recorder.select_notifications(
@@ -113,7 +133,8 @@ class ExpiryWorker:
 async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
     """Worker entry point (`icodrip worker expiry`)."""
     registry = open_registry(settings)
-    worker = ExpiryWorker(registry)
+    view = open_key_lookup_view(settings)
+    worker = ExpiryWorker(registry, view)
     log.info("expiry.started")
     try:
         while not stopping.is_set():
@@ -124,4 +145,6 @@ async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=POLL_INTERVAL)
     finally:
+        if isinstance(view, LiveKeyLookupView):
+            view.close()
         registry.close()

@@ -16,6 +16,8 @@ from domain.actors import OPERATOR
 from domain.api_key import EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY, KeyStatus
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
+from projections.key_lookup_updater import KeyLookupUpdater
+from projections.key_lookup_view import open_key_lookup_view
 from workers.expiry import ExpiryWorker, run_expiry
 from workers.runner import WORKERS
 
@@ -114,3 +116,24 @@ def test_two_workers_racing_revoke_each_key_once(registry: KeyRegistry, settings
     assert sum(counts) == 5
     for key in keys:
         assert len(revocations(registry, key.id)) == 1
+
+
+def test_the_worker_starts_from_the_key_lookup_view_not_the_whole_log(
+    registry: KeyRegistry, settings: Settings
+) -> None:
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    expiring, lasting = a_key(registry, soon), a_key(registry)
+    revoked = a_key(registry, soon)
+    registry.revoke_key(revoked.id, actor=OPERATOR)
+    view = open_key_lookup_view(settings)
+    KeyLookupUpdater.from_view(registry, view).catch_up_fully()
+    later = a_key(registry)  # after the view's position: read from the log
+    registry.roll_key(later.id, grace=timedelta(0), actor=OPERATOR)
+
+    worker = ExpiryWorker(registry, view)
+    read = worker.catch_up()
+
+    assert set(worker.index.expiries) == {expiring.id, later.id}
+    assert lasting.id not in worker.index.expiries
+    assert read == registry.recorder.max_notification_id() - view.max_tracking_id(registry.name)
+    assert worker.run_once() == 1 and registry.get_key(later.id).is_revoked
