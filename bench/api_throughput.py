@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -38,10 +39,27 @@ BIN = Path(sys.executable).parent
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+_TAKEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768+), never handed out twice.
+
+    A port the kernel picks (bind to 0) is an ephemeral one: between this check and the
+    server's own bind, the worker's outgoing connections may take it, and the server fails.
+    """
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20_000, 32_000)
+        if port in _TAKEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _TAKEN.add(port)
+        return port
 
 
 def wait_ready(port: int, timeout: float = 30.0) -> None:
@@ -58,7 +76,7 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
 
 
 def wrk(port: int, key: str, duration: int, connections: int) -> tuple[float, str, str]:
-    out = subprocess.run(
+    result = subprocess.run(
         [
             "wrk",
             "-t2",
@@ -73,8 +91,10 @@ def wrk(port: int, key: str, duration: int, connections: int) -> tuple[float, st
         ],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    out = result.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]

@@ -34,8 +34,12 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_LOCK_TIMEOUT": "5",
-        "POSTGRES_POOL_SIZE": "5",
-        "POSTGRES_MAX_OVERFLOW": "10",
+        # Each store (registry, views, generations, users, …) has a pool of its own: opening
+        # five connections apiece made an API process hold ~17 and the worker ~36 at rest, and
+        # four API workers beside one worker exhausted PostgreSQL's default 100. One each
+        # at rest; they grow to 15 under load and shrink back when idle.
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_MAX_OVERFLOW": "14",
     }
 
 
