@@ -22,6 +22,7 @@ class KeyLookupUpdater:
         self.registry = registry
         self.lookup = lookup
         self.view = view
+        self._reload = False  # the model ran ahead of the view: load it again before going on
 
     @classmethod
     def from_view(cls, registry: KeyRegistry, view: KeyLookupView) -> KeyLookupUpdater:
@@ -44,6 +45,9 @@ class KeyLookupUpdater:
 
     def catch_up(self, batch_size: int = 1000) -> int:
         """Fetch, apply and persist one batch; returns how many events were read (0 = caught up)."""
+        if self._reload and self.view is not None:
+            self.lookup = self.view.load(self.registry.name)
+            self._reload = False
         batch = self.fetch(batch_size)
         if not batch:
             return 0
@@ -52,8 +56,10 @@ class KeyLookupUpdater:
             try:
                 self.view.write(changes, Tracking(self.registry.name, self.lookup.position))
             except Exception:
-                # The model ran ahead of the durable view: start again from the view.
-                self.lookup = self.view.load(self.registry.name)
+                # The model ran ahead of the durable view: start again from the view, on the
+                # next call (loading now may fail too, e.g. while PostgreSQL is down, and then a
+                # model past unwritten changes would skip them for good).
+                self._reload = True
                 raise
         return len(batch)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from adapters.settings import Settings
 from application.registry import KeyRegistry
@@ -94,3 +97,51 @@ def test_the_view_never_holds_a_plaintext_key(registry: KeyRegistry, settings: S
     KeyLookupUpdater.from_view(registry, view).catch_up_fully()
     rows = view.load(registry.name)
     assert all(issued.secret not in repr(r) for r in rows.records())
+
+
+class FlakyView:
+    """The durable view, failing its next write and load while `down` (a store outage)."""
+
+    def __init__(self, view: Any) -> None:
+        self.view, self.down = view, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.view, name)
+
+    def write(self, changes: Any, tracking: Any) -> None:
+        if self.down:
+            raise OSError("the store is down")
+        self.view.write(changes, tracking)
+
+    def load(self, application_name: str, into: Any = None) -> Any:
+        if self.down:
+            raise OSError("the store is down")
+        return self.view.load(application_name, into)
+
+
+def test_a_failed_write_during_an_outage_loses_no_change_once_the_store_is_back(
+    registry: KeyRegistry, settings: Settings
+) -> None:
+    org = registry.register_organization("Acme", Plan.FREE, OPERATOR)
+    view = FlakyView(open_key_lookup_view(settings))
+    updater = KeyLookupUpdater.from_view(registry, view)
+    updater.catch_up_fully()
+    issued = registry.create_key(
+        org.id,
+        name="made while down",
+        env=Environment.LIVE,
+        key_type=KeyType.SECRET,
+        actor=OPERATOR,
+    )
+
+    view.down = True
+    with pytest.raises(OSError):
+        updater.catch_up()  # applied in memory, not written, and the view cannot be reloaded
+    view.down = False
+    later = registry.create_key(
+        org.id, name="made after", env=Environment.LIVE, key_type=KeyType.SECRET, actor=OPERATOR
+    )
+    updater.catch_up_fully()
+
+    for secret in (issued.secret, later.secret):
+        assert view.find(hash_key(secret, settings.key_pepper)) is not None
