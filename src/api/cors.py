@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from api.context import SCOPE_KEY
-from api.errors import error_body
+from api.errors import send_error
 from api.key_mirror import KeyMirror
 
 EVENTS_PATHS = frozenset({"/v1/events", "/v1/events/"})
@@ -28,8 +26,6 @@ EXPOSED_HEADERS = (
     "x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after"
 )
 MAX_AGE_SECONDS = "600"
-
-_json = msgspec.json.Encoder()
 
 
 class PublicOrigins:
@@ -126,18 +122,5 @@ class CorsMiddleware:
 
     async def _refuse(self, scope: Any, send: Any, code: str, message: str) -> None:
         context = scope.get(SCOPE_KEY)
-        body = _json.encode(
-            error_body(code, message, None if context is None else context.request_id)
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"vary", b"Origin"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        request_id = None if context is None else context.request_id
+        await send_error(send, 403, code, message, request_id, [(b"vary", b"Origin")])

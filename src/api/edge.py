@@ -12,12 +12,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import structlog
 
 from adapters.request_events import RequestEvent, new_event_id
 from api.context import SCOPE_KEY, RequestContext
-from api.errors import error_body
+from api.errors import send_error
 from api.rate_limit_headers import rate_limit_headers
 from api.services import Services
 from domain.api_key import ExposureSource
@@ -27,7 +26,6 @@ HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 #: Paths a load balancer probes over plain HTTP.
 PLAIN_HTTP_ALLOWED = ("/healthz", "/readyz")
 
-_json = msgspec.json.Encoder()
 log = structlog.get_logger()
 
 
@@ -135,24 +133,13 @@ class EdgeMiddleware:
             )
 
     async def _refuse_plain_http(self, context: RequestContext, send: Any) -> None:
-        body = _json.encode(
-            error_body(
-                "https_required",
-                "this API is served over HTTPS only; retry with https://",
-                context.request_id,
-            )
+        await send_error(
+            send,
+            400,
+            "https_required",
+            "this API is served over HTTPS only; retry with https://",
+            context.request_id,
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     def _event(self, scope: Any, context: RequestContext, status: int) -> RequestEvent:
         principal = context.principal

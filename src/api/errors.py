@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import psycopg
 import structlog
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
@@ -19,6 +20,8 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from api.context import SCOPE_KEY
 from domain.errors import DomainError, NotFound, PermissionExceeded
+
+_json = msgspec.json.Encoder()
 
 log = structlog.get_logger()
 
@@ -52,6 +55,30 @@ def unauthorized(code: str, message: str) -> ApiError:
 
 def error_body(code: str, message: str, request_id: str | None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+async def send_error(
+    send: Any,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """The contract's error body, sent on raw ASGI (middleware that answers before Litestar)."""
+    body = _json.encode(error_body(code, message, request_id))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _request_id(request: Request[Any, Any, Any]) -> str | None:
