@@ -153,9 +153,25 @@ def _refused_sign_in(request: Request[Any, Any, Any], email: str, seconds: int) 
 # -- Settings > API Keys -------------------------------------------------------------------------
 
 
+async def owned_key(
+    dashboard: NamedDependency[DashboardContext],
+    user: NamedDependency[User],
+    key_id: FromPath[str],
+) -> ApiKey:
+    """The key of the path, if it belongs to the user's organization; otherwise not found."""
+    try:
+        uuid = parse_key_id(key_id)
+    except ValidationError:
+        raise NotFound("no such API key") from None
+    key = await asyncio.to_thread(dashboard.services.registry.get_key, uuid)
+    if key.org_id != user.org_id:
+        raise NotFound("no such API key")
+    return key
+
+
 class KeyPages(Controller):
     path = "/keys"
-    dependencies = USER_DEPENDENCY
+    dependencies = {**USER_DEPENDENCY, "key": Provide(owned_key)}
 
     @get("/")
     async def list_keys(
@@ -230,11 +246,10 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
-        key_id: FromPath[str],
+        key: NamedDependency[ApiKey],
     ) -> Template:
         """One key: its details, its last use, the actions, and its lifecycle history."""
         user.require(Action.VIEW_KEYS)
-        key = await _own_key(dashboard, user, key_id)
         return page(request, "key.html.j2", user=user, **await _key_page(dashboard, user, key))
 
     @post("/{key_id:str}/rename", status_code=200)
@@ -243,10 +258,9 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
-        key_id: FromPath[str],
+        key: NamedDependency[ApiKey],
     ) -> Redirect:
         """Give the key a new name."""
-        key = await _own_key(dashboard, user, key_id)
         user.require(Action.RENAME_KEY, key_created_by=key.created_by)
         form = await request.form()
         name = clean_name(_form_text(form, "name"), "key name")
@@ -262,10 +276,9 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
-        key_id: FromPath[str],
+        key: NamedDependency[ApiKey],
     ) -> Template:
         """Issue the key's successor (shown once); the old key works for the grace period."""
-        key = await _own_key(dashboard, user, key_id)
         user.require(Action.ROLL_KEY, key_created_by=key.created_by)
         form = await request.form()
         grace_text = _form_text(form, "grace_seconds", "86400")
@@ -307,10 +320,9 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
-        key_id: FromPath[str],
+        key: NamedDependency[ApiKey],
     ) -> Template:
         """Ask before revoking: it cannot be undone."""
-        key = await _own_key(dashboard, user, key_id)
         user.require(Action.REVOKE_KEY, key_created_by=key.created_by)
         org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
         return page(request, "revoke.html.j2", user=user, key=api_key_view(key, org, utc_now()))
@@ -321,10 +333,9 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
-        key_id: FromPath[str],
+        key: NamedDependency[ApiKey],
     ) -> Redirect:
         """Revoke the key at once, on every API process."""
-        key = await _own_key(dashboard, user, key_id)
         user.require(Action.REVOKE_KEY, key_created_by=key.created_by)
         form = await request.form()
         reason = _form_text(form, "reason")[:500]
@@ -336,18 +347,6 @@ class KeyPages(Controller):
         log.info("dashboard.key_revoked", key_id=format_key_id(key.id))
         flash(request, f"Revoked “{key.name}” ({key.hint}). It no longer works.")
         return Redirect("/dashboard/keys", status_code=303)
-
-
-async def _own_key(dashboard: DashboardContext, user: User, key_id: str) -> ApiKey:
-    """The key if it belongs to the user's organization; otherwise not found."""
-    try:
-        uuid = parse_key_id(key_id)
-    except ValidationError:
-        raise NotFound("no such API key") from None
-    key = await asyncio.to_thread(dashboard.services.registry.get_key, uuid)
-    if key.org_id != user.org_id:
-        raise NotFound("no such API key")
-    return key
 
 
 def _last_used(services: Services, key_ids: list[UUID]) -> dict[UUID, Any]:
