@@ -496,6 +496,36 @@ class ProjectionStatus:
     last_error_at: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        source: str,
+        record: PointerRecord,
+        *,
+        position: int,
+        head: int,
+        rows: int | None,
+        details: dict[str, Any] | None = None,
+    ) -> ProjectionStatus:
+        """The status from a projection's generation record and its position against `head`."""
+        return cls(
+            name=name,
+            source=source,
+            generation=record.live.number,
+            view=record.live.view_name,
+            position=position,
+            head=head,
+            lag=max(0, head - position),
+            rows=rows,
+            switched_at=record.live.switched_at,
+            building=record.building,
+            building_since=record.building_since,
+            last_error=record.last_error,
+            last_error_at=record.last_error_at,
+            details=details or {},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)
         for name in ("switched_at", "building_since", "last_error_at"):
@@ -627,20 +657,8 @@ class KeyLookupProjection:
                 _close_view(view)
             registry.close()
             store.close()
-        return ProjectionStatus(
-            name=self.name,
-            source="event store",
-            generation=record.live.number,
-            view=record.live.view_name,
-            position=position,
-            head=head,
-            lag=max(0, head - position),
-            rows=rows,
-            switched_at=record.live.switched_at,
-            building=record.building,
-            building_since=record.building_since,
-            last_error=record.last_error,
-            last_error_at=record.last_error_at,
+        return ProjectionStatus.of(
+            self.name, "event store", record, position=position, head=head, rows=rows
         )
 
     def rebuild(

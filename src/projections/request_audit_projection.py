@@ -268,20 +268,13 @@ class RequestAuditProjection:
                 details["stream_error"] = type(error).__name__
         else:
             details["stream_error"] = "ICODRIP_NATS_URL is not set"
-        return ProjectionStatus(
-            name=self.name,
-            source=f"stream {AUDIT_STREAM}",
-            generation=record.live.number,
-            view=record.live.view_name,
+        return ProjectionStatus.of(
+            self.name,
+            f"stream {AUDIT_STREAM}",
+            record,
             position=position,
             head=head,
-            lag=max(0, head - position),
             rows=rows,
-            switched_at=record.live.switched_at,
-            building=record.building,
-            building_since=record.building_since,
-            last_error=record.last_error,
-            last_error_at=record.last_error_at,
             details=details,
         )
 
