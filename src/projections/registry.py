@@ -192,6 +192,19 @@ class GenerationStore(ABC):
             (projection, generation),
         )
 
+    def abandon(
+        self, projection: str, default_view: str, generation: int, error: BaseException
+    ) -> None:
+        """A rebuild of `generation` failed: give up its claim and record why (best effort)."""
+        with suppress(Exception):
+            self.release(projection, generation)
+        with suppress(Exception):
+            self.record_error(
+                projection,
+                default_view,
+                f"rebuild of generation {generation} failed: {type(error).__name__}",
+            )
+
     def switch(self, projection: str, *, expected: Generation, new: Generation) -> Generation:
         """Make `new` live in one statement, only if `expected` is still live and `new` claimed."""
         switched_at = _now()
@@ -698,19 +711,12 @@ class KeyLookupProjection:
                         )
                 live = store.switch(KEY_LOOKUP, expected=previous, new=target)
             except BaseException as error:
-                with suppress(Exception):
-                    store.release(KEY_LOOKUP, target.number)
+                store.abandon(KEY_LOOKUP, KEY_LOOKUP_VIEW, target.number, error)
                 if new_view is not None:
                     _close_view(new_view)
                     new_view = None
                 with suppress(Exception):
                     drop_key_lookup_view(settings, target.view_name)
-                with suppress(Exception):
-                    store.record_error(
-                        KEY_LOOKUP,
-                        KEY_LOOKUP_VIEW,
-                        f"rebuild of generation {target.number} failed: {type(error).__name__}",
-                    )
                 raise
             seconds = time.monotonic() - started
             rows = new_view.count()

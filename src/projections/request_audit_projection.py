@@ -304,17 +304,10 @@ class RequestAuditProjection:
                 )
                 live: Generation = pointers.switch(REQUEST_AUDIT, expected=previous, new=target)
             except BaseException as error:
-                with suppress(Exception):
-                    pointers.release(REQUEST_AUDIT, target.number)
+                pointers.abandon(REQUEST_AUDIT, DEFAULT_NAME, target.number, error)
                 if new is not None:
                     with suppress(Exception):
                         new.drop()
-                with suppress(Exception):
-                    pointers.record_error(
-                        REQUEST_AUDIT,
-                        DEFAULT_NAME,
-                        f"rebuild of generation {target.number} failed: {type(error).__name__}",
-                    )
                 raise
             seconds = time.monotonic() - started
             position, rows = new.position(), new.count()
