@@ -72,6 +72,7 @@ def rows(keys: int, keys_per_org: int) -> Iterator[tuple[Any, ...]]:
             None,
             0,
             "[]",
+            0,
         )
 
 

@@ -17,8 +17,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 SECRET_LIKE = re.compile(
     r"(secret|token|password|signature|pepper|checksum|digest|key_hash|\bmac\b|\bsig\b)", re.I
 )
-#: Comparisons of the key *type* (`KeyType.SECRET`) are about no secret at all.
-NOT_A_SECRET = re.compile(r"KeyType\.SECRET|== *['\"]secret['\"]|\.type\b")
+#: Comparisons of the key *type* (`KeyType.SECRET`) are about no secret at all, nor are those
+#: of a token's length (every valid token has the same, public length).
+NOT_A_SECRET = re.compile(r"KeyType\.SECRET|== *['\"]secret['\"]|\.type\b|^len\(\w+\) !?= ")
 
 
 def _comparisons() -> list[tuple[str, str]]:

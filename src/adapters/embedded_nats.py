@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from adapters.private_files import (
+    PRIVATE_FILE,
+    PRIVATE_UMASK,
+    private_dir,
+    tighten_tree,
+    write_private,
+)
 
 
 def nats_server_binary() -> str:
@@ -40,20 +49,27 @@ class EmbeddedNats:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.store_dir.parent)
+        private_dir(self.store_dir)
+        tighten_tree(self.store_dir)
         config = self.store_dir / "nats.conf"
-        config.write_text(
-            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
+        text = f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
+        write_private(config, text.encode())
+        log_fd = os.open(
+            self.store_dir / "nats.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE
         )
-        log = (self.store_dir / "nats.log").open("ab")
-        self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-c", str(config)],
-            stdout=log,
-            stderr=log,
-            # Its own session: Ctrl-C on `icodrip dev` must not kill NATS before the workers
-            # have drained into it; dev stops it last.
-            start_new_session=True,
-        )
+        with os.fdopen(log_fd, "ab") as log:
+            self.process = subprocess.Popen(
+                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-c", str(config)],
+                stdout=log,
+                stderr=log,
+                # Its own session: Ctrl-C on `icodrip dev` must not kill NATS before the workers
+                # have drained into it; dev stops it last.
+                start_new_session=True,
+                # The wheel's nats-server makes its store owner-only by its own defaults; the
+                # umask (the child's alone) keeps whatever it creates so without relying on them.
+                umask=PRIVATE_UMASK,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -10,16 +10,16 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from adapters.private_files import private_sqlite
 from adapters.settings import Settings, SettingsError
 
 
-def event_store_env(settings: Settings) -> dict[str, str]:
-    """The `eventsourcing` environment for these settings."""
+def event_store_env(settings: Settings, sqlite_file: str = "events.sqlite3") -> dict[str, str]:
+    """The `eventsourcing` environment for these settings (`sqlite_file` in the data dir)."""
     if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": str(settings.data_dir / "events.sqlite3"),
+            "SQLITE_DBNAME": str(private_sqlite(settings.data_dir / sqlite_file)),
             "SQLITE_LOCK_TIMEOUT": "10",
         }
     url = urlsplit(settings.database_url)

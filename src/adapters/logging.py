@@ -8,6 +8,9 @@ import sys
 from typing import TextIO, cast
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from domain.key_format import redact_keys
 
 
 class _CurrentStderr:
@@ -18,6 +21,15 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def redact_keys_in_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """A structlog processor: keys in any text field (a path, an exception) become hints."""
+    # Call sites redact what they know to be client-supplied; this catches what they missed.
+    for name, value in event_dict.items():
+        if type(value) is str and "k_" in value:
+            event_dict[name] = redact_keys(value)
+    return event_dict
 
 
 def configure_logging(level: str | None = None, *, json: bool = True) -> None:
@@ -32,6 +44,7 @@ def configure_logging(level: str | None = None, *, json: bool = True) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_keys_in_fields,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

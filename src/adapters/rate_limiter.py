@@ -17,7 +17,8 @@ admitted. It is built for the API's hot path:
 
 If Redis fails, or a round trip (connecting included) takes longer than `socket_timeout`,
 hits are answered from the in-process fallback (fail-open, the default) or refused
-(`fail_closed=True`); one line is logged, Redis is probed in the background every
+(`fail_closed=True`) with a decision marked `unavailable`, so that callers do not mistake it
+for a limit reached; one line is logged, Redis is probed in the background every
 `retry_interval` seconds, and once it answers the limiter goes back to it by itself. Hits
 admitted by the fallback are not in Redis's counter: during an outage each process limits on
 its own. A limiter serves one event loop.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,7 +41,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
-from domain.rate_limits import WINDOW_SECONDS, RateLimitDecision, decide, refuse, window_start
+from domain.rate_limits import (
+    WINDOW_SECONDS,
+    RateLimitDecision,
+    decide,
+    unavailable,
+    window_start,
+)
 
 Clock = Callable[[], float]
 
@@ -215,7 +223,8 @@ class RedisRateLimiter:
 
     def _degraded(self, bucket: str, limit: int, now: float) -> RateLimitDecision:
         if self._fail_closed:
-            return refuse(limit, now)
+            # The next probe is the earliest Redis can be back.
+            return unavailable(limit, now, math.ceil(self._retry_interval))
         return self._fallback.hit_at(bucket, limit, now)
 
     def _settle(self, pendings: Sequence[_Pending]) -> None:

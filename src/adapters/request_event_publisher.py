@@ -53,6 +53,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
+from adapters.private_files import private_dir
 from adapters.request_events import (
     AUDIT_STREAM,
     REQUESTS_SUBJECT,
@@ -191,7 +192,7 @@ class _SpoolWriter:
         return self.path, sum(batch.count for batch in batches)
 
     def _open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
         tmp = self.directory / f".{name}.tmp"  # never seen, so never taken, before it is locked
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)

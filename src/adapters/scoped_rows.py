@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.event_store import schema_lock, store_pool
+from adapters.private_files import private_sqlite
 from adapters.settings import Settings
 
 
@@ -22,8 +23,9 @@ class _SQLite:
     seq_column = "seq INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(
+            private_sqlite(path), check_same_thread=False, isolation_level=None
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._lock = threading.Lock()
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.private_files import PRIVATE_FILE, private_dir, tighten_data_dir
+
 DEFAULT_DATA_DIR = Path(".icodrip")
 
 
@@ -37,9 +39,13 @@ class Settings:
     def from_env(
         cls, env: Mapping[str, str] | None = None, data_dir: Path | None = None
     ) -> Settings:
-        """Read `ICODRIP_*`; on the embedded default, create the data dir and its pepper."""
+        """Read `ICODRIP_*`; on the embedded default, create the data dir and its pepper.
+
+        An existing data dir is made owner-only first (see `adapters.private_files`).
+        """
         env = os.environ if env is None else env
         data_dir = data_dir or Path(env.get("ICODRIP_DATA_DIR") or DEFAULT_DATA_DIR)
+        tighten_data_dir(data_dir)
         database_url = env.get("ICODRIP_DATABASE_URL") or None
         pepper_text = env.get("ICODRIP_KEY_PEPPER") or ""
         if pepper_text:
@@ -70,8 +76,8 @@ def _embedded_pepper(data_dir: Path) -> bytes:
     """The data dir's pepper, generated (owner-readable only) on first use."""
     path = data_dir / "pepper"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        private_dir(data_dir)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     return path.read_text().strip().encode()

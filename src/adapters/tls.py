@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -12,16 +11,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from adapters.private_files import private_dir, tighten_tree, write_private
+
 
 def ensure_self_signed(
     data_dir: Path, hostnames: tuple[str, ...] = ("localhost",)
 ) -> tuple[Path, Path]:
-    """(certfile, keyfile) for localhost and 127.0.0.1, created on first use."""
+    """(certfile, keyfile) for localhost and 127.0.0.1, created on first use (owner-only)."""
     cert_path = data_dir / "tls" / "cert.pem"
     key_path = data_dir / "tls" / "key.pem"
+    private_dir(data_dir)
     if cert_path.exists() and key_path.exists():
+        tighten_tree(cert_path.parent)
         return cert_path, key_path
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(cert_path.parent)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Icodrip Keys (dev)")])
     now = dt.datetime.now(dt.UTC)
@@ -42,14 +45,11 @@ def ensure_self_signed(
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_private(key_path, key_pem)
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

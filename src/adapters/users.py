@@ -18,9 +18,7 @@ _DUMMY_HASH = _hasher.hash("icodrip-no-such-user")
 
 def open_user_directory(settings: Settings) -> UserDirectory:
     """The users' store: its own SQLite file on the embedded default, its own table otherwise."""
-    env = event_store_env(settings)
-    if settings.is_embedded:
-        env["SQLITE_DBNAME"] = str(settings.data_dir / "users.sqlite3")
+    env = event_store_env(settings, sqlite_file="users.sqlite3")
     with schema_lock(settings):
         return UserDirectory(env)
 

@@ -8,13 +8,14 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api.auth import ApiKeyAuthentication, permission_guard
+from api.auth import ApiKeyAuthentication, access_guard
 from api.dashboard import DashboardPlugin
 from api.errors import EXCEPTION_HANDLERS
+from api.json_body import ApiRequest
 from api.openapi_errors import document_errors
+from api.openapi_ui import SCHEMA_PATH, LocalSwaggerRenderPlugin, schema_router
 from api.routes.affiliates import AffiliatesController
 from api.routes.api_keys import ApiKeysController
 from api.routes.audit_events import ApiKeyHistoryController, AuditEventsController
@@ -46,8 +47,9 @@ def create_app(
         title="Icodrip Keys API",
         version="1",
         description="Authenticate with `Authorization: Bearer <key>` over HTTPS.",
-        path="/schema",
-        render_plugins=[SwaggerRenderPlugin()],
+        path=SCHEMA_PATH,
+        render_plugins=[LocalSwaggerRenderPlugin()],
+        openapi_router=schema_router(),
         components=Components(
             security_schemes={
                 "BearerAuth": SecurityScheme(
@@ -83,8 +85,9 @@ def create_app(
                 exposure=services.exposure,
             ),
         ],
-        guards=[permission_guard],
+        guards=[access_guard],
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=ApiRequest,  # JSON nested too deep is refused before it is decoded
         openapi_config=openapi,
         plugins=[DashboardPlugin(services)],
         request_max_body_size=MAX_BODY_BYTES,

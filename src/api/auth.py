@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from dataclasses import replace
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -18,9 +19,11 @@ from api.context import RequestContext, request_context
 from api.errors import ApiError, unauthorized
 from api.exposure import ExposureFlagger
 from api.key_mirror import KeyMirror
+from domain.access import authorize
 from domain.api_key import ExposureSource
 from domain.key_format import KeyType, MalformedKey, hash_key, parse_key
-from projections.key_lookup import KeyRecord, Principal
+from domain.rate_limits import PER_ADDRESS, RateLimitDecision
+from projections.key_lookup import KeyRecord
 
 #: Failed-key attempts allowed per client address per minute before 429s.
 FAILED_ATTEMPTS_PER_MINUTE = 30
@@ -79,34 +82,37 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
             await self._count_failure(context.client_addr)
             raise unauthorized("invalid_api_key", "this API key is not valid")
         if record.revoked:
+            if record.expired:  # retired by the expiry worker: the answer it had just before
+                raise unauthorized("api_key_expired", "this API key has expired")
             raise unauthorized("api_key_revoked", "this API key was revoked")
         if record.expires_at is not None and record.expires_at <= time.time():
             raise unauthorized("api_key_expired", "this API key has expired")
         principal = self.mirror.lookup.principal(record)
         context.principal = principal
         self._refuse_misuse(connection, record, context)
-        decision = await self.limiter.hit(principal.key_id.hex, principal.rate_limit)
-        context.rate_limit = decision
-        if not decision.allowed:
-            raise ApiError(
-                429,
-                "rate_limit_exceeded",
-                f"this key may make {decision.limit} requests per minute; "
-                f"retry in {decision.retry_after} s",
-            )
         if record.type == KeyType.PUBLIC.value:
+            # The address's own limit first: a request it refuses must not spend the quota
+            # that the key's other visitors share.
             per_address = await self.limiter.hit(
                 f"pk:{principal.key_id.hex}:{context.client_addr}",
                 PUBLIC_KEY_PER_ADDRESS_PER_MINUTE,
             )
             if not per_address.allowed:
-                context.rate_limit = per_address
-                raise ApiError(
-                    429,
-                    "rate_limit_exceeded",
+                raise _over_limit(
+                    context,
+                    replace(per_address, policy=PER_ADDRESS),
                     f"this public key may make {per_address.limit} requests per minute from "
                     f"one address; retry in {per_address.retry_after} s",
                 )
+        decision = await self.limiter.hit(principal.key_id.hex, principal.rate_limit)
+        if not decision.allowed:
+            raise _over_limit(
+                context,
+                decision,
+                f"this key may make {decision.limit} requests per minute; "
+                f"retry in {decision.retry_after} s",
+            )
+        context.rate_limit = decision
         return AuthenticationResult(user=principal, auth=parsed)
 
     def _refuse_misuse(
@@ -148,12 +154,35 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
     async def _count_failure(self, client_addr: str | None) -> None:
         decision = await self.limiter.hit(f"failed:{client_addr}", FAILED_ATTEMPTS_PER_MINUTE)
         if not decision.allowed:
+            if decision.unavailable:
+                # Not a 401 either: a guesser must not tell a wrong key (401) from a right one
+                # (503) while the limiter is down.
+                raise _limiter_unavailable(decision)
             raise ApiError(
                 429,
                 "too_many_failed_attempts",
                 f"too many invalid keys from this address; retry in {decision.retry_after} s",
                 headers={"Retry-After": str(decision.retry_after)},
             )
+
+
+def _over_limit(context: RequestContext, decision: RateLimitDecision, message: str) -> ApiError:
+    """The refusal for a hit `decision` did not admit: 429 with its headers, or 503."""
+    if decision.unavailable:
+        return _limiter_unavailable(decision)
+    context.rate_limit = decision
+    return ApiError(429, "rate_limit_exceeded", message)
+
+
+def _limiter_unavailable(decision: RateLimitDecision) -> ApiError:
+    # No rate-limit headers: nothing was counted, so any numbers in them would be made up.
+    return ApiError(
+        503,
+        "rate_limiter_unavailable",
+        "rate limits cannot be checked right now, so requests are refused; "
+        f"retry in {decision.retry_after} s",
+        headers={"Retry-After": str(decision.retry_after)},
+    )
 
 
 def _address_allowed(addr: str | None, networks: tuple[str, ...]) -> bool:
@@ -168,18 +197,11 @@ def _address_allowed(addr: str | None, networks: tuple[str, ...]) -> bool:
     return any(ip in ipaddress.ip_network(network) for network in networks)
 
 
-async def permission_guard(
+async def access_guard(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Refuse (403) a key lacking the permission the handler's `opt` names."""
+    """Ask the access policy whether the key may run the command the handler's `opt` names."""
     # Async on purpose: Litestar runs a sync guard in a worker thread, a thread hop per request.
-    needed = handler.opt.get("permission")
-    if needed is None:
-        return
-    principal: Principal = connection.user
-    if needed not in principal.permissions:
-        raise ApiError(
-            403,
-            "insufficient_permissions",
-            f"this key lacks the {needed} permission",
-        )
+    command = handler.opt.get("command")
+    if command is not None:
+        authorize(connection.user, command)

@@ -21,6 +21,7 @@ from api.rate_limit_headers import rate_limit_headers
 from api.services import Services
 from domain.api_key import ExposureSource
 from domain.ids import format_key_id, format_org_id
+from domain.key_format import redact_keys
 
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 #: Paths a load balancer probes over plain HTTP.
@@ -77,12 +78,15 @@ class EdgeMiddleware:
             await self.app(scope, receive, send_with_headers)
         status = status_holder[0]
         principal = context.principal
+        # Client-supplied text, logged and published: a key typed into it must not be.
+        method = redact_keys(scope["method"])
+        route = scope.get("path_template") or redact_keys(scope["path"])
         # 2xx at debug (free when filtered out); every refusal and error at info.
         (log.debug if 200 <= status < 400 else log.info)(
             "request",
             request_id=context.request_id,
-            method=scope["method"],
-            route=scope.get("path_template") or scope["path"],
+            method=method,
+            route=route,
             status=status,
             key_id=None if principal is None else format_key_id(principal.key_id),
             key_hint=context.key_hint,
@@ -90,7 +94,7 @@ class EdgeMiddleware:
         )
         publisher = self.services.publisher
         if context.presented_key and publisher is not None:
-            publisher.publish(self._event(scope, context, status))
+            publisher.publish(self._event(scope, context, status, method, route))
 
     def _origin(self, scope: Any) -> tuple[str, str | None]:
         """The scheme and client address, honouring `X-Forwarded-*` from trusted proxies only."""
@@ -98,13 +102,14 @@ class EdgeMiddleware:
         addr = client[0] if client else None
         scheme = scope.get("scheme", "http")
         if addr and self.trusted and self._is_trusted(addr):
-            headers = dict(scope["headers"])
-            proto = headers.get(b"x-forwarded-proto")
-            if proto:
-                scheme = proto.decode("latin-1").split(",")[0].strip().lower()
-            forwarded_for = headers.get(b"x-forwarded-for")
-            if forwarded_for:
-                addr = forwarded_for.decode("latin-1").split(",")[-1].strip()
+            # A proxy appends its own entry to whatever the client sent: only the rightmost
+            # entry (of the last header, when repeated) is the proxy's word.
+            proto = _rightmost(scope["headers"], b"x-forwarded-proto")
+            if proto is not None:
+                scheme = proto.lower()
+            forwarded_for = _rightmost(scope["headers"], b"x-forwarded-for")
+            if forwarded_for is not None:
+                addr = redact_keys(forwarded_for)
         return scheme, addr
 
     def _is_trusted(self, addr: str) -> bool:
@@ -141,9 +146,10 @@ class EdgeMiddleware:
             context.request_id,
         )
 
-    def _event(self, scope: Any, context: RequestContext, status: int) -> RequestEvent:
+    def _event(
+        self, scope: Any, context: RequestContext, status: int, method: str, route: str
+    ) -> RequestEvent:
         principal = context.principal
-        route = scope.get("path_template") or scope["path"]
         headers = scope["headers"]
         user_agent = next((v for k, v in headers if k == b"user-agent"), b"")
         return RequestEvent(
@@ -152,13 +158,26 @@ class EdgeMiddleware:
             key_id=None if principal is None else format_key_id(principal.key_id),
             key_hint=context.key_hint,
             org_id=None if principal is None else format_org_id(principal.org_id),
-            env=None if principal is None else principal.env,
-            method=scope["method"],
+            env=None if principal is None else principal.env.value,
+            method=method,
             route=route,
-            path=scope["path"],
+            path=redact_keys(scope["path"]),
             status=status,
             client_addr=context.client_addr,
-            user_agent=user_agent.decode("latin-1")[:300] or None,
+            # Redacted before it is cut: a key cut short would no longer be recognized.
+            user_agent=redact_keys(user_agent.decode("latin-1"))[:300] or None,
             latency_ms=(time.perf_counter() - context.started) * 1000,
             occurred_at=time.time(),
         )
+
+
+def _rightmost(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The last comma-separated entry of the last `name` header; None when absent or empty."""
+    value = None
+    for header, header_value in headers:
+        if header == name:
+            value = header_value
+    if value is None:
+        return None
+    entry = value.decode("latin-1").rpartition(",")[2].strip()
+    return entry or None

@@ -14,12 +14,14 @@ from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
     NotFoundException,
+    SerializationException,
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from api.context import SCOPE_KEY
 from domain.errors import DomainError, NotFound, PermissionExceeded
+from domain.key_format import redact_keys
 
 _json = msgspec.json.Encoder()
 
@@ -54,7 +56,8 @@ def unauthorized(code: str, message: str) -> ApiError:
 
 
 def error_body(code: str, message: str, request_id: str | None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "request_id": request_id}}
+    """The contract's error shape; a key the message quotes (from a body) is only its hint."""
+    return {"error": {"code": code, "message": redact_keys(message), "request_id": request_id}}
 
 
 async def send_error(
@@ -131,6 +134,9 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         return _respond(request, 404, "not_found", "no such resource")
     if isinstance(exc, MethodNotAllowedException):
         return _respond(request, 405, "method_not_allowed", str(exc.detail), exc.headers)
+    if exc.status_code == 400 and isinstance(exc.__cause__, SerializationException):
+        # Litestar's 400 for a body it could not decode (invalid, truncated, nested too deep).
+        return _respond(request, 400, "malformed_json", str(exc.detail), exc.headers)
     code = {413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limit_exceeded"}
     return _respond(
         request,

@@ -46,7 +46,10 @@ _DESCRIPTIONS = {
     "413": "The request body is too large (`payload_too_large`)",
     "422": "The request's parameters or body are not valid (`validation_error`)",
     "429": "Rate limit exceeded (`rate_limit_exceeded`, with Retry-After)",
-    "503": "A backing store is unavailable; retry later (`store_unavailable`)",
+    "503": (
+        "A backing store is unavailable; retry after Retry-After "
+        "(`store_unavailable`, `rate_limiter_unavailable`)"
+    ),
 }
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 

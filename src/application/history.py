@@ -30,6 +30,7 @@ from application.views import api_key_view, iso
 from domain.api_key import ApiKey
 from domain.errors import NotFound, ValidationError
 from domain.ids import format_key_id
+from domain.key_format import Environment
 from domain.organization import Organization
 
 #: Notifications read per query of the log.
@@ -138,7 +139,8 @@ class History:
     def key_history(self, key_id: UUID, *, org_id: UUID | None = None) -> list[dict[str, Any]]:
         """Every lifecycle event of the key, oldest first, each with what it changed.
 
-        With `org_id`, a key of another organization is not found (never forbidden).
+        With `org_id`, a key of another organization is not found (never forbidden). Who may
+        read it is the caller's question (`KeyRegistry.key_for`).
         """
         events = self._events(key_id)
         if not events or not isinstance(events[0], ApiKey.Created):
@@ -163,12 +165,20 @@ class History:
 
     # -- the org's feed ------------------------------------------------------------------
 
-    def org_events(self, org_id: UUID, *, after: int = 0, limit: int = 100) -> EventPage:
+    def org_events(
+        self,
+        org_id: UUID,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        envs: frozenset[Environment] = frozenset(Environment),
+    ) -> EventPage:
         """The org's lifecycle events after log position `after`, in log order, at most `limit`.
 
         The org's own events and those of its keys (each carries `org_id`; a key joins its
         org in the transaction that creates it, so the org's `KeyAdded` event names it
-        before, or with, the key's first event).
+        before, or with, the key's first event). Keys of other environments than `envs`, and
+        the events that name them, are left out: test mode sees test mode only.
         """
         if not 1 <= limit <= MAX_FEED_LIMIT:
             raise ValidationError(f"limit must be 1 to {MAX_FEED_LIMIT}")
@@ -176,6 +186,7 @@ class History:
             raise ValidationError("after must be a position (0 or more)")
         org = self.registry.get_organization(org_id)
         members: set[UUID] = {org_id, *org.key_ids}
+        key_envs: dict[UUID, Environment] = {}
         found: list[tuple[int, Any]] = []
         position = after
         scanned = 0
@@ -196,10 +207,35 @@ class History:
                 event = decoded.get(notification.id)
                 if event is None:
                     event = self.registry.mapper.to_domain_event(notification)
+                if not self._in_envs(event, org_id, envs, key_envs):
+                    continue
                 found.append((notification.id, event))
                 if len(found) > limit:
                     return self._page(found, limit, position, head_reached=False)
         return self._page(found, limit, position, head_reached=False)
+
+    def _in_envs(
+        self,
+        event: Any,
+        org_id: UUID,
+        envs: frozenset[Environment],
+        key_envs: dict[UUID, Environment],
+    ) -> bool:
+        """Whether the event's key (the one it names, for KeyAdded) is in one of `envs`."""
+        if envs >= frozenset(Environment):
+            return True
+        if isinstance(event, ApiKey.Created):
+            key_envs[event.originator_id] = Environment(event.env)
+        if isinstance(event, Organization.KeyAdded):
+            key_id = event.key_id
+        elif event.originator_id == org_id:
+            return True  # the organization's own events (plan, limits) concern both modes
+        else:
+            key_id = event.originator_id
+        env = key_envs.get(key_id)
+        if env is None:
+            env = key_envs[key_id] = self.registry.get_key(key_id).env
+        return env in envs
 
     def _learn_members(
         self, page: Sequence[Any], org_id: UUID, members: set[UUID]

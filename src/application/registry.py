@@ -11,7 +11,15 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from domain.actors import SYSTEM
+from domain.access import (
+    Command,
+    KeyFacts,
+    KeyGrant,
+    authorize,
+    inherited_restriction,
+    sees,
+)
+from domain.actors import SYSTEM, Actor
 from domain.api_key import LEAK_ROLL_GRACE, ApiKey, ExposureSource
 from domain.errors import DomainError, NotFound
 from domain.key_format import Environment, KeyType
@@ -43,7 +51,12 @@ def utc_now() -> datetime:
 
 
 class KeyRegistry(Application[UUID]):
-    """Organizations and their API keys, with every change stored as events."""
+    """Organizations and their API keys, with every change stored as events.
+
+    Every command takes the actor asking for it and asks the access policy first
+    (`domain.access.authorize`), with aggregates read in the same attempt: whatever the entry
+    point (API, dashboard, CLI), the same rules decide.
+    """
 
     name = "KeyRegistry"
     snapshotting_intervals = {Organization: 100}
@@ -61,23 +74,26 @@ class KeyRegistry(Application[UUID]):
 
     # -- organizations -----------------------------------------------------------------
 
-    def register_organization(self, name: str, plan: Plan, actor: str) -> Organization:
+    def register_organization(self, name: str, plan: Plan, actor: Actor) -> Organization:
         """Create an organization; its keys inherit the plan's permissions."""
+        authorize(actor, Command.MANAGE_ORGANIZATION)
         org = Organization.register(name, plan, actor)
         self.save(org)
         return org
 
-    def change_plan(self, org_id: UUID, plan: Plan, actor: str) -> Organization:
-        return self._update_org(org_id, lambda org: org.change_plan(plan, actor))
+    def change_plan(self, org_id: UUID, plan: Plan, actor: Actor) -> Organization:
+        return self._update_org(org_id, actor, lambda org: org.change_plan(plan, actor))
 
-    def set_rate_limit(self, org_id: UUID, requests_per_minute: int, actor: str) -> Organization:
-        return self._update_org(org_id, lambda org: org.set_rate_limit(requests_per_minute, actor))
+    def set_rate_limit(self, org_id: UUID, requests_per_minute: int, actor: Actor) -> Organization:
+        return self._update_org(
+            org_id, actor, lambda org: org.set_rate_limit(requests_per_minute, actor)
+        )
 
-    def clear_rate_limit(self, org_id: UUID, actor: str) -> Organization:
-        return self._update_org(org_id, lambda org: org.clear_rate_limit(actor))
+    def clear_rate_limit(self, org_id: UUID, actor: Actor) -> Organization:
+        return self._update_org(org_id, actor, lambda org: org.clear_rate_limit(actor))
 
-    def set_leak_policy(self, org_id: UUID, policy: LeakPolicy, actor: str) -> Organization:
-        return self._update_org(org_id, lambda org: org.set_leak_policy(policy, actor))
+    def set_leak_policy(self, org_id: UUID, policy: LeakPolicy, actor: Actor) -> Organization:
+        return self._update_org(org_id, actor, lambda org: org.set_leak_policy(policy, actor))
 
     def get_organization(self, org_id: UUID) -> Organization:
         return self._get(Organization, org_id, "organization")
@@ -91,17 +107,24 @@ class KeyRegistry(Application[UUID]):
         name: str,
         env: Environment,
         key_type: KeyType,
-        actor: str,
+        actor: Actor,
         permissions: frozenset[Permission] | None = None,
-        ceiling: frozenset[Permission] | None = None,
         expires_at: datetime | None = None,
         allowed_origins: tuple[str, ...] = (),
         allowed_ips: tuple[str, ...] = (),
     ) -> IssuedKey:
-        """A new key; the key and its org are saved together, atomically."""
+        """A new key; the key and its org are saved together, atomically.
+
+        Without `permissions`, a key made by a restricted key inherits its restriction.
+        """
 
         def attempt() -> IssuedKey:
             org = self.get_organization(org_id)
+            restriction = permissions
+            if restriction is None:
+                restriction = inherited_restriction(actor, org.permissions)
+            grant = KeyGrant.of(org, env, key_type, restriction)
+            authorize(actor, Command.CREATE_KEY, grant=grant)
             key, secret = ApiKey.issue(
                 org,
                 name=name,
@@ -110,8 +133,7 @@ class KeyRegistry(Application[UUID]):
                 pepper=self._pepper,
                 actor=actor,
                 now=self.clock(),
-                permissions=permissions,
-                ceiling=ceiling,
+                permissions=restriction,
                 expires_at=expires_at,
                 allowed_origins=allowed_origins,
                 allowed_ips=allowed_ips,
@@ -121,12 +143,18 @@ class KeyRegistry(Application[UUID]):
 
         return self._retrying(attempt)
 
-    def roll_key(self, key_id: UUID, *, grace: timedelta, actor: str) -> IssuedKey:
+    def roll_key(self, key_id: UUID, *, grace: timedelta, actor: Actor) -> IssuedKey:
         """Issue the key's successor; the old key keeps working for `grace`."""
 
         def attempt() -> IssuedKey:
             key = self.get_key(key_id)
             org = self.get_organization(key.org_id)
+            authorize(
+                actor,
+                Command.ROLL_KEY,
+                key=KeyFacts.of(key, org),
+                grant=KeyGrant.of(org, key.env, key.type, key.permissions),
+            )
             successor, secret = key.roll(
                 org, pepper=self._pepper, grace=grace, actor=actor, now=self.clock()
             )
@@ -135,18 +163,27 @@ class KeyRegistry(Application[UUID]):
 
         return self._retrying(attempt)
 
-    def revoke_key(self, key_id: UUID, *, actor: str, reason: str = "") -> ApiKey:
+    def revoke_key(self, key_id: UUID, *, actor: Actor, reason: str = "") -> ApiKey:
         """Revoke a key for good; a concurrent revoke makes this one fail with KeyRevoked."""
-        return self._update_key(key_id, lambda key: key.revoke(actor, reason))
+        return self._update_key(
+            key_id, actor, Command.REVOKE_KEY, lambda key: key.revoke(actor, reason)
+        )
 
-    def rename_key(self, key_id: UUID, *, name: str, actor: str) -> ApiKey:
-        return self._update_key(key_id, lambda key: key.rename(name, actor))
+    def rename_key(self, key_id: UUID, *, name: str, actor: Actor) -> ApiKey:
+        return self._update_key(
+            key_id, actor, Command.RENAME_KEY, lambda key: key.rename(name, actor)
+        )
 
     def set_allowed_ips(
-        self, key_id: UUID, allowed_ips: tuple[str, ...] | list[str], *, actor: str
+        self, key_id: UUID, allowed_ips: tuple[str, ...] | list[str], *, actor: Actor
     ) -> ApiKey:
         """Replace the key's IP allowlist (CIDR networks; empty = from anywhere)."""
-        return self._update_key(key_id, lambda key: key.set_allowed_ips(allowed_ips, actor))
+        return self._update_key(
+            key_id,
+            actor,
+            Command.SET_KEY_ALLOWED_IPS,
+            lambda key: key.set_allowed_ips(allowed_ips, actor),
+        )
 
     def flag_exposed(self, key_id: UUID, *, source: str, detail: str) -> bool:
         """Flag the key as possibly exposed (once per source); True when newly flagged."""
@@ -179,8 +216,9 @@ class KeyRegistry(Application[UUID]):
     def respond_to_leak(self, key_id: UUID, *, url: str, source: str) -> str:
         """A key reported public: flag it, then revoke or roll it per its org's policy.
 
-        Returns what was done: `revoked`, `rolled`, or `none` (already revoked, or a public
-        key, which is public by design). All of it is saved in one transaction.
+        Returns what was done: `revoked`, `rolled`, or `none` (already revoked, a public
+        key, which is public by design, or a repeat: a key reported before and since rolled
+        keeps its grace). All of it is saved in one transaction.
         """
 
         def attempt() -> str:
@@ -189,7 +227,11 @@ class KeyRegistry(Application[UUID]):
                 return "none"
             org = self.get_organization(key.org_id)
             detail = f"{source[:100]}: {url}" if source else url
-            key.flag_exposed(ExposureSource.LEAK_REPORT, detail, SYSTEM)
+            first_report = key.flag_exposed(ExposureSource.LEAK_REPORT, detail, SYSTEM)
+            if not first_report and key.successor_id is not None:
+                # Acted on already (the policy's roll, or a roll by hand since): a scanner's
+                # retry or a replayed report must not cut the grace short.
+                return "none"
             now = self.clock()
             if (
                 org.leak_policy is LeakPolicy.ROLL
@@ -208,12 +250,35 @@ class KeyRegistry(Application[UUID]):
         return self._retrying(attempt)
 
     def get_key(self, key_id: UUID) -> ApiKey:
+        """The key, whoever asks: for the system's own use; people's reads go by `key_for`."""
         return self._get(ApiKey, key_id, "API key")
 
     def list_keys(self, org_id: UUID) -> list[ApiKey]:
-        """The organization's keys, oldest first."""
+        """The organization's keys, oldest first: for the system's own use (see `keys_for`)."""
         org = self.get_organization(org_id)
         return [self.get_key(key_id) for key_id in org.key_ids]
+
+    def key_for(self, actor: Actor, key_id: UUID) -> ApiKey:
+        """The key, if `actor` may read it; otherwise NotFound (or the policy's refusal)."""
+        key = self.get_key(key_id)
+        authorize(actor, Command.READ_KEYS, key=self.facts(key))
+        return key
+
+    def keys_for(self, actor: Actor, org_id: UUID) -> list[ApiKey]:
+        """The organization's keys that `actor` may see, oldest first."""
+        authorize(actor, Command.READ_KEYS, org_id=org_id)
+        org = self.get_organization(org_id)
+        keys = [self.get_key(key_id) for key_id in org.key_ids]
+        return [key for key in keys if sees(actor, KeyFacts.of(key, org))]
+
+    def organization_for(self, actor: Actor, command: Command, org_id: UUID) -> Organization:
+        """The organization, if `actor` may run `command` in it (e.g. read its audit)."""
+        authorize(actor, command, org_id=org_id)
+        return self.get_organization(org_id)
+
+    def facts(self, key: ApiKey) -> KeyFacts:
+        """What the access policy knows of `key` (under its organization's current plan)."""
+        return KeyFacts.of(key, self.get_organization(key.org_id))
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -226,7 +291,11 @@ class KeyRegistry(Application[UUID]):
             raise NotFound(f"no such {what}")
         return aggregate
 
-    def _update_org(self, org_id: UUID, change: Callable[[Organization], Any]) -> Organization:
+    def _update_org(
+        self, org_id: UUID, actor: Actor, change: Callable[[Organization], Any]
+    ) -> Organization:
+        authorize(actor, Command.MANAGE_ORGANIZATION, org_id=org_id)
+
         def attempt() -> Organization:
             org = self.get_organization(org_id)
             change(org)
@@ -235,9 +304,12 @@ class KeyRegistry(Application[UUID]):
 
         return self._retrying(attempt)
 
-    def _update_key(self, key_id: UUID, change: Callable[[ApiKey], Any]) -> ApiKey:
+    def _update_key(
+        self, key_id: UUID, actor: Actor, command: Command, change: Callable[[ApiKey], Any]
+    ) -> ApiKey:
         def attempt() -> ApiKey:
             key = self.get_key(key_id)
+            authorize(actor, command, key=self.facts(key))
             change(key)
             self.save(key)
             return key

@@ -17,6 +17,8 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
+from domain.access import Command, authorize
+from domain.actors import Actor
 from domain.errors import NotFound, ValidationError
 from domain.user import EmailClaim, EmailTaken, Role, User, email_claim_id, normalize_email
 
@@ -30,9 +32,10 @@ class UserDirectory(Application[UUID]):
     name = "DashboardUsers"
 
     def register_user(
-        self, org_id: UUID, *, email: str, role: Role, password_hash: str, actor: str
+        self, org_id: UUID, *, email: str, role: Role, password_hash: str, actor: Actor
     ) -> User:
         """A new user of `org_id`; EmailTaken if any user already has this email."""
+        authorize(actor, Command.MANAGE_USERS, org_id=org_id)
         user = User.register(
             org_id, email=email, role=role, password_hash=password_hash, actor=actor
         )
@@ -67,21 +70,22 @@ class UserDirectory(Application[UUID]):
             return None
         return self.get_user(claim.user_id)
 
-    def change_role(self, user_id: UUID, role: Role, *, actor: str) -> User:
+    def change_role(self, user_id: UUID, role: Role, *, actor: Actor) -> User:
         """Give the user another role."""
-        return self._update(user_id, lambda user: user.change_role(role, actor))
+        return self._update(user_id, actor, lambda user: user.change_role(role, actor))
 
-    def change_password(self, user_id: UUID, password_hash: str, *, actor: str) -> User:
+    def change_password(self, user_id: UUID, password_hash: str, *, actor: Actor) -> User:
         """Replace the user's password hash (made by an adapter)."""
-        return self._update(user_id, lambda user: user.change_password(password_hash, actor))
+        return self._update(user_id, actor, lambda user: user.change_password(password_hash, actor))
 
-    def disable(self, user_id: UUID, *, actor: str) -> User:
+    def disable(self, user_id: UUID, *, actor: Actor) -> User:
         """The user can no longer sign in."""
-        return self._update(user_id, lambda user: user.disable(actor))
+        return self._update(user_id, actor, lambda user: user.disable(actor))
 
-    def _update(self, user_id: UUID, change: Callable[[User], Any]) -> User:
+    def _update(self, user_id: UUID, actor: Actor, change: Callable[[User], Any]) -> User:
         for attempt in range(COMMAND_ATTEMPTS):
             user = self.get_user(user_id)
+            authorize(actor, Command.MANAGE_USERS, org_id=user.org_id)
             change(user)
             try:
                 self.save(user)

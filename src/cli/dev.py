@@ -14,12 +14,13 @@ import click
 from adapters.affiliates import open_affiliate_store
 from adapters.embedded_nats import EmbeddedNats
 from adapters.logging import configure_logging
+from adapters.private_files import write_private
 from adapters.registry import open_registry
 from adapters.settings import Settings
 from adapters.tls import ensure_self_signed
 from adapters.users import hash_password, open_user_directory
 from application.views import organization_view
-from cli.serve import run_granian
+from cli.serve import ensure_port_free, run_granian
 from domain.actors import OPERATOR
 from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
@@ -75,7 +76,7 @@ def bootstrap(settings: Settings) -> dict[str, str] | None:
         users.close()
     facts = {"org_id": format_org_id(org.id), "key_id": format_key_id(issued.key.id)}
     facts["dashboard_email"] = owner.email
-    marker.write_text(json.dumps({**facts, "org": organization_view(org)}, indent=2))
+    write_private(marker, json.dumps({**facts, "org": organization_view(org)}, indent=2).encode())
     return {**facts, "key": issued.secret, "dashboard_password": password}
 
 
@@ -108,6 +109,7 @@ class WorkersThread(threading.Thread):
 def dev(ctx: click.Context, host: str, port: int) -> None:
     """HTTPS API, workers, SQLite and NATS from the wheel, all in ./.icodrip (or --data-dir)."""
     configure_logging(json=False)
+    ensure_port_free(host, port)
     data_dir = _data_dir(ctx)
     if data_dir is not None:
         os.environ["ICODRIP_DATA_DIR"] = str(data_dir)

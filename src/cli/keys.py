@@ -196,7 +196,8 @@ def list_keys(ctx: click.Context, org: str, as_json: bool) -> None:
     registry = registry_from(ctx)
     organization = registry.get_organization(org_id)
     now = utc_now()
-    views = [api_key_view(key, organization, now) for key in registry.list_keys(org_id)]
+    keys = registry.keys_for(OPERATOR, org_id)
+    views = [api_key_view(key, organization, now) for key in keys]
     emit({"object": "list", "data": views}, as_json, lambda: _print_table(views))
 
 
@@ -208,7 +209,7 @@ def show(ctx: click.Context, key_id: str, as_json: bool) -> None:
     """Show one key (never its secret)."""
     uuid = parse_key_id(key_id)
     registry = registry_from(ctx)
-    key = registry.get_key(uuid)
+    key = registry.key_for(OPERATOR, uuid)
     view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
     emit(view, as_json, lambda: _print_key(view))
 

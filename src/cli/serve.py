@@ -2,10 +2,94 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
+import importlib
 import os
+import signal
+import socket
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import click
+
+from cli.common import CliError
+
+#: `prctl` option: the signal the kernel sends this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+#: How long an orphaned worker may drain after SIGTERM before it exits regardless (seconds).
+ORPHAN_GRACE = 5.0
+_PARENT_POLL = 0.5
+# Looked up in the master: a dlopen in a child forked from a process with threads could
+# wait forever on a loader lock another thread held at the fork.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse (one line, exit 2) a host and port something already listens on."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise CliError(f"cannot listen on {host}:{port}: {error}", "port_unavailable") from None
+    with socket.socket(family, kind, proto) as probe:
+        # SO_REUSEADDR so that the last run's connections in TIME_WAIT do not block a restart;
+        # no SO_REUSEPORT, so any listener (granian's workers set it) makes the bind fail,
+        # where granian itself would quietly bind beside it and share the traffic.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise CliError(
+                    f"{host}:{port} is already in use (another icodrip serve or dev, or workers "
+                    "it left behind); stop it or choose another --port",
+                    "port_in_use",
+                ) from None
+            raise CliError(
+                f"cannot listen on {host}:{port}: {error.strerror}", "port_unavailable"
+            ) from None
+
+
+def bind_to_master(master_pid: int) -> None:
+    """Right after fork, in a worker: stop when the master dies, even if it dies by SIGKILL."""
+    # The worker inherits the master's SIGTERM handler, which only sets an event of the
+    # master's: until granian installs the worker's own, a SIGTERM would be ignored.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _notice_master_death(master_pid)
+
+
+def _notice_master_death(master_pid: int) -> None:
+    if _prctl is not None:
+        # The kernel's notice is immediate and needs nothing of this process to be responsive.
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != master_pid:  # it died before the notice was asked for
+        os._exit(1)
+
+
+def _exit_when_orphaned(master_pid: int) -> None:
+    while os.getppid() == master_pid:
+        time.sleep(_PARENT_POLL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE)
+    os._exit(1)
+
+
+def _load_app(master_pid: int, target: str) -> Any:
+    # Again here for workers that were spawned rather than forked (no fork hook ran).
+    _notice_master_death(master_pid)
+    # Elsewhere than Linux the only notice; on Linux the bound on a drain that hangs.
+    watch = threading.Thread(
+        target=_exit_when_orphaned, args=(master_pid,), name="icodrip-master-watch", daemon=True
+    )
+    watch.start()
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name or "app")
 
 
 def run_granian(
@@ -22,6 +106,10 @@ def run_granian(
     from granian.log import LogLevels
     from granian.server import Server
 
+    master_pid = os.getpid()
+    # This process is granian's master from here on: each worker it forks is bound to it
+    # before any of granian's code runs in the worker.
+    os.register_at_fork(after_in_child=functools.partial(bind_to_master, master_pid))
     Server(
         "api.asgi:app",
         address=host,
@@ -32,7 +120,7 @@ def run_granian(
         ssl_key=keyfile,
         log_level=LogLevels(log_level),
         respawn_failed_workers=True,
-    ).serve()
+    ).serve(target_loader=functools.partial(_load_app, master_pid))
 
 
 @click.command(
@@ -69,5 +157,6 @@ def serve(
         raise click.UsageError(
             "give --certfile and --keyfile (TLS here) or --trusted-proxy CIDR (TLS at a proxy)"
         )
+    ensure_port_free(host, port)
     os.environ["ICODRIP_TRUSTED_PROXIES"] = ",".join(trusted_proxies)
     run_granian(host=host, port=port, workers=workers, certfile=certfile, keyfile=keyfile)

@@ -10,12 +10,12 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.actors import SYSTEM
+from domain.actors import SYSTEM, Actor
 from domain.errors import KeyAlreadyRolled, KeyRevoked, PermissionExceeded, ValidationError
 from domain.key_format import Environment, KeyType, generate_key, hash_key, hint_for
 from domain.naming import clean_name
 from domain.organization import Organization
-from domain.plans import PUBLIC_KEY_PERMISSIONS, Permission
+from domain.plans import PUBLIC_KEY_PERMISSIONS, Permission, effective_permissions
 
 #: The longest grace period a roll may give the old key.
 MAX_ROLL_GRACE = timedelta(days=30)
@@ -37,6 +37,11 @@ class ExposureSource:
 EXPIRED_AFTER_GRACE = "expired: the grace period of its roll ended"
 EXPIRED_AT_EXPIRY = "expired: its expiry time was reached"
 _EXPIRY_REASONS = frozenset({EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY})
+
+
+def is_expiry(revoked_by: str | None, reason: str | None) -> bool:
+    """Whether a revocation (by whom, why) is the expiry worker retiring a key: it `expired`."""
+    return revoked_by == SYSTEM.name and reason in _EXPIRY_REASONS
 
 
 class KeyStatus:
@@ -113,10 +118,9 @@ class ApiKey(Aggregate):
         env: Environment,
         key_type: KeyType,
         pepper: bytes,
-        actor: str,
+        actor: Actor,
         now: datetime,
         permissions: frozenset[Permission] | None = None,
-        ceiling: frozenset[Permission] | None = None,
         expires_at: datetime | None = None,
         allowed_origins: tuple[str, ...] = (),
         allowed_ips: tuple[str, ...] = (),
@@ -124,12 +128,10 @@ class ApiKey(Aggregate):
     ) -> tuple[ApiKey, str]:
         """A new key for `org` and its plaintext, which the caller shows once and forgets.
 
-        `permissions` restricts the key (None inherits all of the org's); `ceiling` is what
-        the issuer itself may do, so a key can never mint a key more powerful than itself.
+        `permissions` restricts the key (None inherits all of the org's). Whether `actor` may
+        issue it is the access policy's question, asked before (`domain.access`).
         """
         name = clean_name(name, "key name")
-        if ceiling is not None and permissions is None and not org.permissions <= ceiling:
-            permissions = ceiling & org.permissions
         if permissions is not None:
             if not permissions:
                 raise ValidationError("a restricted key needs at least one permission")
@@ -137,10 +139,6 @@ class ApiKey(Aggregate):
             if beyond_org:
                 raise PermissionExceeded(
                     f"the organization's plan does not grant {_names(beyond_org)}"
-                )
-            if ceiling is not None and not permissions <= ceiling:
-                raise PermissionExceeded(
-                    f"a key cannot grant what it lacks itself: {_names(permissions - ceiling)}"
                 )
         if key_type is KeyType.PUBLIC:
             if permissions is not None and not permissions <= PUBLIC_KEY_PERMISSIONS:
@@ -168,7 +166,7 @@ class ApiKey(Aggregate):
             expires_at=expires_at,
             allowed_origins=origins,
             predecessor_id=predecessor_id,
-            actor=actor,
+            actor=actor.name,
         )
         if networks:
             key.set_allowed_ips(networks, actor)
@@ -179,12 +177,9 @@ class ApiKey(Aggregate):
 
     def effective_permissions(self, org: Organization) -> frozenset[Permission]:
         """What this key may do now: its own restriction within the org's current plan."""
-        allowed = org.permissions
-        if self.permissions is not None:
-            allowed = allowed & self.permissions
-        if self.type is KeyType.PUBLIC:
-            allowed = allowed & PUBLIC_KEY_PERMISSIONS
-        return allowed
+        return effective_permissions(
+            org.permissions, self.permissions, public=self.type is KeyType.PUBLIC
+        )
 
     def status_at(self, now: datetime) -> str:
         """active, expiring (rolled, in its grace period), expired or revoked.
@@ -192,7 +187,7 @@ class ApiKey(Aggregate):
         A key the expiry worker revoked (at its expiry time) reads `expired`.
         """
         if self.revoked_at is not None:
-            if self.revoked_by == SYSTEM and self.revocation_reason in _EXPIRY_REASONS:
+            if is_expiry(self.revoked_by, self.revocation_reason):
                 return KeyStatus.EXPIRED
             return KeyStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
@@ -207,19 +202,19 @@ class ApiKey(Aggregate):
 
     # -- commands --------------------------------------------------------------------
 
-    def rename(self, name: str, actor: str) -> None:
+    def rename(self, name: str, actor: Actor) -> None:
         """Give the key a new descriptive name."""
         self._refuse_if_revoked("renamed")
         name = clean_name(name, "key name")
         if name != self.name:
-            self._renamed(name=name, org_id=self.org_id, actor=actor)
+            self._renamed(name=name, org_id=self.org_id, actor=actor.name)
 
     @event(Renamed)
     def _renamed(self, name: str, org_id: UUID, actor: str) -> None:
         self.name = name
 
     def roll(
-        self, org: Organization, *, pepper: bytes, grace: timedelta, actor: str, now: datetime
+        self, org: Organization, *, pepper: bytes, grace: timedelta, actor: Actor, now: datetime
     ) -> tuple[ApiKey, str]:
         """Issue a successor and let this key expire after `grace`: zero-downtime rotation."""
         self._refuse_if_revoked("rolled")
@@ -253,7 +248,7 @@ class ApiKey(Aggregate):
             successor_id=successor.id,
             expires_at=old_expiry,
             org_id=self.org_id,
-            actor=actor,
+            actor=actor.name,
         )
         return successor, plaintext
 
@@ -267,12 +262,12 @@ class ApiKey(Aggregate):
             aggregate.successor_id = self.successor_id
             aggregate.expires_at = self.expires_at
 
-    def revoke(self, actor: str, reason: str = "") -> None:
+    def revoke(self, actor: Actor, reason: str = "") -> None:
         """Stop the key at once, for good."""
         self._refuse_if_revoked("revoked again")
         if len(reason) > 500:
             raise ValidationError("the revocation reason must be at most 500 characters")
-        self.trigger_event(self.Revoked, reason=reason, org_id=self.org_id, actor=actor)
+        self.trigger_event(self.Revoked, reason=reason, org_id=self.org_id, actor=actor.name)
 
     class Revoked(Aggregate.Event):
         reason: str
@@ -284,7 +279,7 @@ class ApiKey(Aggregate):
             aggregate.revoked_by = self.actor
             aggregate.revocation_reason = self.reason
 
-    def set_allowed_ips(self, allowed_ips: tuple[str, ...] | list[str], actor: str) -> None:
+    def set_allowed_ips(self, allowed_ips: tuple[str, ...] | list[str], actor: Actor) -> None:
         """Accept requests only from these networks (CIDR); empty = from anywhere."""
         self._refuse_if_revoked("changed")
         networks = clean_networks(allowed_ips)
@@ -292,7 +287,10 @@ class ApiKey(Aggregate):
             raise ValidationError("IP allowlists apply to secret keys only")
         if networks != self.allowed_ips:
             self.trigger_event(
-                self.AllowedIpsChanged, allowed_ips=networks, org_id=self.org_id, actor=actor
+                self.AllowedIpsChanged,
+                allowed_ips=networks,
+                org_id=self.org_id,
+                actor=actor.name,
             )
 
     class AllowedIpsChanged(Aggregate.Event):
@@ -303,7 +301,7 @@ class ApiKey(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.allowed_ips = list(self.allowed_ips)
 
-    def flag_exposed(self, source: str, detail: str, actor: str) -> bool:
+    def flag_exposed(self, source: str, detail: str, actor: Actor) -> bool:
         """Record that the key may be exposed; once per source (False when nothing changed).
 
         A revoked key is no longer a risk, so it is not flagged. `detail` says where (an
@@ -315,7 +313,7 @@ class ApiKey(Aggregate):
             return False
         detail = detail[:500]
         self.trigger_event(
-            self.Exposed, source=source, detail=detail, org_id=self.org_id, actor=actor
+            self.Exposed, source=source, detail=detail, org_id=self.org_id, actor=actor.name
         )
         return True
 
@@ -337,12 +335,12 @@ class ApiKey(Aggregate):
         """True when the key reached its expiry (or its roll's grace ended) and is not revoked."""
         return self.revoked_at is None and self.expires_at is not None and self.expires_at <= now
 
-    def expire(self, now: datetime, actor: str) -> bool:
+    def expire(self, now: datetime, actor: Actor) -> bool:
         """Revoke a key whose time is up (the expiry worker); False when not due or done."""
         if not self.expiry_due(now):
             return False
         reason = EXPIRED_AFTER_GRACE if self.successor_id is not None else EXPIRED_AT_EXPIRY
-        self.trigger_event(self.Revoked, reason=reason, org_id=self.org_id, actor=actor)
+        self.trigger_event(self.Revoked, reason=reason, org_id=self.org_id, actor=actor.name)
         return True
 
     def _refuse_if_revoked(self, what: str) -> None:

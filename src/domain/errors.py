@@ -35,3 +35,9 @@ class PermissionExceeded(DomainError):
 
 class PlanDoesNotAllow(DomainError):
     code = "plan_does_not_allow"
+
+
+class NotAllowed(DomainError):
+    """A dashboard user's role (or its organization's plan) does not allow this."""
+
+    code = "forbidden"

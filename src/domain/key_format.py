@@ -4,6 +4,11 @@ A key is a prefix, 27 base62 characters of randomness (62^27 > 2^160) and a 6-ch
 base62 CRC32 of everything before it. The checksum lets anyone (the API, a leak scanner)
 reject a typo, a truncated key or a random string offline, before any lookup. Only an
 HMAC-SHA256 of the key, under a server-side pepper, is ever stored.
+
+Client-supplied text that is stored, logged or echoed (a path, a User-Agent, an error message
+quoting a body) goes through `redact_keys` first: each checksum-valid key in it, or such a key
+cut short inside its checksum, becomes its hint, which still tells which key leaked and is no
+longer a key. Text that only looks like a key (a wrong checksum) is left as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ HINT_LENGTH = 4
 
 #: Finds candidate keys in free text (the leak scanner validates each checksum).
 KEY_PATTERN = re.compile(r"\b[ap]k_(?:live|test)_[0-9A-Za-z]{33}\b")
+# No word boundaries: redaction must also catch a key glued to other text ("Bearerak_live_…"),
+# and a key cut short inside its checksum where the text ends or stops being key-like (a
+# message quoting `value[:40]`): the checksum follows from the rest, so that is the whole key.
+_EMBEDDED_KEY = re.compile(
+    r"[ap]k_(?:live|test)_[0-9A-Za-z]{27}(?:[0-9A-Za-z]{6}|[0-9A-Za-z]{0,5}(?![0-9A-Za-z_]))"
+)
+_BODY_LENGTH = PREFIX_LENGTH + RANDOM_LENGTH
 
 _BASE62 = frozenset(ALPHABET)
 
@@ -134,3 +146,25 @@ def hash_key(key: str, pepper: bytes) -> str:
 def hint_for(key: str) -> str:
     """What may be shown after creation: the prefix and the last four characters."""
     return f"{key[:PREFIX_LENGTH]}…{key[-HINT_LENGTH:]}"
+
+
+def redact_keys(text: str) -> str:
+    """`text` with every key in it (whole, or cut inside its checksum) replaced by its hint."""
+    if "k_" not in text:  # every key contains `ak_` or `pk_`: most text stops here
+        return text
+    pieces: list[str] = []
+    kept = search = 0
+    while (match := _EMBEDDED_KEY.search(text, search)) is not None:
+        candidate = match.group()
+        body = candidate[:_BODY_LENGTH]
+        checksum = _checksum(body)
+        if checksum.startswith(candidate[_BODY_LENGTH:]):
+            pieces += (text[kept : match.start()], hint_for(body + checksum))
+            kept = search = match.end()
+        else:
+            # A key-shaped run may end inside the next key's prefix: look again one further.
+            search = match.start() + 1
+    if not pieces:
+        return text
+    pieces.append(text[kept:])
+    return "".join(pieces)

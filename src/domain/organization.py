@@ -7,6 +7,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.actors import Actor
 from domain.errors import PlanDoesNotAllow, ValidationError
 from domain.naming import clean_name
 from domain.plans import (
@@ -71,9 +72,9 @@ class Organization(Aggregate):
         self.registered_by = actor
 
     @classmethod
-    def register(cls, name: str, plan: Plan, actor: str) -> Organization:
+    def register(cls, name: str, plan: Plan, actor: Actor) -> Organization:
         """A new organization on `plan`."""
-        return cls(name=clean_name(name, "organization name"), plan=plan, actor=actor)
+        return cls(name=clean_name(name, "organization name"), plan=plan, actor=actor.name)
 
     @property
     def plan(self) -> Plan:
@@ -97,11 +98,11 @@ class Organization(Aggregate):
             return self.custom_rate_limit
         return DEFAULT_RATE_LIMIT_PER_MINUTE
 
-    def change_plan(self, plan: Plan, actor: str) -> None:
+    def change_plan(self, plan: Plan, actor: Actor) -> None:
         """Move to another plan (a no-op when it is already on it)."""
         plan = Plan(plan)
         if plan is not self.plan:
-            self._plan_changed(plan=plan, previous=self.plan, actor=actor)
+            self._plan_changed(plan=plan, previous=self.plan, actor=actor.name)
 
     @event(PlanChanged)
     def _plan_changed(self, plan: Plan, previous: Plan, actor: str) -> None:
@@ -109,7 +110,7 @@ class Organization(Aggregate):
         if self.plan is not Plan.AGENCY:
             self.custom_rate_limit = None
 
-    def set_rate_limit(self, requests_per_minute: int, actor: str) -> None:
+    def set_rate_limit(self, requests_per_minute: int, actor: Actor) -> None:
         """A custom per-key limit; only the agency plan carries one."""
         if self.plan is not Plan.AGENCY:
             raise PlanDoesNotAllow(
@@ -119,16 +120,16 @@ class Organization(Aggregate):
             raise ValidationError(
                 f"rate limit must be 1 to {MAX_CUSTOM_RATE_LIMIT_PER_MINUTE} requests per minute"
             )
-        self._rate_limit_set(requests_per_minute=requests_per_minute, actor=actor)
+        self._rate_limit_set(requests_per_minute=requests_per_minute, actor=actor.name)
 
     @event(RateLimitSet)
     def _rate_limit_set(self, requests_per_minute: int, actor: str) -> None:
         self.custom_rate_limit = requests_per_minute
 
-    def clear_rate_limit(self, actor: str) -> None:
+    def clear_rate_limit(self, actor: Actor) -> None:
         """Back to the plan's default limit."""
         if self.custom_rate_limit is not None:
-            self._rate_limit_cleared(actor=actor)
+            self._rate_limit_cleared(actor=actor.name)
 
     @event(RateLimitCleared)
     def _rate_limit_cleared(self, actor: str) -> None:
@@ -139,19 +140,19 @@ class Organization(Aggregate):
         """revoke (default) or roll; an org from before the setting (or a snapshot) revokes."""
         return LeakPolicy(getattr(self, "_leak_policy", LeakPolicy.REVOKE))
 
-    def set_leak_policy(self, policy: LeakPolicy, actor: str) -> None:
+    def set_leak_policy(self, policy: LeakPolicy, actor: Actor) -> None:
         """Choose what a leak report does to this org's keys (a no-op when unchanged)."""
         policy = LeakPolicy(policy)
         if policy is not self.leak_policy:
-            self._leak_policy_set(policy=policy.value, actor=actor)
+            self._leak_policy_set(policy=policy.value, actor=actor.name)
 
     @event(LeakPolicySet)
     def _leak_policy_set(self, policy: str, actor: str) -> None:
         self._leak_policy = LeakPolicy(policy)
 
-    def add_key(self, key_id: UUID, actor: str) -> None:
+    def add_key(self, key_id: UUID, actor: Actor) -> None:
         """Record a new key as this org's (the key itself holds its details)."""
-        self._key_added(key_id=key_id, actor=actor)
+        self._key_added(key_id=key_id, actor=actor.name)
 
     @event(KeyAdded)
     def _key_added(self, key_id: UUID, actor: str) -> None:

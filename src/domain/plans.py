@@ -46,6 +46,16 @@ PLAN_PERMISSIONS: dict[Plan, frozenset[Permission]] = {
 PUBLIC_KEY_PERMISSIONS = frozenset({Permission.EVENTS_WRITE})
 
 
+def effective_permissions(
+    plan_permissions: frozenset[Permission],
+    restriction: frozenset[Permission] | None,
+    public: bool,
+) -> frozenset[Permission]:
+    """What a key may do: its org plan's permissions, narrowed by its restriction and type."""
+    allowed = plan_permissions if restriction is None else plan_permissions & restriction
+    return allowed & PUBLIC_KEY_PERMISSIONS if public else allowed
+
+
 def parse_plan(text: str) -> Plan:
     """The plan named `text`, or ValidationError listing the valid ones."""
     try:

@@ -3,6 +3,9 @@
 A window starts at `now - now % 60`. Every hit is numbered within its window (1, 2, …) by
 whoever counts (Redis or the process); `decide` turns that number into the answer and the
 values of the response headers. Both limiters call it, so they agree to the header.
+
+A decision names the policy it answers for (`PER_KEY` unless the caller says otherwise), so
+the headers of a refusal describe the limit that refused it (docs/adr/0004).
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ from dataclasses import dataclass
 
 WINDOW_SECONDS = 60
 DEFAULT_LIMIT_PER_MINUTE = 100
+
+#: Policy names, as the `RateLimit-Policy` header spells them.
+PER_KEY = "per-key"
+PER_ADDRESS = "per-address"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +32,11 @@ class RateLimitDecision:
     """Unix seconds when the current window ends."""
     retry_after: int
     """Seconds until the window ends when refused (at least 1); 0 when allowed."""
+    policy: str = PER_KEY
+    """The limit this decision is about (`PER_KEY`, `PER_ADDRESS`)."""
+    unavailable: bool = False
+    """Refused because the hit could not be counted at all (a fail-closed limiter without
+    its store): `retry_after` is then when counting may work again, and no limit was reached."""
 
 
 def window_start(now: float) -> int:
@@ -52,6 +64,13 @@ def decide(count_after_hit: int, limit: int, now: float) -> RateLimitDecision:
     )
 
 
-def refuse(limit: int, now: float) -> RateLimitDecision:
-    """A refusal with the headers of an exhausted window (used when counting is impossible)."""
-    return decide(limit + 1, limit, now)
+def unavailable(limit: int, now: float, retry_after: int) -> RateLimitDecision:
+    """A refusal because nothing could count the hit; try again in `retry_after` seconds."""
+    return RateLimitDecision(
+        allowed=False,
+        limit=limit,
+        remaining=0,
+        reset_at=window_start(now) + WINDOW_SECONDS,
+        retry_after=max(1, retry_after),
+        unavailable=True,
+    )

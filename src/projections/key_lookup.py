@@ -16,14 +16,16 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.api_key import ApiKey
-from domain.key_format import KeyType
+from domain.actors import KeyActor
+from domain.api_key import ApiKey, is_expiry
+from domain.key_format import Environment, KeyType
 from domain.organization import Organization
 from domain.plans import (
     DEFAULT_RATE_LIMIT_PER_MINUTE,
     PLAN_PERMISSIONS,
-    PUBLIC_KEY_PERMISSIONS,
+    Permission,
     Plan,
+    effective_permissions,
 )
 
 
@@ -43,6 +45,7 @@ class KeyRecord:
     expires_at: float | None  # Unix seconds
     revoked: bool = False
     allowed_ips: tuple[str, ...] = ()  # CIDR networks; empty = from anywhere
+    expired: bool = False  # revoked by the expiry worker: it answers "expired", not "revoked"
 
 
 @dataclass(slots=True)
@@ -53,15 +56,10 @@ class OrgRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated key: the identity a request acts as."""
+class Principal(KeyActor):
+    """An authenticated key: the actor a request acts as, and what authentication knows of it."""
 
-    key_id: UUID
-    org_id: UUID
-    env: str
-    type: str
     hint: str
-    permissions: frozenset[str]
     rate_limit: int
     allowed_origins: tuple[str, ...]
 
@@ -81,22 +79,23 @@ def _timestamp(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
-_PERMISSIONS_CACHE: dict[tuple[str, tuple[str, ...] | None, str], frozenset[str]] = {}
+_PERMISSIONS_CACHE: dict[tuple[str, tuple[str, ...] | None, str], frozenset[Permission]] = {}
+_ENVIRONMENTS = {env.value: env for env in Environment}
+_KEY_TYPES = {key_type.value: key_type for key_type in KeyType}
 
 
-def effective_permissions(
+def _permissions(
     plan: str, restriction: tuple[str, ...] | None, key_type: str
-) -> frozenset[str]:
-    """The org plan's permissions, narrowed by the key's restriction and type (memoized)."""
+) -> frozenset[Permission]:
+    """The domain's `effective_permissions` for a record's texts, memoized (a hot path)."""
     cache_key = (plan, restriction, key_type)
     found = _PERMISSIONS_CACHE.get(cache_key)
     if found is None:
-        allowed = {p.value for p in PLAN_PERMISSIONS[Plan(plan)]}
-        if restriction is not None:
-            allowed &= set(restriction)
-        if key_type == KeyType.PUBLIC.value:
-            allowed &= {p.value for p in PUBLIC_KEY_PERMISSIONS}
-        found = _PERMISSIONS_CACHE[cache_key] = frozenset(allowed)
+        found = _PERMISSIONS_CACHE[cache_key] = effective_permissions(
+            PLAN_PERMISSIONS[Plan(plan)],
+            None if restriction is None else frozenset(map(Permission, restriction)),
+            public=key_type == KeyType.PUBLIC.value,
+        )
     return found
 
 
@@ -177,10 +176,10 @@ class KeyLookup:
         return Principal(
             key_id=record.key_id,
             org_id=record.org_id,
-            env=record.env,
-            type=record.type,
+            env=_ENVIRONMENTS[record.env],
+            type=_KEY_TYPES[record.type],
             hint=record.hint,
-            permissions=effective_permissions(org.plan, record.permissions, record.type),
+            permissions=_permissions(org.plan, record.permissions, record.type),
             rate_limit=org.rate_limit,
             allowed_origins=record.allowed_origins,
         )
@@ -219,6 +218,7 @@ class KeyLookup:
                     touched_key.expires_at = _timestamp(event.expires_at)
                 else:
                     touched_key.revoked = True
+                    touched_key.expired = is_expiry(event.actor, event.reason)
                 self.add_key(touched_key)  # a compact model stores a copy, not this object
         elif isinstance(event, Organization.Registered):
             touched_org = OrgRecord(event.originator_id, str(event.plan))

@@ -24,7 +24,7 @@ from projections.key_lookup import Changes, KeyLookup, KeyRecord, OrgRecord
 
 _KEY_COLUMNS = (
     "key_hash, key_id, org_id, env, type, name, hint, permissions, allowed_origins, "
-    "expires_at, revoked, allowed_ips"
+    "expires_at, revoked, allowed_ips, expired"
 )
 
 _KEYS_QUERY = "SELECT " + _KEY_COLUMNS + " FROM {0}"
@@ -57,11 +57,14 @@ def _key_params(record: KeyRecord) -> tuple[Any, ...]:
         record.expires_at,
         bool(record.revoked),
         json.dumps(list(record.allowed_ips)),
+        bool(record.expired),
     )
 
 
 def _key_record(row: Iterable[Any]) -> KeyRecord:
-    h, key_id, org_id, env, type_, name, hint, perms, origins, expires_at, revoked, ips = row
+    h, key_id, org_id, env, type_, name, hint, perms, origins, expires_at, revoked, ips, expired = (
+        row
+    )
     return KeyRecord(
         key_id=UUID(hex=key_id),
         org_id=UUID(hex=org_id),
@@ -75,6 +78,7 @@ def _key_record(row: Iterable[Any]) -> KeyRecord:
         expires_at=expires_at,
         revoked=bool(revoked),
         allowed_ips=tuple(json.loads(ips)) if ips else (),
+        expired=bool(expired),  # NULL in rows written before the column existed
     )
 
 
@@ -107,16 +111,20 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
 
     def _create_table(self, c: Any) -> None:
         super()._create_table(c)
-        # Views created before per-key IP allowlists lack the column (NULL = from anywhere).
         c.execute("PRAGMA table_info(lookup_keys)")
-        if "allowed_ips" not in {row[1] for row in c.fetchall()}:
+        columns = {row[1] for row in c.fetchall()}
+        # Views created before per-key IP allowlists lack the column (NULL = from anywhere).
+        if "allowed_ips" not in columns:
             c.execute("ALTER TABLE lookup_keys ADD COLUMN allowed_ips TEXT")
+        # Views created before expired and revoked keys were told apart (NULL = revoked).
+        if "expired" not in columns:
+            c.execute("ALTER TABLE lookup_keys ADD COLUMN expired INTEGER")
 
     def write(self, changes: Changes, tracking: Tracking) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.executemany(
                 f"INSERT OR REPLACE INTO lookup_keys ({_KEY_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [_key_params(k) for k in changes.keys.values()],
             )
             c.executemany(
@@ -195,6 +203,10 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
                 SQL("ALTER TABLE {0} ADD COLUMN IF NOT EXISTS allowed_ips text").format(
                     self.keys_table
                 ),
+                # Views created before expired and revoked keys were told apart (NULL = revoked).
+                SQL("ALTER TABLE {0} ADD COLUMN IF NOT EXISTS expired boolean").format(
+                    self.keys_table
+                ),
             ]
         )
 
@@ -204,10 +216,10 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
                 curs.executemany(
                     SQL(
                         "INSERT INTO {0} (" + _KEY_COLUMNS + ") VALUES "
-                        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                         "ON CONFLICT (key_hash) DO UPDATE SET name = EXCLUDED.name, "
                         "expires_at = EXCLUDED.expires_at, revoked = EXCLUDED.revoked, "
-                        "allowed_ips = EXCLUDED.allowed_ips"
+                        "allowed_ips = EXCLUDED.allowed_ips, expired = EXCLUDED.expired"
                     ).format(self.keys_table),
                     [_key_params(k) for k in changes.keys.values()],
                 )
@@ -280,9 +292,8 @@ def open_key_lookup_view(settings: Settings, name: str | None = None) -> KeyLook
         from projections.registry import LiveKeyLookupView  # it imports this module
 
         return LiveKeyLookupView(settings)
-    env = event_store_env(settings)
+    env = event_store_env(settings, sqlite_file=f"{name.lower()}.sqlite3")
     if settings.is_embedded:
-        env["SQLITE_DBNAME"] = str(settings.data_dir / f"{name.lower()}.sqlite3")
         factory = InfrastructureFactory.construct(Environment(name, env))
         return cast(KeyLookupView, factory.tracking_recorder(SQLiteKeyLookupView))
     factory = InfrastructureFactory.construct(Environment(name, env))

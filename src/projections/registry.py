@@ -35,6 +35,7 @@ import structlog
 from eventsourcing.persistence import Tracking
 
 from adapters.event_store import schema_lock
+from adapters.private_files import private_sqlite
 from adapters.registry import open_registry
 from adapters.settings import Settings
 from projections.key_lookup import Changes, KeyLookup, KeyRecord, OrgRecord
@@ -246,8 +247,7 @@ class SQLiteGenerationStore(GenerationStore):
         self.path = path
 
     def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=10)) as conn, conn:
+        with closing(sqlite3.connect(private_sqlite(self.path), timeout=10)) as conn, conn:
             cursor = conn.execute(sql, tuple(params))
             return [tuple(row) for row in cursor.fetchall()], cursor.rowcount
 

@@ -29,7 +29,9 @@ so that a deleted last row is noticed too.
 
 Values are normalized before hashing and storing, so that what is hashed is exactly what
 any backend stores and reads back: text without NUL characters or lone surrogates, latency
-rounded to microseconds. Events that cannot be stored faithfully (no id, status outside
+rounded to microseconds, and any API key in what the client chose (method, route, path,
+client address, User-Agent) or in a kept-aside payload replaced by its hint
+(`domain.key_format.redact_keys`). Events that cannot be stored faithfully (no id, status outside
 0..999, non-finite numbers) are rejected by `normalize` with a reason; the store keeps them
 aside rather than dropping them.
 """
@@ -46,6 +48,7 @@ from typing import NamedTuple
 import msgspec
 
 from adapters.request_events import RequestEvent, RequestEventBatch
+from domain.key_format import redact_keys
 
 HASH_VERSION = "icodrip-audit-v1"
 GENESIS_HASH = "0" * 64
@@ -162,6 +165,22 @@ def _required(value: str | None, name: str) -> str:
     return text
 
 
+def _client_text(value: str | None) -> str | None:
+    # What the client chose (path, User-Agent, …): the API redacts keys in it before
+    # publishing; this also covers events published before it did. Redacted before `_text`
+    # cuts it, since a key cut inside its random part would no longer be recognized.
+    return None if value is None else _text(redact_keys(value))
+
+
+def _redacted_payload(data: bytes) -> bytes:
+    """Raw bytes kept aside, with any key in them redacted like client text."""
+    if b"k_" not in data:
+        return data
+    text = data.decode("utf-8", "surrogateescape")
+    redacted = redact_keys(text)
+    return data if redacted is text else redacted.encode("utf-8", "surrogateescape")
+
+
 Normalized = tuple[
     str,  # org_id (chain)
     str,  # event_id
@@ -197,12 +216,12 @@ def normalize(event: RequestEvent) -> Normalized:
         _text(event.key_id),
         _text(event.key_hint),
         _text(event.env),
-        _required(event.method, "method"),
-        _text(event.route) or "",
-        _text(event.path) or "",
+        _required(_client_text(event.method), "method"),
+        _client_text(event.route) or "",
+        _client_text(event.path) or "",
         int(event.status),
-        _text(event.client_addr),
-        _text(event.user_agent),
+        _client_text(event.client_addr),
+        _client_text(event.user_agent),
         round(latency, 3),
         occurred,
     )
@@ -257,6 +276,11 @@ class Rejected:
     item: int  # the event's place in its message (-1: the whole message); with `reason`, unique
     reason: str
     payload: bytes
+
+    @classmethod
+    def of(cls, stream_seq: int, item: int, reason: str, payload: bytes) -> Rejected:
+        """A reject as it is stored: a key in its reason or raw payload only as its hint."""
+        return cls(stream_seq, item, redact_keys(reason), _redacted_payload(payload))
 
 
 @dataclass(slots=True)
@@ -316,7 +340,7 @@ class AuditChainer:
                     values = normalize(event)
                 except InvalidEvent as error:
                     out.rejected.append(
-                        Rejected(stream_seq, item, error.reason, _event_encoder.encode(event))
+                        Rejected.of(stream_seq, item, error.reason, _event_encoder.encode(event))
                     )
                     continue
                 event_id = values[1]
@@ -359,10 +383,10 @@ def decode_messages(
         try:
             events, bad = decode_loosely(message.data)
         except InvalidEvent as error:
-            rejected.append(Rejected(message.stream_seq, -1, error.reason, message.data))
+            rejected.append(Rejected.of(message.stream_seq, -1, error.reason, message.data))
             continue
         decoded.append((message.stream_seq, events))
-        rejected.extend(Rejected(message.stream_seq, i, why, raw) for i, why, raw in bad)
+        rejected.extend(Rejected.of(message.stream_seq, i, why, raw) for i, why, raw in bad)
     return decoded, rejected
 
 

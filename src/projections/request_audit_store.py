@@ -666,10 +666,9 @@ def open_request_audit_store(
     settings: Settings, name: str = DEFAULT_NAME, *, pool_size: int = 2
 ) -> RequestAuditStore:
     """The audit model `name` on the backend the settings name (another name = another copy)."""
-    env = event_store_env(settings)
+    env = event_store_env(settings, sqlite_file=f"{name.lower()}.sqlite3")
     if settings.is_embedded:
         path = settings.data_dir / f"{name.lower()}.sqlite3"
-        env["SQLITE_DBNAME"] = str(path)
         factory = InfrastructureFactory.construct(Environment(name, env))
         sqlite_store = cast(
             SQLiteRequestAuditStore, factory.tracking_recorder(SQLiteRequestAuditStore)

@@ -307,6 +307,25 @@ async def test_with_redis_down_a_fail_closed_limiter_refuses(private_redis: Redi
     assert all(d.retry_after >= 1 and d.remaining == 0 for d in decisions)
 
 
+async def test_a_fail_closed_refusal_says_the_count_was_impossible_not_that_the_limit_was_hit(
+    private_redis: RedisServer,
+) -> None:
+    limiter = RedisRateLimiter(
+        private_redis.url, clock=Clock(), fail_closed=True, retry_interval=2.5
+    )
+    exhausted = bucket()
+    try:
+        full = [await limiter.hit(exhausted, 1) for _ in range(2)]
+        private_redis.kill()
+        down = await limiter.hit(bucket(), 1)
+    finally:
+        await limiter.aclose()
+
+    assert not full[1].allowed and not full[1].unavailable  # the limit itself: a 429
+    assert not down.allowed and down.unavailable
+    assert down.retry_after == 3  # the next probe of Redis, not the end of the window
+
+
 async def test_a_hung_redis_is_given_up_after_the_socket_timeout(
     private_redis: RedisServer,
 ) -> None:

@@ -9,10 +9,12 @@ ASGI through a blocking portal so that hypothesis can call it from synchronous t
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from adapters.settings import Settings
+from api.json_body import MAX_JSON_DEPTH
 from api.process import ApiProcess
 from application.registry import IssuedKey
 from domain.actors import OPERATOR
@@ -32,6 +35,7 @@ from domain.key_format import (
     Environment,
     KeyType,
     generate_key,
+    hint_for,
 )
 from domain.plans import Plan
 
@@ -266,6 +270,249 @@ def test_a_body_just_under_the_limit_is_read(served: Served) -> None:
     )
     assert response.status_code == 422, response.text  # too long a name, but read and judged
     assert response.json()["error"]["code"] == "validation_error"
+
+
+# -- deeply nested JSON -----------------------------------------------------------------------
+
+#: What each route answers a body it cannot read as JSON with (events: a bad event is a
+#: `validation_error`, 400, whatever is wrong with it).
+MALFORMED_BODY_CODE = {"/v1/events": "validation_error"}
+DEEP = [MAX_JSON_DEPTH + 1, 1_000, 2_500]  # the last up to 15 KB: under every body limit
+
+
+def nested(depth: int, kind: str) -> bytes:
+    """JSON that opens `depth` arrays (or objects) at once, in a field or at the top."""
+    if kind == "array":
+        return b"[" * depth + b"]" * depth
+    if kind == "object":
+        return b'{"a":' * depth + b"1" + b"}" * depth
+    return b'{"name": ' + nested(depth - 1, "array") + b"}"
+
+
+def json_operations(served: Served) -> list[tuple[str, str]]:
+    """(method, path) of every operation of the served schema that takes a JSON body."""
+    schema = served.client.get("/schema/openapi.json").json()
+    operations = []
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            content = (operation.get("requestBody") or {}).get("content", {})
+            label = f"{method.upper()} {path}"
+            if "application/json" in content and label not in NOT_CONFIGURED_HERE:
+                operations.append((method.upper(), path))
+    return operations
+
+
+def concrete(served: Served, path: str) -> str:
+    """`path` with real ids in its parameters (so the body is read, not a 404 first)."""
+    real = {"key_id": f"key_{served.victim.key.id.hex}", "affiliate_id": served.affiliate_id}
+    return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: real.get(m.group(1), "x"), path)
+
+
+def send_json(served: Served, method: str, path: str, body: bytes) -> httpx.Response:
+    return served.client.request(
+        method,
+        concrete(served, path),
+        content=body,
+        headers={
+            "Authorization": f"Bearer {served.key.secret}",
+            "Content-Type": "application/json",
+        },
+    )
+
+
+def assert_contract_error(response: httpx.Response) -> str:
+    """A 4xx in the contract's error shape; its code."""
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    error = response.json()["error"]
+    assert error["code"] and error["message"], error
+    assert error["request_id"] == response.headers["x-request-id"]
+    return str(error["code"])
+
+
+def test_every_json_route_is_found_in_the_schema(served: Served) -> None:
+    labels = {f"{m} {p}" for m, p in json_operations(served)}
+    assert {
+        "POST /v1/api-keys",
+        "PATCH /v1/api-keys/{key_id}",
+        "POST /v1/affiliates",
+        "POST /v1/events",
+    } <= labels
+
+
+@pytest.mark.parametrize("kind", ["array", "object", "field"])
+@pytest.mark.parametrize("depth", DEEP)
+def test_json_nested_too_deep_is_400_malformed_json_on_every_json_route(
+    served: Served, depth: int, kind: str
+) -> None:
+    answers = {}
+    for method, path in json_operations(served):
+        response = send_json(served, method, path, nested(depth, kind))
+        answers[f"{method} {path}"] = (response.status_code, assert_contract_error(response))
+    assert answers == {
+        f"{m} {p}": (400, MALFORMED_BODY_CODE.get(p, "malformed_json"))
+        for m, p in json_operations(served)
+    }
+
+
+@pytest.mark.parametrize("body", [b'{"name": "x"', b"{not json", b'{"name": "x"}}'])
+def test_a_body_that_is_not_json_is_400_malformed_json(served: Served, body: bytes) -> None:
+    """Whatever is wrong with the JSON, the same code as for JSON nested too deep."""
+    for method, path in json_operations(served):
+        response = send_json(served, method, path, body)
+        assert response.status_code == 400, (method, path, response.text)
+        assert assert_contract_error(response) == MALFORMED_BODY_CODE.get(path, "malformed_json")
+
+
+def test_nesting_up_to_the_limit_and_brackets_inside_strings_are_read(served: Served) -> None:
+    deep_but_allowed = nested(MAX_JSON_DEPTH - 2, "object").decode()
+    bracketed = '\\\\\\"' + "[{" * 60  # after an escaped backslash and an escaped quote
+    response = send_json(
+        served,
+        "POST",
+        "/v1/events",
+        f'{{"event": "{bracketed}", "properties": {{"p": {deep_but_allowed}}}}}'.encode(),
+    )
+    assert response.status_code == 202, response.text
+    response = send_json(served, "POST", "/v1/affiliates", f'{{"name": "{bracketed}"}}'.encode())
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == '\\"' + "[{" * 60
+
+
+# -- keys in invalid bodies --------------------------------------------------------------------
+
+PLANTED = generate_key(KeyType.SECRET, Environment.LIVE)
+#: Bodies whose error message quotes what was sent (a value, a field name).
+ECHOING_BODIES = [
+    ("POST", "/v1/api-keys", {"name": "x", "env": PLANTED}),
+    ("POST", "/v1/api-keys", {"name": "x", "type": PLANTED}),
+    ("POST", "/v1/api-keys", {"name": "x", "permissions": [PLANTED]}),
+    ("POST", "/v1/api-keys", {"name": "x", "allowed_ips": [PLANTED]}),
+    ("POST", "/v1/api-keys", {"name": "x", "type": "public", "allowed_origins": [PLANTED]}),
+    ("POST", "/v1/api-keys", {"name": "x", "expires_at": PLANTED}),
+    ("POST", "/v1/api-keys", {"name": "x", PLANTED: 1}),
+    ("PATCH", "/v1/api-keys/{key_id}", {"allowed_ips": [f"10.0.0.0/8,{PLANTED}"]}),
+    ("POST", "/v1/affiliates", {"name": "x", "email": PLANTED}),
+    ("POST", "/v1/events", {"event": "x", "timestamp": PLANTED}),
+    ("POST", "/v1/events", {"event": "x", "properties": {"p": 1}, PLANTED: 2}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ECHOING_BODIES)
+def test_a_key_in_an_invalid_body_is_not_echoed_only_its_hint(
+    served: Served, method: str, path: str, body: dict[str, Any]
+) -> None:
+    response = send_json(served, method, path, json.dumps(body).encode())
+    assert_contract_error(response)
+    assert PLANTED not in response.text
+    assert PLANTED[8:-CHECKSUM_LENGTH] not in response.text
+
+
+def test_an_echoed_key_is_shown_as_its_hint(served: Served) -> None:
+    body = json.dumps({"name": "x", "env": PLANTED}).encode()
+    message = send_json(served, "POST", "/v1/api-keys", body).json()["error"]["message"]
+    assert hint_for(PLANTED) in message
+
+
+# -- times without a time zone -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("naive", ["2030-01-01T00:00:00", "2030-01-01T00:00:00.123456"])
+def test_an_expires_at_without_a_time_zone_is_422_validation_error(
+    served: Served, naive: str
+) -> None:
+    response = send_json(
+        served, "POST", "/v1/api-keys", json.dumps({"name": "x", "expires_at": naive}).encode()
+    )
+    assert response.status_code == 422, response.text
+    assert assert_contract_error(response) == "validation_error"
+    message = response.json()["error"]["message"]
+    assert message.startswith("expires_at:") and "timezone" in message
+
+
+def test_an_expires_at_with_an_offset_is_accepted(served: Served) -> None:
+    body = {"name": "expiring", "expires_at": "2030-01-01T00:00:00+02:00"}
+    response = send_json(served, "POST", "/v1/api-keys", json.dumps(body).encode())
+    assert response.status_code == 201, response.text
+    expires_at = datetime.fromisoformat(response.json()["expires_at"].replace("Z", "+00:00"))
+    assert expires_at == datetime(2029, 12, 31, 22, tzinfo=UTC)
+
+
+# -- any JSON route, any field: deep nesting or a naive time never makes a 5xx ---------------
+
+naive_times = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.none()
+).map(lambda moment: moment.isoformat())
+hostile_values = st.one_of(
+    naive_times,
+    st.builds(
+        lambda depth, kind: json.loads(nested(depth, kind)),
+        st.integers(1, 400),
+        st.sampled_from(["array", "object"]),
+    ),
+)
+#: A body each route accepts, for the hostile value to be the only thing wrong with it.
+VALID_BODY = {
+    "POST /v1/api-keys": {"name": "fuzzed"},
+    "POST /v1/affiliates": {"name": "fuzzed"},
+    "POST /v1/events": {"event": "fuzzed"},
+}
+
+
+@pytest.mark.slow
+def test_deep_nesting_and_naive_times_in_any_field_of_any_json_route_make_no_5xx(
+    served: Served,
+) -> None:
+    schema = served.client.get("/schema/openapi.json").json()
+    failures: dict[str, str] = {}
+    for method, path in json_operations(served):
+        try:
+            _fuzz_hostile_bodies(served, method, path, _body_fields(schema, method, path))
+        except Exception as error:
+            failures[f"{method} {path}"] = str(error)[:2000]
+    assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
+
+
+def _fuzz_hostile_bodies(served: Served, method: str, path: str, fields: list[str]) -> None:
+    """One field of a valid body made hostile (or the whole body nested): never a 5xx."""
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+        database=None,
+    )
+    @given(
+        field=st.sampled_from(fields or ["name"]),
+        value=hostile_values,
+        depth=st.integers(1, 3_000),
+        wrap=st.booleans(),
+    )
+    def check(field: str, value: Any, depth: int, wrap: bool) -> None:
+        body = {**VALID_BODY.get(f"{method} {path}", {}), field: value}
+        encoded = json.dumps(body).encode()
+        if wrap:  # the whole body inside `depth` arrays
+            encoded = b"[" * depth + encoded + b"]" * depth
+        response = send_json(served, method, path, encoded)
+        assert response.status_code < 500, (response.status_code, response.text[:300])
+        if response.status_code >= 400:
+            assert_contract_error(response)
+
+    check()
+
+
+def _body_fields(schema: dict[str, Any], method: str, path: str) -> list[str]:
+    """The property names of the operation's JSON body schema (followed through `$ref`s)."""
+    body = schema["paths"][path][method.lower()]["requestBody"]["content"]["application/json"]
+    fields: list[str] = []
+    pending = [body["schema"]]
+    while pending:
+        node = pending.pop()
+        if "$ref" in node:
+            pending.append(schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]])
+        fields += node.get("properties", {})
+        pending += node.get("oneOf", []) + node.get("anyOf", [])
+    return sorted(set(fields))
 
 
 # -- schemathesis over the served OpenAPI document -------------------------------------------

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
+import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +16,6 @@ from structlog.testing import capture_logs
 
 from adapters.settings import Settings
 from api.process import ApiProcess
-from api.routes.leaks import sign
 from application.history import History
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType, generate_key
@@ -37,11 +39,20 @@ def report(*tokens: str) -> bytes:
     ).encode()
 
 
-async def post_report(api: Api, body: bytes, signature: str | None = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if signature is not None:
-        headers["X-Icodrip-Signature"] = signature
-    return await api.client.post("/v1/leaks", content=body, headers=headers)
+def sign(body: bytes, key: bytes, timestamp: int | None = None) -> tuple[str, int]:
+    """(signature, timestamp) as ADR 9 tells reporters to compute them: HMAC of `ts.body`."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest(), timestamp
+
+
+async def post_report(
+    api: Api, body: bytes, signed: tuple[str, int] | None = None, **headers: str
+) -> Any:
+    sent = {"Content-Type": "application/json", **headers}
+    if signed is not None:
+        sent["X-Icodrip-Signature"], sent["X-Icodrip-Timestamp"] = signed[0], str(signed[1])
+    return await api.client.post("/v1/leaks", content=body, headers=sent)
 
 
 async def test_a_signed_report_of_a_live_key_revokes_it_at_once(api: Api) -> None:
@@ -112,6 +123,90 @@ async def test_a_signature_over_another_body_is_refused(api: Api) -> None:
     assert_error(response, 401, "invalid_signature")
 
 
+async def test_a_body_signed_without_a_timestamp_is_refused_so_it_cannot_be_replayed(
+    api: Api,
+) -> None:
+    issued = await api.key(api.org())
+    body = report(issued.secret)
+    # The scheme before issue 10: HMAC of the body alone, valid forever once captured.
+    body_only = "sha256=" + hmac.new(SIGNING_KEY, body, hashlib.sha256).hexdigest()
+    response = await post_report(api, body, **{"X-Icodrip-Signature": body_only})
+    assert_error(response, 401, "missing_timestamp")
+    assert not api.registry.get_key(issued.key.id).is_revoked
+
+
+@pytest.mark.parametrize("skew", [-301, 301, -3600, 86400])
+async def test_a_report_signed_outside_five_minutes_of_now_is_401_stale_timestamp(
+    api: Api, skew: int
+) -> None:
+    issued = await api.key(api.org())
+    body = report(issued.secret)
+    response = await post_report(api, body, sign(body, SIGNING_KEY, int(time.time()) + skew))
+    assert_error(response, 401, "stale_timestamp")
+    assert not api.registry.get_key(issued.key.id).is_revoked
+
+
+async def test_a_report_signed_within_five_minutes_of_now_is_accepted(api: Api) -> None:
+    issued = await api.key(api.org())
+    body = report(issued.secret)
+    response = await post_report(api, body, sign(body, SIGNING_KEY, int(time.time()) - 240))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("timestamp", ["", "soon", "1.5e9", "-1"])
+async def test_a_timestamp_that_is_not_unix_seconds_is_401_missing_timestamp(
+    api: Api, timestamp: str
+) -> None:
+    body = report("anything")
+    signature, _ = sign(body, SIGNING_KEY)
+    response = await post_report(
+        api, body, **{"X-Icodrip-Signature": signature, "X-Icodrip-Timestamp": timestamp}
+    )
+    assert_error(response, 401, "missing_timestamp")
+
+
+async def test_a_signature_moved_to_another_timestamp_is_refused(api: Api) -> None:
+    issued = await api.key(api.org())
+    body = report(issued.secret)
+    signature, timestamp = sign(body, SIGNING_KEY)
+    response = await post_report(api, body, (signature, timestamp + 1))
+    assert_error(response, 401, "invalid_signature")
+    assert not api.registry.get_key(issued.key.id).is_revoked
+
+
+async def test_a_repeated_report_of_a_rolled_key_leaves_it_working_until_its_grace_ends(
+    api: Api,
+) -> None:
+    org = api.org()
+    api.registry.set_leak_policy(org.id, LeakPolicy.ROLL, OPERATOR)
+    issued = await api.key(org)
+    body = report(issued.secret)
+    first = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert first.status_code == 200, first.text
+    rolled = api.registry.get_key(issued.key.id)
+    # The same report again (a scanner's retry, or a replay): nothing more may happen.
+    again = await post_report(api, body, sign(body, SIGNING_KEY, int(time.time()) + 1))
+    assert again.status_code == 200, again.text
+    assert again.json()[0]["label"] == "true_positive"
+    key = api.registry.get_key(issued.key.id)
+    assert not key.is_revoked
+    assert (key.successor_id, key.expires_at) == (rolled.successor_id, rolled.expires_at)
+    still = await api.client.get("/v1/affiliates", headers=bearer(issued))
+    assert still.status_code == 200, still.text
+
+
+async def test_a_key_rolled_with_a_longer_grace_than_the_leak_policy_is_revoked_at_once(
+    api: Api,
+) -> None:
+    org = api.org()
+    api.registry.set_leak_policy(org.id, LeakPolicy.ROLL, OPERATOR)
+    issued = await api.key(org)
+    api.registry.roll_key(issued.key.id, grace=timedelta(days=7), actor=OPERATOR)
+    body = report(issued.secret)
+    await post_report(api, body, sign(body, SIGNING_KEY))
+    assert api.registry.get_key(issued.key.id).is_revoked
+
+
 async def test_a_signed_body_that_is_not_a_report_is_422_validation_error(api: Api) -> None:
     body = b'{"token": "not a list"}'
     response = await post_report(api, body, sign(body, SIGNING_KEY))
@@ -143,3 +238,9 @@ async def test_a_reported_public_key_is_a_true_positive_but_stays_active(api: Ap
     response = await post_report(api, body, sign(body, SIGNING_KEY))
     assert response.json()[0]["label"] == "true_positive"
     assert not api.registry.get_key(issued.key.id).is_revoked
+
+
+async def test_a_signed_report_nested_too_deep_is_400_not_a_crash(api: Api) -> None:
+    body = b'[{"token": "x", "type": "t", "url": "u", "extra": ' + b"[" * 2000 + b"]" * 2000 + b"}]"
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert_error(response, 400, "malformed_json")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from api.rate_limit_headers import rate_limit_headers
-from domain.rate_limits import decide
+from domain.rate_limits import PER_ADDRESS, decide
 
 MINUTE = 1_700_000_040  # a multiple of 60
 
@@ -56,3 +58,12 @@ def test_a_custom_limit_shows_in_both_header_families() -> None:
 
     assert headers["X-RateLimit-Limit"] == "5000"
     assert headers["RateLimit-Policy"] == '"per-key";q=5000;w=60'
+
+
+def test_a_decision_of_the_per_address_policy_is_named_so_in_both_draft_fields() -> None:
+    decision = dataclasses.replace(decide(61, 60, MINUTE + 43), policy=PER_ADDRESS)
+    headers = rate_limit_headers(decision, MINUTE + 43)
+
+    assert headers["RateLimit-Policy"] == '"per-address";q=60;w=60'
+    assert headers["RateLimit"] == '"per-address";r=0;t=17'
+    assert (headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"]) == ("60", "0")

@@ -11,7 +11,8 @@ import redis
 
 from adapters.settings import Settings
 from api.process import ApiProcess
-from support.api import Api, bearer, serving
+from domain.key_format import Environment, KeyType, generate_key
+from support.api import Api, assert_error, bearer, serving
 from support.servers import NatsServer, RedisServer
 
 
@@ -46,3 +47,44 @@ async def test_requests_are_answered_and_limited_while_redis_is_down_and_after(
         if counter.keys("icodrip:rl:*"):
             break
     assert counter.keys("icodrip:rl:*"), "the limiter did not return to Redis"
+
+
+@pytest.fixture
+async def fail_closed_api(
+    settings: Settings, nats_server: NatsServer, private_redis: RedisServer
+) -> AsyncIterator[Api]:
+    process = ApiProcess(
+        dataclasses.replace(settings, nats_url=nats_server.url, redis_url=private_redis.url),
+        rate_limit_fail_closed=True,
+    )
+    async with serving(process) as api:
+        yield api
+
+
+async def test_with_fail_closed_limits_and_redis_down_a_key_is_told_503_limiter_unavailable(
+    fail_closed_api: Api, private_redis: RedisServer
+) -> None:
+    api = fail_closed_api
+    issued = await api.key(api.org())
+    assert (await api.client.get("/v1/affiliates", headers=bearer(issued))).status_code == 200
+
+    private_redis.kill()
+    during = await api.client.get("/v1/affiliates", headers=bearer(issued))
+
+    assert_error(during, 503, "rate_limiter_unavailable")
+    assert 1 <= int(during.headers["retry-after"]) <= 5
+    # Nothing was counted, so no numbers are claimed for the key's window.
+    assert "x-ratelimit-remaining" not in during.headers
+    assert "ratelimit" not in during.headers
+
+
+async def test_with_fail_closed_limits_and_redis_down_a_wrong_key_is_told_503_too(
+    fail_closed_api: Api, private_redis: RedisServer
+) -> None:
+    private_redis.kill()
+    stranger = generate_key(KeyType.SECRET, Environment.LIVE)
+    response = await fail_closed_api.client.get("/v1/affiliates", headers=bearer(stranger))
+    # Not 429 too_many_failed_attempts (nothing was counted), and not 401 either: a guesser
+    # must not tell a wrong key from a right one while the right one is answered 503.
+    assert_error(response, 503, "rate_limiter_unavailable")
+    assert int(response.headers["retry-after"]) >= 1

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import msgspec
 import nats
+import pytest
 
 from adapters.request_events import AUDIT_STREAM, RequestEventBatch
-from domain.key_format import Environment, KeyType, generate_key
+from domain.key_format import Environment, KeyType, generate_key, hint_for
 from domain.plans import Permission
 from support.api import Api, bearer
 from support.servers import NatsServer
@@ -68,3 +70,47 @@ async def test_requests_without_a_key_leave_no_event(api: Api, nats_server: Nats
     await api.process.services.publisher.flush()  # type: ignore[union-attr]
     events, _ = await audit_events(nats_server.url)
     assert response.headers["x-request-id"] not in {e.request_id for e in events}
+
+
+async def test_a_key_typed_into_a_path_user_agent_or_forwarded_for_is_not_published_or_logged(
+    api: Api, nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = api.org()
+    good = await api.key(org)
+    planted = generate_key(KeyType.SECRET, Environment.LIVE)
+    hint = hint_for(planted)
+    proxy = httpx.ASGITransport(app=api.process.app, client=("10.1.2.3", 40000))
+    async with httpx.AsyncClient(transport=proxy, base_url="https://api.test") as proxied:
+        responses = [
+            await api.client.get(
+                f"/v1/affiliates/{planted}",
+                headers={**bearer(good), "User-Agent": f"svc/1.0 ({planted})"},
+            ),
+            await api.client.get(f"/v1/no-such-route/{planted}", headers=bearer(good)),
+            await api.client.get(
+                "/v1/affiliates", headers={**bearer(good), "User-Agent": "x" * 290 + planted}
+            ),
+            await proxied.get(
+                "/v1/affiliates",
+                headers={
+                    **bearer(good),
+                    "X-Forwarded-Proto": "https",
+                    "X-Forwarded-For": f"1.2.3.4,{planted}",
+                },
+            ),
+        ]
+    await api.process.services.publisher.flush()  # type: ignore[union-attr]
+
+    events, raw = await audit_events(nats_server.url)
+    by_request = {e.request_id: e for e in events}
+    # No route, no authentication and no event: the path is only logged (as the route).
+    ours = [by_request.get(r.headers["x-request-id"]) for r in responses]
+    assert ours[0] and ours[2] and ours[3] and ours[1] is None
+    assert (ours[0].path, ours[0].user_agent) == (f"/v1/affiliates/{hint}", f"svc/1.0 ({hint})")
+    assert ours[2].user_agent == ("x" * 290 + hint)[:300]  # redacted, then cut
+    assert ours[3].client_addr == hint
+    logged = capsys.readouterr()
+    assert f"/v1/no-such-route/{hint}" in logged.out + logged.err
+    for text in (raw.decode(), logged.out, logged.err, *(r.text for r in responses)):
+        assert planted not in text
+        assert planted[8:-6] not in text

@@ -53,7 +53,7 @@ def served(tmp_path: Any) -> Iterator[tuple[TestClient[Any], IssuedKey, Outage]]
     outage = Outage()
     health = process.litestar.state.store_health
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(registry, "list_keys", outage.wrap(registry.list_keys))
+        patch.setattr(registry, "keys_for", outage.wrap(registry.keys_for))
         patch.setattr(health, "_probe", outage.wrap(health._probe))
         with TestClient(app=process.app, base_url="https://api.test") as client:
             yield client, key, outage

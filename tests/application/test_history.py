@@ -9,11 +9,12 @@ import pytest
 
 from application.history import History, parse_moment
 from application.registry import KeyRegistry
-from domain.actors import OPERATOR, by_key, by_user
+from domain.actors import OPERATOR, by_key
 from domain.errors import NotFound, ValidationError
 from domain.key_format import Environment, KeyType
 from domain.organization import Organization
 from domain.plans import Plan
+from support.actors import key_actor, user_of
 
 US = timedelta(microseconds=1)
 
@@ -30,9 +31,10 @@ def test_key_history_shows_create_rename_roll_revoke_with_actors_times_and_chang
     org = registry.register_organization("Acme", Plan.PRO, OPERATOR)
     issued = _key(registry, org)
     key_id = issued.key.id
-    admin = by_user(org.id)
+    admin = user_of(org)
     registry.rename_key(key_id, name="Billing", actor=admin)
-    successor = registry.roll_key(key_id, grace=timedelta(hours=1), actor=by_key(key_id))
+    itself = key_actor(issued.key, org)
+    successor = registry.roll_key(key_id, grace=timedelta(hours=1), actor=itself)
     registry.revoke_key(key_id, actor=admin, reason="leaked in a log")
 
     history = History(registry).key_history(key_id, org_id=org.id)
@@ -43,7 +45,7 @@ def test_key_history_shows_create_rename_roll_revoke_with_actors_times_and_chang
         "api_key.rolled",
         "api_key.revoked",
     ]
-    assert [e["actor"] for e in history] == [OPERATOR, admin, by_key(key_id), admin]
+    assert [e["actor"] for e in history] == [OPERATOR.name, admin.name, by_key(key_id), admin.name]
     assert [e["aggregate_version"] for e in history] == [1, 2, 3, 4]
     times = [datetime.fromisoformat(e["occurred_at"]) for e in history]
     assert times == sorted(times) and times[0] == issued.key.created_on
@@ -59,7 +61,7 @@ def test_key_history_shows_create_rename_roll_revoke_with_actors_times_and_chang
     assert rolled["changes"]["rolled_to"]["to"] == f"key_{successor.key.id.hex}"
     assert revoked["data"] == {"reason": "leaked in a log"}
     assert revoked["changes"]["status"] == {"from": "expiring", "to": "revoked"}
-    assert revoked["changes"]["revoked_by"] == {"from": None, "to": admin}
+    assert revoked["changes"]["revoked_by"] == {"from": None, "to": admin.name}
 
     text = repr(history)
     assert issued.key.key_hash not in text and issued.secret not in text

@@ -18,12 +18,13 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from application.registry import COMMAND_ATTEMPTS, Conflict, KeyRegistry
-from domain.actors import OPERATOR, by_user
+from domain.actors import OPERATOR
 from domain.api_key import ApiKey, KeyStatus
 from domain.errors import KeyRevoked, NotFound, PermissionExceeded, PlanDoesNotAllow
 from domain.key_format import Environment, KeyType, hash_key, hint_for, parse_key
 from domain.organization import Organization
 from domain.plans import PLAN_PERMISSIONS, Permission, Plan
+from support.actors import user_of
 
 if TYPE_CHECKING:
     from conftest import Store  # tests/application/conftest.py
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 LIVE, TEST = Environment.LIVE, Environment.TEST
 SECRET, PUBLIC = KeyType.SECRET, KeyType.PUBLIC
 HOUR = timedelta(hours=1)
-ADMIN = by_user(UUID(int=7))
+ADMIN = OPERATOR  # who acts does not matter to these stories; tests/domain/test_access.py
 RACE_ROUNDS = 4
 
 
@@ -60,7 +61,7 @@ def test_a_registered_organization_is_read_back_after_a_restart(store: Store) ->
     again = store.open().get_organization(org.id)
 
     assert (again.name, again.plan, again.key_ids) == ("Acme Affiliates", Plan.AGENCY, [])
-    assert again.registered_by == OPERATOR
+    assert again.registered_by == OPERATOR.name
 
 
 def test_a_created_key_is_listed_with_its_hash_after_a_restart(store: Store) -> None:
@@ -76,7 +77,7 @@ def test_a_created_key_is_listed_with_its_hash_after_a_restart(store: Store) -> 
     assert listed.key_hash == hash_key(issued.secret, store.pepper)
     assert listed.hint == hint_for(issued.secret)
     assert listed.permissions == {Permission.AUDIT_READ}
-    assert listed.created_by == ADMIN
+    assert listed.created_by == ADMIN.name
     assert listed.status_at(datetime.now(UTC)) == KeyStatus.ACTIVE
 
 
@@ -128,7 +129,7 @@ def test_a_revoked_key_is_revoked_for_every_later_reader(store: Store) -> None:
 
     key = store.open().get_key(issued.key.id)
     assert key.is_revoked
-    assert (key.revoked_by, key.revocation_reason) == (ADMIN, "leaked")
+    assert (key.revoked_by, key.revocation_reason) == (ADMIN.name, "leaked")
     assert key.status_at(datetime.now(UTC)) == KeyStatus.REVOKED
     with pytest.raises(KeyRevoked):
         store.open().revoke_key(issued.key.id, actor=ADMIN)
@@ -344,8 +345,8 @@ def test_two_replicas_revoking_one_key_at_once_exactly_one_wins(store: Store) ->
         conflicts_before = len(first_conflicts) + len(second_conflicts)
 
         outcomes = at_once(
-            lambda k=key_id: first.revoke_key(k, actor="user:first", reason="first"),
-            lambda k=key_id: second.revoke_key(k, actor="user:second", reason="second"),
+            lambda k=key_id: first.revoke_key(k, actor=user_of(org), reason="first"),
+            lambda k=key_id: second.revoke_key(k, actor=user_of(org), reason="second"),
         )
 
         winners = [result for result, error in outcomes if error is None]

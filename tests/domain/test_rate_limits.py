@@ -11,7 +11,7 @@ from domain.rate_limits import (
     WINDOW_SECONDS,
     RateLimitDecision,
     decide,
-    refuse,
+    unavailable,
     window_start,
 )
 
@@ -93,9 +93,13 @@ def test_a_negative_limit_is_a_programming_error() -> None:
         decide(1, -1, MINUTE)
 
 
-def test_refuse_answers_like_an_exhausted_window() -> None:
-    assert refuse(100, MINUTE + 30) == decide(101, 100, MINUTE + 30)
-    assert refuse(100, MINUTE + 30).retry_after >= 1
+def test_an_uncountable_hit_is_refused_as_unavailable_not_as_over_its_limit() -> None:
+    decision = unavailable(100, MINUTE + 30, retry_after=0)
+
+    assert not decision.allowed and decision.unavailable
+    assert decision.retry_after == 1
+    assert decision.reset_at == MINUTE + WINDOW_SECONDS
+    assert not decide(101, 100, MINUTE + 30).unavailable
 
 
 def test_a_decision_is_immutable() -> None:

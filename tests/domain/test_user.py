@@ -1,4 +1,7 @@
-"""Dashboard users: registration, roles and what each role may do, disabling, email claims."""
+"""Dashboard users: registration, roles, acting as themselves, disabling, email claims.
+
+What each role may do is the access policy's: tests/domain/test_access.py.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,15 @@ from uuid import uuid4
 
 import pytest
 
-from domain.actors import OPERATOR, by_user
+from domain.actors import OPERATOR, UserActor, by_user
 from domain.errors import ValidationError
+from domain.plans import PLAN_PERMISSIONS, Plan
 from domain.user import (
-    Action,
     EmailClaim,
-    NotAllowed,
     Role,
     User,
     UserDisabled,
     email_claim_id,
-    may,
     normalize_email,
     parse_role,
 )
@@ -34,7 +35,7 @@ def test_a_user_is_registered_with_a_normalized_email_a_role_and_the_given_hash(
     assert user.role is Role.ADMIN
     assert user.password_hash == "$argon2id$…"
     assert not user.disabled
-    assert user.registered_by == OPERATOR
+    assert user.registered_by == OPERATOR.name
     assert isinstance(user.pending_events[0], User.Registered)
 
 
@@ -59,36 +60,11 @@ def test_an_unknown_role_is_refused_naming_the_valid_ones() -> None:
         parse_role("superuser")
 
 
-@pytest.mark.parametrize("role", [Role.OWNER, Role.ADMIN])
-def test_owners_and_admins_may_do_everything_to_any_key(role: Role) -> None:
-    assert all(may(role, action) for action in Action)
-
-
-def test_a_developer_creates_and_rolls_any_key_but_revokes_and_renames_only_its_own() -> None:
-    assert may(Role.DEVELOPER, Action.CREATE_KEY)
-    assert may(Role.DEVELOPER, Action.ROLL_KEY)
-    assert not may(Role.DEVELOPER, Action.REVOKE_KEY)
-    assert not may(Role.DEVELOPER, Action.RENAME_KEY)
-    assert may(Role.DEVELOPER, Action.REVOKE_KEY, own_key=True)
-    assert may(Role.DEVELOPER, Action.RENAME_KEY, own_key=True)
-
-
-def test_an_auditor_only_reads_keys_and_the_audit_log() -> None:
-    allowed = {a for a in Action if may(Role.AUDITOR, a, own_key=True)}
-    assert allowed == {Action.VIEW_KEYS, Action.VIEW_AUDIT}
-
-
-def test_a_developer_may_revoke_a_key_whose_creator_is_itself() -> None:
-    user = new_user(Role.DEVELOPER)
-    assert user.may(Action.REVOKE_KEY, key_created_by=user.actor)
-    assert not user.may(Action.REVOKE_KEY, key_created_by=OPERATOR)
-
-
-def test_a_refusal_says_why_in_plain_words() -> None:
-    with pytest.raises(NotAllowed, match="a developer may revoke the API keys they created"):
-        new_user(Role.DEVELOPER).require(Action.REVOKE_KEY, key_created_by=OPERATOR)
-    with pytest.raises(NotAllowed, match=r"your role \(auditor\) does not allow"):
-        new_user(Role.AUDITOR).require(Action.CREATE_KEY)
+def test_a_user_acts_with_its_role_under_its_organizations_plan() -> None:
+    user = new_user(Role.AUDITOR)
+    plan = PLAN_PERMISSIONS[Plan.FREE]
+    assert user.acting(plan) == UserActor(user.id, user.org_id, Role.AUDITOR, plan)
+    assert user.acting(plan).name == user.actor
 
 
 def test_a_role_change_is_an_event_with_the_previous_role() -> None:
@@ -106,13 +82,12 @@ def test_changing_to_the_same_role_records_nothing() -> None:
     assert len(user.pending_events) == 1
 
 
-def test_a_disabled_user_may_do_nothing() -> None:
+def test_a_disabled_user_cannot_act() -> None:
     user = new_user(Role.OWNER)
     user.disable(OPERATOR)
     assert user.disabled
-    assert not any(user.may(action) for action in Action)
     with pytest.raises(UserDisabled):
-        user.require(Action.VIEW_KEYS)
+        user.acting(PLAN_PERMISSIONS[Plan.PRO])
 
 
 def test_a_user_replayed_from_its_events_is_the_same_user() -> None:

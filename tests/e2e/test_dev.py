@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -104,3 +106,30 @@ def test_dev_serves_https_with_a_test_key_rate_limits_and_keeps_its_data(
         response = https.get("/v1/affiliates", headers=bearer(test_key))
         assert response.status_code == 200, response.text
         assert response.headers["x-ratelimit-limit"] == "100"
+
+
+def test_dev_keeps_its_data_dir_readable_by_its_owner_only(
+    children: Children, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "icodrip"
+    data_dir.mkdir(mode=0o755)
+    (data_dir / "pepper").write_text("a pepper an older version wrote 0644")
+    (data_dir / "pepper").chmod(0o644)
+    port = free_port()
+    previous = os.umask(0o022)  # the usual default, under which files come out 0644
+    try:
+        dev, _ = start_dev(children, "dev", data_dir, port)
+    finally:
+        os.umask(previous)
+    with client(f"https://127.0.0.1:{port}", trusting(data_dir / "tls" / "cert.pem")) as https:
+        wait_ready(https, dev)
+    dev.stop()
+
+    loose = {
+        str(path.relative_to(data_dir)): oct(stat.S_IMODE(path.lstat().st_mode))
+        for path in [data_dir, *data_dir.rglob("*")]
+        if stat.S_IMODE(path.lstat().st_mode) != (0o700 if path.is_dir() else 0o600)
+    }
+    assert loose == {}
+    made = {path.name for path in data_dir.iterdir()}
+    assert {"events.sqlite3", "users.sqlite3", "pepper", "tls", "nats"} <= made, made

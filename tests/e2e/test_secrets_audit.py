@@ -1,9 +1,10 @@
 """The secrets audit: after a realistic run of the real stack — keys created, rolled and revoked
-through the CLI and the API, requests made with good, revoked, mistyped and misplaced keys, the
-relay, the key-lookup view and the audit worker all running — no plaintext key (nor its random
-part, with or without checksum) is in any log line, NATS message, database row, Redis entry or
-file the processes wrote; and one organization's key never reaches another's keys, affiliates
-or audit rows.
+through the CLI and the API, requests made with good, revoked, mistyped and misplaced keys (keys
+typed into paths, User-Agents and invalid bodies too), the relay, the key-lookup view and the
+audit worker all running — no plaintext key (nor its random part, with or without checksum) is
+in any log line, NATS message, database row, Redis entry or file the processes wrote, nor in
+any response but the one-time reveal; and one organization's key never reaches another's keys,
+affiliates or audit rows.
 
 A NATS server, a Redis and a PostgreSQL 15 cluster of this module's own (so that every message,
 entry and row in them is this run's), `icodrip` CLI runs, one `icodrip worker` and one
@@ -59,6 +60,7 @@ class Run:
     cli_stdout: list[Item] = field(default_factory=list)
     cli_stderr: list[Item] = field(default_factory=list)
     cross_org: list[tuple[str, httpx.Response]] = field(default_factory=list)
+    echoes: list[Item] = field(default_factory=list)
     audited_request_ids: list[str] = field(default_factory=list)
     b_org_id: str = ""
     b_key_ids: set[str] = field(default_factory=set)
@@ -228,6 +230,23 @@ def _scenario(cli: Cli, children: Children, env: dict[str, str], pki: Pki, run: 
         http.get("/v1/affiliates", params={"api_key": a})  # a key in the URL: refused
         http.get(f"/v1/affiliates/{a}")  # a key in the path: refused, no key presented
 
+        # -- keys typed where they do not belong, by a client that does present a key: paths
+        # and User-Agents (audited and logged) and invalid bodies (echoed in the error) ---------
+        def planted(method: str, path: str, key: str | None, **kwargs: Any) -> None:
+            response = call(method, path, key, **kwargs)
+            run.echoes.append(Item(f"response to {method} {path[:40]}", response.content))
+
+        planted("GET", f"/v1/affiliates/{a}", a)
+        planted("GET", f"/v1/api-keys/{b}", a)
+        planted("GET", "/v1/affiliates", a, headers={"User-Agent": f"deploy-bot/2.1 ({b})"})
+        planted("POST", "/v1/api-keys", a, json={"name": "planted", "env": a})
+        planted("POST", "/v1/api-keys", a, json={"name": "planted", "permissions": [b]})
+        planted("POST", "/v1/affiliates", a, json={"name": "planted", a: 1})
+        planted("PATCH", f"/v1/api-keys/{rolled.json()['id']}", a, json={"allowed_ips": [b]})
+        # No such route: nothing authenticates it, so it is only logged (its path as the route).
+        unrouted = http.get(f"/v1/no-such-route/{a}", headers={**bearer(a), "User-Agent": a})
+        run.echoes.append(Item("response to an unknown route", unrouted.content))
+
         # -- cross-organization attempts: A's key on B's things --------------------------------
         for key_id in sorted(run.b_key_ids):
             for method, path, body in [
@@ -314,6 +333,11 @@ def test_no_redis_key_or_value_contains_a_secret(run: Run) -> None:
 
 def test_no_file_any_process_wrote_contains_a_secret(run: Run) -> None:
     assert not list(hits(run.files, run.secrets))
+
+
+def test_no_response_echoes_a_key_planted_in_a_path_header_or_body(run: Run) -> None:
+    assert len(run.echoes) >= 8
+    assert not list(hits(run.echoes, run.secrets))
 
 
 # -- cross-organization access ------------------------------------------------------------------

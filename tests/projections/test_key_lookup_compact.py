@@ -30,6 +30,7 @@ def what_auth_sees(record: KeyRecord) -> tuple[object, ...]:
         record.allowed_origins,
         record.allowed_ips,
         record.revoked,
+        record.expired,
         None if record.expires_at is None else floor(round(record.expires_at * 1000, 3)),
     )
 

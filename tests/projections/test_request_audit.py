@@ -17,12 +17,15 @@ from click.testing import CliRunner
 from adapters.request_events import RequestEvent, RequestEventBatch, new_event_id
 from adapters.settings import Settings
 from cli.audit import audit
+from domain.key_format import Environment, KeyType, generate_key, hint_for
 from projections.request_audit import (
     GENESIS_HASH,
+    AuditChainer,
     AuditRow,
     Message,
     canonical,
     compute_hash,
+    decode_messages,
     row_hash_of,
 )
 from projections.request_audit_store import (
@@ -197,6 +200,51 @@ def test_awkward_text_is_stored_and_verified_exactly(store: RequestAuditStore) -
     assert row.key_hint is None and row.latency_ms == 2.25
     assert row.occurred_at == 1_772_366_400.123456
     assert all(r.broken is None for r in store.verify())
+
+
+PLANTED = generate_key(KeyType.SECRET, Environment.LIVE)
+
+
+def test_a_key_in_an_event_already_in_the_stream_is_stored_only_as_its_hint(
+    store: RequestAuditStore,
+) -> None:
+    """Events published before the API redacted them: the model redacts what the client chose."""
+    planted = event(
+        method=f"GET{PLANTED}",
+        route=f"/v1/affiliates/{PLANTED}",
+        path=f"/v1/affiliates/{PLANTED}",
+        client_addr=PLANTED,
+        user_agent="x" * 4090 + PLANTED,  # redacted before the text is capped at 4096
+    )
+    store.ingest([message(1, [planted])])
+    [row] = store.page(_query(ORG_A), 10)
+    assert row.path == row.route == f"/v1/affiliates/{hint_for(PLANTED)}"
+    assert (row.method, row.client_addr) == (f"GET{hint_for(PLANTED)}", hint_for(PLANTED))
+    assert row.user_agent == ("x" * 4090 + hint_for(PLANTED))[:4096]
+    assert PLANTED[8:-6] not in repr(row)
+    assert all(r.broken is None for r in store.verify())
+
+
+def test_a_key_in_a_rejected_event_or_message_is_kept_aside_only_as_its_hint() -> None:
+    good = json.loads(msgspec.json.encode(event(path=f"/v1/{PLANTED}")))
+    batch = json.dumps(
+        {
+            "events": [
+                {**good, "status": PLANTED},  # undecodable
+                {**good, "id": new_event_id(), "status": 7000},  # not an HTTP status
+            ]
+        }
+    ).encode()
+    unreadable = b'{"events": "' + PLANTED.encode() + b"\xff"
+    decoded, rejected = decode_messages([Message(1, batch), Message(2, unreadable)])
+    rejected += AuditChainer({}, set()).chain(decoded).rejected
+    assert len(rejected) == 3
+    for reject in rejected:
+        assert PLANTED.encode() not in reject.payload and PLANTED not in reject.reason
+        assert PLANTED[8:-6].encode() not in reject.payload
+        assert hint_for(PLANTED).encode() in reject.payload
+    [whole] = [r for r in rejected if r.item == -1]
+    assert whole.payload.endswith(b"\xff")  # the rest of the raw bytes kept as they were
 
 
 def test_last_used_keeps_each_keys_latest_use(store: RequestAuditStore) -> None:

@@ -91,7 +91,7 @@ async def test_messages_are_versioned_structs_naming_type_org_and_actor(
     ]
     org_ids = {m.org_id for m in messages}
     assert len(org_ids) == 1 and org_ids.pop().startswith("org_")
-    assert {m.actor for m in messages} == {OPERATOR}
+    assert {m.actor for m in messages} == {OPERATOR.name}
     revoked = next(m for m in messages if m.type == "api_key.revoked")
     assert revoked.data == {"reason": "rotated"}
 

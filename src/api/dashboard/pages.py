@@ -14,6 +14,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.response import Redirect, Template
 from litestar.utils.scope.state import ScopeState
+from redis.exceptions import RedisError
 
 from api.dashboard.context import DashboardContext
 from domain.errors import DomainError, NotFound
@@ -44,7 +45,7 @@ async def signed_in_user(
     request: Request[Any, Any, Any], dashboard: NamedDependency[DashboardContext]
 ) -> User:
     """The user of this session, re-read on every request (a disabled user is out at once)."""
-    user_hex = request.session.get(SESSION_USER) if request.session else None
+    user_hex = session_of(request).get(SESSION_USER)
     if not isinstance(user_hex, str):
         raise LoginRequired
     try:
@@ -56,6 +57,12 @@ async def signed_in_user(
         request.clear_session()
         raise LoginRequired
     return user
+
+
+def session_of(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """This request's session data; empty when none was loaded (the store failed, say)."""
+    session = request.scope.get("session")
+    return session if isinstance(session, dict) else {}
 
 
 def csrf_token(request: Request[Any, Any, Any]) -> str:
@@ -73,9 +80,7 @@ def page(
     **context: Any,
 ) -> Template:
     """`template` with what every page shows: the user, the flash message, the CSRF token."""
-    flash = None
-    if request.session and "flash" in request.session:
-        flash = request.session.pop("flash")
+    flash = session_of(request).pop("flash", None)
     return Template(
         template_name=template,
         status_code=status_code,
@@ -146,7 +151,7 @@ def _error_page(
         status_code=status,
         title=title,
         message=message,
-        signed_in=bool(request.session and request.session.get(SESSION_USER)),
+        signed_in=bool(session_of(request).get(SESSION_USER)),
     )
     return response
 
@@ -193,6 +198,21 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return _error_page(request, exc.status_code, "Request refused", str(exc.detail))
 
 
+def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """503 page while the session store (Redis) cannot be reached: nothing was changed."""
+    log.warning("dashboard.session_store_unavailable", error=type(exc).__name__)
+    response = _error_page(
+        request,
+        503,
+        "Dashboard unavailable",
+        "The dashboard cannot reach its session store just now, so nobody can sign in or "
+        "make changes here. Nothing was changed. Your API keys keep working. "
+        "Try again in a minute.",
+    )
+    response.headers["Retry-After"] = "30"
+    return response
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """500 page; the error's type is logged, never shown."""
     log.error("dashboard.unhandled_error", error=type(exc).__name__, path=request.url.path)
@@ -208,5 +228,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DomainError: handle_domain_error,
     PermissionDeniedException: handle_csrf,
     HTTPException: handle_http,
+    RedisError: handle_store_unavailable,
     Exception: handle_unexpected,
 }

@@ -10,7 +10,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Router
 from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.csrf import CSRFMiddleware
 from litestar.plugins import InitPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -22,11 +21,12 @@ from api.dashboard.routes import AuditPages, KeyPages, SessionPages, dashboard_h
 from api.dashboard.security import (
     LOCK_STORE,
     PREFIX,
-    SECURITY_HEADERS,
     JoinCookieHeaders,
+    SessionBoundCSRFMiddleware,
     SignInThrottle,
     csrf_config,
     session_config,
+    stamp_security_headers,
     stores_for,
 )
 from api.services import Services
@@ -57,7 +57,7 @@ class DashboardPlugin(InitPlugin):
         self.context = DashboardContext(services, throttle)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        """Add the dashboard's router, static files, templates, stores and shutdown."""
+        """Add the dashboard's router, static files, templates, stores, headers and shutdown."""
         services = self.context.services
         stores = self.stores
         context = self.context
@@ -74,11 +74,12 @@ class DashboardPlugin(InitPlugin):
             middleware=[
                 JoinCookieHeaders,
                 session_config().middleware,
-                DefineMiddleware(CSRFMiddleware, config=csrf_config(services.settings.key_pepper)),
+                DefineMiddleware(
+                    SessionBoundCSRFMiddleware, config=csrf_config(services.settings.key_pepper)
+                ),
             ],
             dependencies={"dashboard": pages.provide(context)},
             exception_handlers=pages.EXCEPTION_HANDLERS,
-            response_headers=SECURITY_HEADERS,
             include_in_schema=False,
             opt={"dashboard": True},
         )
@@ -94,5 +95,6 @@ class DashboardPlugin(InitPlugin):
         registered: Any = app_config.stores or {}
         if isinstance(registered, dict):
             app_config.stores = {**registered, **stores}
+        app_config.before_send.append(stamp_security_headers)
         app_config.on_shutdown.insert(0, stop)
         return app_config

@@ -30,6 +30,8 @@ from api.services import Services
 from application.history import History
 from application.registry import utc_now
 from application.views import api_key_view
+from domain.access import Command, KeyFacts, allows, authorize
+from domain.actors import UserActor
 from domain.api_key import ApiKey
 from domain.errors import DomainError, NotFound, ValidationError
 from domain.ids import USER_PREFIX, format_id, format_key_id, format_org_id, parse_key_id
@@ -37,7 +39,7 @@ from domain.key_format import Environment, KeyType
 from domain.naming import clean_name
 from domain.organization import Organization
 from domain.plans import parse_permissions
-from domain.user import Action, User, normalize_email
+from domain.user import User, normalize_email
 from projections.request_audit_store import AuditQuery, last_used, request_audit_store_for
 
 log = structlog.get_logger()
@@ -64,7 +66,16 @@ PERIOD_CHOICES = [
 STATUS_CHOICES = ["", "2xx", "4xx", "5xx", "401", "403", "429"]
 AUDIT_PAGE_SIZE = 50
 
-USER_DEPENDENCY = {"user": Provide(signed_in_user)}
+
+async def acting_user(
+    dashboard: NamedDependency[DashboardContext], user: NamedDependency[User]
+) -> UserActor:
+    """The signed-in user as an actor, under its organization's current plan."""
+    org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
+    return user.acting(org.permissions)
+
+
+USER_DEPENDENCY = {"user": Provide(signed_in_user), "actor": Provide(acting_user)}
 
 
 def _form_text(form: Any, name: str, default: str = "") -> str:
@@ -104,6 +115,8 @@ class SessionPages(Controller):
         except ValidationError:
             email = email_text.lower()[:254]
         throttle = dashboard.throttle
+        # First, before any password is checked: with the store down this raises, and the
+        # answer is a 503 page, so an outage never lets guesses through unthrottled.
         locked = await throttle.locked_for(email, address)
         if locked is not None:
             return _refused_sign_in(request, email_text, locked)
@@ -155,18 +168,15 @@ def _refused_sign_in(request: Request[Any, Any, Any], email: str, seconds: int) 
 
 async def owned_key(
     dashboard: NamedDependency[DashboardContext],
-    user: NamedDependency[User],
+    actor: NamedDependency[UserActor],
     key_id: FromPath[str],
 ) -> ApiKey:
-    """The key of the path, if it belongs to the user's organization; otherwise not found."""
+    """The key of the path, if the user may see it (its organization's); otherwise not found."""
     try:
         uuid = parse_key_id(key_id)
     except ValidationError:
         raise NotFound("no such API key") from None
-    key = await asyncio.to_thread(dashboard.services.registry.get_key, uuid)
-    if key.org_id != user.org_id:
-        raise NotFound("no such API key")
-    return key
+    return await asyncio.to_thread(dashboard.services.registry.key_for, actor, uuid)
 
 
 class KeyPages(Controller):
@@ -179,10 +189,11 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
+        actor: NamedDependency[UserActor],
     ) -> Template:
         """The organization's keys and the Create API Key form."""
-        user.require(Action.VIEW_KEYS)
-        return page(request, "keys.html.j2", user=user, **await _keys_page(dashboard, user))
+        context = await _keys_page(dashboard, actor)
+        return page(request, "keys.html.j2", user=user, **context)
 
     @post("/", status_code=200)
     async def create_key(
@@ -190,9 +201,10 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
+        actor: NamedDependency[UserActor],
     ) -> Template:
         """Create a key and show its secret, this once."""
-        user.require(Action.CREATE_KEY)
+        authorize(actor, Command.CREATE_KEY)  # before the form: a refusal is a 403, not a 422
         form = await request.form()
         services = dashboard.services
         try:
@@ -211,13 +223,13 @@ class KeyPages(Controller):
                 name=name,
                 env=env,
                 key_type=KeyType.SECRET,
-                actor=user.actor,
+                actor=actor,
                 permissions=permissions,
                 expires_at=expires_at,
             )
         except (DomainError, ValueError) as error:
             message = error.message if isinstance(error, DomainError) else "check the form"
-            context = await _keys_page(dashboard, user)
+            context = await _keys_page(dashboard, actor)
             template = "_create_error.html.j2" if is_htmx(request) else "keys.html.j2"
             return page(
                 request, template, status_code=422, user=user, form_error=message, **context
@@ -237,7 +249,7 @@ class KeyPages(Controller):
             user=user,
             reveal=reveal,
             refresh_table=is_htmx(request),
-            **await _keys_page(dashboard, user),
+            **await _keys_page(dashboard, actor),
         )
 
     @get("/{key_id:str}")
@@ -246,26 +258,26 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
+        actor: NamedDependency[UserActor],
         key: NamedDependency[ApiKey],
     ) -> Template:
         """One key: its details, its last use, the actions, and its lifecycle history."""
-        user.require(Action.VIEW_KEYS)
-        return page(request, "key.html.j2", user=user, **await _key_page(dashboard, user, key))
+        context = await _key_page(dashboard, actor, key)
+        return page(request, "key.html.j2", user=user, **context)
 
     @post("/{key_id:str}/rename", status_code=200)
     async def rename_key(
         self,
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
-        user: NamedDependency[User],
+        actor: NamedDependency[UserActor],
         key: NamedDependency[ApiKey],
     ) -> Redirect:
         """Give the key a new name."""
-        user.require(Action.RENAME_KEY, key_created_by=key.created_by)
         form = await request.form()
         name = clean_name(_form_text(form, "name"), "key name")
         await asyncio.to_thread(
-            dashboard.services.registry.rename_key, key.id, name=name, actor=user.actor
+            dashboard.services.registry.rename_key, key.id, name=name, actor=actor
         )
         flash(request, f"Renamed the key to “{name}”.")
         return Redirect(f"/dashboard/keys/{format_key_id(key.id)}", status_code=303)
@@ -276,10 +288,10 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
+        actor: NamedDependency[UserActor],
         key: NamedDependency[ApiKey],
     ) -> Template:
         """Issue the key's successor (shown once); the old key works for the grace period."""
-        user.require(Action.ROLL_KEY, key_created_by=key.created_by)
         form = await request.form()
         grace_text = _form_text(form, "grace_seconds", "86400")
         if not grace_text.isdigit() or int(grace_text) not in {s for s, _ in GRACE_CHOICES}:
@@ -289,7 +301,7 @@ class KeyPages(Controller):
             services.registry.roll_key,
             key.id,
             grace=timedelta(seconds=int(grace_text)),
-            actor=user.actor,
+            actor=actor,
         )
         await services.mirror.refresh()
         log.info("dashboard.key_rolled", key_id=format_key_id(key.id))
@@ -311,7 +323,7 @@ class KeyPages(Controller):
         }
         template = "_reveal.html.j2" if is_htmx(request) else "keys.html.j2"
         return page(
-            request, template, user=user, reveal=reveal, **await _keys_page(dashboard, user)
+            request, template, user=user, reveal=reveal, **await _keys_page(dashboard, actor)
         )
 
     @get("/{key_id:str}/revoke")
@@ -320,11 +332,12 @@ class KeyPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
+        actor: NamedDependency[UserActor],
         key: NamedDependency[ApiKey],
     ) -> Template:
         """Ask before revoking: it cannot be undone."""
-        user.require(Action.REVOKE_KEY, key_created_by=key.created_by)
         org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
+        authorize(actor, Command.REVOKE_KEY, key=KeyFacts.of(key, org))
         return page(request, "revoke.html.j2", user=user, key=api_key_view(key, org, utc_now()))
 
     @post("/{key_id:str}/revoke", status_code=200)
@@ -332,17 +345,14 @@ class KeyPages(Controller):
         self,
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
-        user: NamedDependency[User],
+        actor: NamedDependency[UserActor],
         key: NamedDependency[ApiKey],
     ) -> Redirect:
         """Revoke the key at once, on every API process."""
-        user.require(Action.REVOKE_KEY, key_created_by=key.created_by)
         form = await request.form()
         reason = _form_text(form, "reason")[:500]
         services = dashboard.services
-        await asyncio.to_thread(
-            services.registry.revoke_key, key.id, actor=user.actor, reason=reason
-        )
+        await asyncio.to_thread(services.registry.revoke_key, key.id, actor=actor, reason=reason)
         await services.mirror.refresh()
         log.info("dashboard.key_revoked", key_id=format_key_id(key.id))
         flash(request, f"Revoked “{key.name}” ({key.hint}). It no longer works.")
@@ -370,12 +380,12 @@ def _people(dashboard: DashboardContext, actors: set[str | None]) -> dict[str, s
     return names
 
 
-async def _keys_page(dashboard: DashboardContext, user: User) -> dict[str, Any]:
+async def _keys_page(dashboard: DashboardContext, actor: UserActor) -> dict[str, Any]:
     services = dashboard.services
 
     def load() -> dict[str, Any]:
-        org = services.registry.get_organization(user.org_id)
-        keys = services.registry.list_keys(org.id)
+        org = services.registry.get_organization(actor.org_id)
+        keys = services.registry.keys_for(actor, org.id)
         used = _last_used(services, [k.id for k in keys])
         now = utc_now()
         views = []
@@ -383,7 +393,7 @@ async def _keys_page(dashboard: DashboardContext, user: User) -> dict[str, Any]:
             view = api_key_view(k, org, now)
             use = used.get(k.id)
             view["last_used_unix"] = None if use is None else use.at
-            view["may_revoke"] = user.may(Action.REVOKE_KEY, key_created_by=k.created_by)
+            view["may_revoke"] = allows(actor, Command.REVOKE_KEY, key=KeyFacts.of(k, org))
             views.append(view)
         return {
             "org": org,
@@ -391,19 +401,20 @@ async def _keys_page(dashboard: DashboardContext, user: User) -> dict[str, Any]:
             "people": _people(dashboard, {k.created_by for k in keys}),
             "permissions": sorted(p.value for p in org.permissions),
             "expiry_choices": EXPIRY_CHOICES,
-            "may_create": user.may(Action.CREATE_KEY),
+            "may_create": allows(actor, Command.CREATE_KEY),
         }
 
     return await asyncio.to_thread(load)
 
 
-async def _key_page(dashboard: DashboardContext, user: User, key: ApiKey) -> dict[str, Any]:
+async def _key_page(dashboard: DashboardContext, actor: UserActor, key: ApiKey) -> dict[str, Any]:
     services = dashboard.services
 
     def load() -> dict[str, Any]:
-        org = services.registry.get_organization(user.org_id)
-        history = History(services.registry).key_history(key.id, org_id=user.org_id)
+        org = services.registry.get_organization(actor.org_id)
+        history = History(services.registry).key_history(key.id, org_id=actor.org_id)
         use = _last_used(services, [key.id]).get(key.id)
+        facts = KeyFacts.of(key, org)
         return {
             "org": org,
             "key": api_key_view(key, org, utc_now()),
@@ -412,9 +423,9 @@ async def _key_page(dashboard: DashboardContext, user: User, key: ApiKey) -> dic
             "history": history,
             "people": _people(dashboard, {e.get("actor") for e in history}),
             "grace_choices": GRACE_CHOICES,
-            "may_roll": user.may(Action.ROLL_KEY, key_created_by=key.created_by),
-            "may_rename": user.may(Action.RENAME_KEY, key_created_by=key.created_by),
-            "may_revoke": user.may(Action.REVOKE_KEY, key_created_by=key.created_by),
+            "may_roll": allows(actor, Command.ROLL_KEY, key=facts),
+            "may_rename": allows(actor, Command.RENAME_KEY, key=facts),
+            "may_revoke": allows(actor, Command.REVOKE_KEY, key=facts),
         }
 
     return await asyncio.to_thread(load)
@@ -433,13 +444,14 @@ class AuditPages(Controller):
         request: Request[Any, Any, Any],
         dashboard: NamedDependency[DashboardContext],
         user: NamedDependency[User],
+        actor: NamedDependency[UserActor],
         key: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
         period: FromQuery[int] = 86400,
         before: FromQuery[int | None] = None,
     ) -> Template:
         """Recent requests made with the organization's keys, newest first, filtered."""
-        user.require(Action.VIEW_AUDIT)
+        authorize(actor, Command.READ_AUDIT)
         services = dashboard.services
         key_id = key or None
         if key_id is not None:
@@ -460,7 +472,7 @@ class AuditPages(Controller):
         )
 
         def load() -> dict[str, Any]:
-            keys = services.registry.list_keys(user.org_id)
+            keys = services.registry.keys_for(actor, user.org_id)
             names = {format_key_id(k.id): k.name for k in keys}
             try:
                 rows = request_audit_store_for(services.settings).page(query, AUDIT_PAGE_SIZE)

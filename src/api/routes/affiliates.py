@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from adapters.affiliates import Affiliate, decode_cursor, encode_cursor
 from api.errors import ApiError
 from api.services import Services
+from domain.access import Command
 from domain.ids import format_org_id
 from projections.key_lookup import Principal
 
@@ -38,7 +39,7 @@ class AffiliatesController(Controller):
     tags = ["affiliates"]
     security = [{"BearerAuth": []}]
 
-    @get("/", opt={"permission": "affiliates:read"})
+    @get("/", opt={"command": Command.READ_AFFILIATES})
     async def list_affiliates(
         self,
         request: Request[Principal, Any, Any],
@@ -55,7 +56,7 @@ class AffiliatesController(Controller):
         rows = await asyncio.to_thread(
             services.affiliates.page,
             format_org_id(principal.org_id),
-            principal.env,
+            principal.env.value,
             after,
             limit + 1,
         )
@@ -67,7 +68,7 @@ class AffiliatesController(Controller):
             "next_cursor": encode_cursor(rows[-1].seq) if more else None,
         }
 
-    @post("/", opt={"permission": "affiliates:write"})
+    @post("/", opt={"command": Command.WRITE_AFFILIATES})
     async def create_affiliate(
         self,
         request: Request[Principal, Any, Any],
@@ -79,13 +80,13 @@ class AffiliatesController(Controller):
         affiliate = await asyncio.to_thread(
             services.affiliates.add,
             format_org_id(principal.org_id),
-            principal.env,
+            principal.env.value,
             data.name,
             data.email,
         )
         return affiliate_view(affiliate)
 
-    @get("/{affiliate_id:str}", opt={"permission": "affiliates:read"})
+    @get("/{affiliate_id:str}", opt={"command": Command.READ_AFFILIATES})
     async def get_affiliate(
         self,
         request: Request[Principal, Any, Any],
@@ -95,7 +96,10 @@ class AffiliatesController(Controller):
         """One affiliate; another org's or environment's is simply not found."""
         principal = request.user
         affiliate = await asyncio.to_thread(
-            services.affiliates.get, format_org_id(principal.org_id), principal.env, affiliate_id
+            services.affiliates.get,
+            format_org_id(principal.org_id),
+            principal.env.value,
+            affiliate_id,
         )
         if affiliate is None:
             raise ApiError(404, "not_found", "no such affiliate")

@@ -19,9 +19,9 @@ from api.services import Services
 from application.history import History, parse_moment
 from application.registry import utc_now
 from application.views import api_key_view, iso
-from domain.actors import by_key
+from domain.access import Command, visible_envs
 from domain.api_key import ApiKey
-from domain.errors import ValidationError
+from domain.errors import NotFound, ValidationError
 from domain.ids import parse_key_id
 from domain.key_format import Environment, KeyType
 from domain.plans import parse_permissions
@@ -37,7 +37,8 @@ class NewApiKey(msgspec.Struct, forbid_unknown_fields=True):
     env: Literal["live", "test"] | None = None
     type: Literal["secret", "public"] = "secret"
     permissions: list[str] | None = None
-    expires_at: datetime | None = None
+    # With its offset: a naive time would be read in no particular zone (and cannot be compared).
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     allowed_origins: list[str] = []
     allowed_ips: list[str] = []
 
@@ -55,18 +56,12 @@ class Revocation(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
 
 
-async def _own_key(
-    services: NamedDependency[Services], principal: Principal, key_id: FromPath[str]
-) -> ApiKey:
-    """The key if it belongs to the caller's organization; otherwise not found (never 403)."""
+def _key_uuid(key_id: str) -> UUID:
+    """The id of the path's key; a malformed id names no key (404, like another org's)."""
     try:
-        uuid = parse_key_id(key_id)
+        return parse_key_id(key_id)
     except ValidationError:
-        raise ApiError(404, "not_found", "no such API key") from None
-    key = await asyncio.to_thread(services.registry.get_key, uuid)
-    if key.org_id != principal.org_id:
-        raise ApiError(404, "not_found", "no such API key")
-    return key
+        raise NotFound("no such API key") from None
 
 
 def _last_used(services: Services, key_ids: list[UUID]) -> dict[UUID, LastUsed]:
@@ -94,7 +89,7 @@ class ApiKeysController(Controller):
     tags = ["api keys"]
     security = [{"BearerAuth": []}]
 
-    @post("/", status_code=HTTP_201_CREATED, opt={"permission": "api_keys:write"})
+    @post("/", status_code=HTTP_201_CREATED, opt={"command": Command.CREATE_KEY})
     async def create_key(
         self,
         request: Request[Principal, Any, Any],
@@ -103,18 +98,14 @@ class ApiKeysController(Controller):
     ) -> dict[str, Any]:
         """Create a key; the response is the only time its secret is shown."""
         principal = request.user
-        env = Environment(data.env or principal.env)
-        if principal.env == Environment.TEST.value and env is Environment.LIVE:
-            raise ApiError(403, "insufficient_permissions", "a test key cannot create live keys")
         issued = await asyncio.to_thread(
             services.registry.create_key,
             principal.org_id,
             name=data.name,
-            env=env,
+            env=Environment(data.env or principal.env),
             key_type=KeyType(data.type),
-            actor=by_key(principal.key_id),
+            actor=principal,
             permissions=None if data.permissions is None else parse_permissions(data.permissions),
-            ceiling=frozenset(principal.permissions),  # type: ignore[arg-type]
             expires_at=data.expires_at,
             allowed_origins=tuple(data.allowed_origins),
             allowed_ips=tuple(data.allowed_ips),
@@ -122,7 +113,7 @@ class ApiKeysController(Controller):
         await services.mirror.refresh()
         return await _view(services, issued.key, issued.secret)
 
-    @get("/", opt={"permission": "api_keys:read"})
+    @get("/", opt={"command": Command.READ_KEYS})
     async def list_keys(
         self,
         request: Request[Principal, Any, Any],
@@ -142,12 +133,14 @@ class ApiKeysController(Controller):
             past = await asyncio.to_thread(
                 History(services.registry).keys_as_of, principal.org_id, moment
             )
+            envs = visible_envs(principal)
+            past = [view for view in past if view["env"] in envs]
             return {"object": "list", "data": past, "next_cursor": None, "as_of": iso(moment)}
 
         def load() -> list[dict[str, Any]]:
             org = services.registry.get_organization(principal.org_id)
             now = utc_now()
-            keys = services.registry.list_keys(org.id)
+            keys = services.registry.keys_for(principal, org.id)
             used = _last_used(services, [k.id for k in keys])
             return [
                 api_key_view(k, org, now, last_used_at=last_used_at(used.get(k.id))) for k in keys
@@ -155,7 +148,7 @@ class ApiKeysController(Controller):
 
         return {"object": "list", "data": await asyncio.to_thread(load), "next_cursor": None}
 
-    @get("/current")
+    @get("/current", opt={"command": None})  # any valid key may ask which key it is
     async def current_key(
         self, request: Request[Principal, Any, Any], services: NamedDependency[Services]
     ) -> dict[str, Any]:
@@ -163,7 +156,7 @@ class ApiKeysController(Controller):
         key = await asyncio.to_thread(services.registry.get_key, request.user.key_id)
         return await _view(services, key)
 
-    @get("/{key_id:str}", opt={"permission": "api_keys:read"})
+    @get("/{key_id:str}", opt={"command": Command.READ_KEYS})
     async def get_key(
         self,
         request: Request[Principal, Any, Any],
@@ -171,9 +164,10 @@ class ApiKeysController(Controller):
         key_id: FromPath[str],
     ) -> dict[str, Any]:
         """One of the organization's keys."""
-        return await _view(services, await _own_key(services, request.user, key_id))
+        key = await asyncio.to_thread(services.registry.key_for, request.user, _key_uuid(key_id))
+        return await _view(services, key)
 
-    @patch("/{key_id:str}", opt={"permission": "api_keys:write"})
+    @patch("/{key_id:str}", opt={"command": Command.RENAME_KEY})
     async def rename_key(
         self,
         request: Request[Principal, Any, Any],
@@ -184,20 +178,20 @@ class ApiKeysController(Controller):
         """Rename a key and/or replace its IP allowlist (`allowed_ips`, CIDR; [] = anywhere)."""
         if data.name is None and data.allowed_ips is None:
             raise ApiError(422, "validation_error", "body: give name and/or allowed_ips")
-        key = await _own_key(services, request.user, key_id)
-        actor = by_key(request.user.key_id)
+        uuid, actor = _key_uuid(key_id), request.user
+        key = await asyncio.to_thread(services.registry.key_for, actor, uuid)
         if data.name is not None:
             key = await asyncio.to_thread(
-                services.registry.rename_key, key.id, name=data.name, actor=actor
+                services.registry.rename_key, uuid, name=data.name, actor=actor
             )
         if data.allowed_ips is not None:
             key = await asyncio.to_thread(
-                services.registry.set_allowed_ips, key.id, data.allowed_ips, actor=actor
+                services.registry.set_allowed_ips, uuid, data.allowed_ips, actor=actor
             )
             await services.mirror.refresh()
         return await _view(services, key)
 
-    @post("/{key_id:str}/roll", status_code=HTTP_200_OK, opt={"permission": "api_keys:write"})
+    @post("/{key_id:str}/roll", status_code=HTTP_200_OK, opt={"command": Command.ROLL_KEY})
     async def roll_key(
         self,
         request: Request[Principal, Any, Any],
@@ -206,15 +200,14 @@ class ApiKeysController(Controller):
         data: JSONBody[Roll | None] = None,
     ) -> dict[str, Any]:
         """Issue a successor (secret shown once); the old key expires after the grace period."""
-        key = await _own_key(services, request.user, key_id)
         grace = timedelta(seconds=(data or Roll()).expire_in_seconds)
         issued = await asyncio.to_thread(
-            services.registry.roll_key, key.id, grace=grace, actor=by_key(request.user.key_id)
+            services.registry.roll_key, _key_uuid(key_id), grace=grace, actor=request.user
         )
         await services.mirror.refresh()
         return await _view(services, issued.key, issued.secret)
 
-    @post("/{key_id:str}/revoke", status_code=HTTP_200_OK, opt={"permission": "api_keys:write"})
+    @post("/{key_id:str}/revoke", status_code=HTTP_200_OK, opt={"command": Command.REVOKE_KEY})
     async def revoke_key(
         self,
         request: Request[Principal, Any, Any],
@@ -223,11 +216,10 @@ class ApiKeysController(Controller):
         data: JSONBody[Revocation | None] = None,
     ) -> dict[str, Any]:
         """Revoke a key at once, on every API process within a second."""
-        key = await _own_key(services, request.user, key_id)
         key = await asyncio.to_thread(
             services.registry.revoke_key,
-            key.id,
-            actor=by_key(request.user.key_id),
+            _key_uuid(key_id),
+            actor=request.user,
             reason=(data or Revocation()).reason,
         )
         await services.mirror.refresh()

@@ -9,10 +9,10 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
-from api.errors import ApiError
 from api.services import Services
 from application.history import MAX_FEED_LIMIT, History
-from domain.errors import ValidationError
+from domain.access import Command, visible_envs
+from domain.errors import NotFound, ValidationError
 from domain.ids import parse_key_id
 from projections.key_lookup import Principal
 
@@ -22,7 +22,7 @@ class AuditEventsController(Controller):
     tags = ["audit"]
     security = [{"BearerAuth": []}]
 
-    @get("/", opt={"permission": "audit:read"})
+    @get("/", opt={"command": Command.READ_AUDIT})
     async def list_events(
         self,
         request: Request[Principal, Any, Any],
@@ -45,7 +45,11 @@ class AuditEventsController(Controller):
         `after` set to the last event's position.
         """
         page = await asyncio.to_thread(
-            History(services.registry).org_events, request.user.org_id, after=after, limit=limit
+            History(services.registry).org_events,
+            request.user.org_id,
+            after=after,
+            limit=limit,
+            envs=visible_envs(request.user),
         )
         return {"object": "list", "data": page.events, "next_cursor": page.next_position}
 
@@ -55,7 +59,7 @@ class ApiKeyHistoryController(Controller):
     tags = ["api keys"]
     security = [{"BearerAuth": []}]
 
-    @get("/", opt={"permission": "api_keys:read"})
+    @get("/", opt={"command": Command.READ_KEYS})
     async def key_history(
         self,
         request: Request[Principal, Any, Any],
@@ -66,8 +70,11 @@ class ApiKeyHistoryController(Controller):
         try:
             uuid = parse_key_id(key_id)
         except ValidationError:
-            raise ApiError(404, "not_found", "no such API key") from None
-        events = await asyncio.to_thread(
-            History(services.registry).key_history, uuid, org_id=request.user.org_id
-        )
+            raise NotFound("no such API key") from None
+
+        def load() -> list[dict[str, Any]]:
+            services.registry.key_for(request.user, uuid)  # NotFound unless it may see it
+            return History(services.registry).key_history(uuid)
+
+        events = await asyncio.to_thread(load)
         return {"object": "list", "data": events, "next_cursor": None}

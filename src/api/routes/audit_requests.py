@@ -28,6 +28,7 @@ from litestar.response import Stream
 
 from api.errors import ApiError
 from api.services import Services
+from domain.access import Command, visible_envs
 from domain.errors import ValidationError
 from domain.ids import format_org_id, parse_key_id
 from domain.key_format import Environment
@@ -193,12 +194,12 @@ def build_query(
         raise ApiError(422, "validation_error", "route: at most 300 characters")
     if env is not None and env not in (Environment.LIVE.value, Environment.TEST.value):
         raise ApiError(422, "validation_error", "env: expected live or test")
-    if principal.env == Environment.TEST.value:
-        if env == Environment.LIVE.value:
-            raise ApiError(
-                403, "insufficient_permissions", "a test key sees test-mode requests only"
-            )
-        env = Environment.TEST.value
+    envs = visible_envs(principal)
+    if env is not None and env not in envs:
+        raise ApiError(403, "insufficient_permissions", "a test key sees test-mode requests only")
+    if len(envs) == 1:
+        (only,) = envs
+        env = only.value
     status_min, status_max = parse_status(status)
     since_ts, until_ts = parse_time("since", since), parse_time("until", until)
     if since_ts is not None and until_ts is not None and since_ts >= until_ts:
@@ -243,7 +244,7 @@ class AuditRequestsController(Controller):
 
     @get(
         "/",
-        opt={"permission": "audit:read"},
+        opt={"command": Command.READ_AUDIT},
         description=(
             "Filters: key_id, status (404 or 4xx), method, route (the route template, e.g. "
             "/v1/affiliates), since (inclusive) and until (exclusive) as RFC 3339 times, env. "

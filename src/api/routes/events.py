@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from api.errors import ApiError, handle_api_error, handle_http
 from api.services import Services
 from application.views import iso
+from domain.access import Command
 from domain.ids import format_key_id, format_org_id
 from projections.key_lookup import Principal
 
@@ -59,7 +60,7 @@ class EventsController(Controller):
 
     @post(
         "/",
-        opt={"permission": "events:write"},
+        opt={"command": Command.SEND_EVENTS},
         status_code=HTTP_202_ACCEPTED,
         request_max_body_size=EVENTS_MAX_BODY_BYTES,
     )
@@ -91,7 +92,7 @@ class EventsController(Controller):
         stored = await asyncio.to_thread(
             store.add,
             format_org_id(principal.org_id),
-            principal.env,
+            principal.env.value,
             format_key_id(principal.key_id),
             data.event,
             _encoder.encode(data.properties).decode(),

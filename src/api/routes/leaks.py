@@ -1,10 +1,13 @@
 """`POST /v1/leaks`: leak reports from a secret scanner (GitHub's partner program shape).
 
 Body: a JSON list of `{"token": "...", "type": "...", "url": "...", "source": "..."}`.
-Authenticated by `X-Icodrip-Signature: sha256=<hex HMAC-SHA256 of the raw body>` under the
-operator-configured `ICODRIP_LEAK_SIGNING_KEY` (401 when missing or wrong; 503 when no key is
-configured). No API key is involved. Each token that is one of our live secret keys is
-flagged `exposed` (with the URL) and revoked or rolled per its org's `leak_policy`.
+Authenticated by `X-Icodrip-Timestamp: <Unix seconds>` and
+`X-Icodrip-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>." + the raw body>` under the
+operator-configured `ICODRIP_LEAK_SIGNING_KEY` (401 when missing, wrong, or signed more than
+5 minutes from now; 503 when no key is configured). No API key is involved. Each token that
+is one of our live secret keys is flagged `exposed` (with the URL) and revoked or rolled per
+its org's `leak_policy`; a repeated report changes nothing more (see
+`KeyRegistry.respond_to_leak`), so a replay inside the window is harmless.
 
 Answer, per reported token, as GitHub expects:
 `{"token_hash": sha256 hex of the token, "token_type": ..., "label": "true_positive" |
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -25,6 +29,7 @@ from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK
 
 from api.errors import ApiError
+from api.json_body import MAX_JSON_DEPTH, nested_deeper_than
 from api.services import Services
 from domain.ids import format_key_id
 from domain.key_format import MalformedKey, hash_key, parse_key
@@ -32,7 +37,10 @@ from domain.key_format import MalformedKey, hash_key, parse_key
 log = structlog.get_logger()
 
 SIGNATURE_HEADER = "x-icodrip-signature"
+TIMESTAMP_HEADER = "x-icodrip-timestamp"
 SIGNATURE_PREFIX = "sha256="
+#: How far a report's signed timestamp may be from our clock, either way (seconds).
+TIMESTAMP_TOLERANCE = 300
 MAX_REPORTED_TOKENS = 1000
 TRUE_POSITIVE = "true_positive"
 FALSE_POSITIVE = "false_positive"
@@ -50,15 +58,23 @@ _decoder = msgspec.json.Decoder(
 )
 
 
-def sign(body: bytes, key: bytes) -> str:
-    """The header value a reporter sends for `body` (also what operators' tools compute)."""
-    return SIGNATURE_PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+def sign(body: bytes, key: bytes, timestamp: int) -> str:
+    """The signature header a reporter sends for `body` at `timestamp` (Unix seconds)."""
+    signed = str(timestamp).encode() + b"." + body
+    return SIGNATURE_PREFIX + hmac.new(key, signed, hashlib.sha256).hexdigest()
 
 
-def _signature_valid(header: str | None, body: bytes, key: bytes) -> bool:
-    if not header:
-        return False
-    return hmac.compare_digest(header.strip().lower().encode(), sign(body, key).encode())
+def _timestamp(header: str | None) -> int | None:
+    # One spelling, the documented one: int() alone would also take "-1", " +17_0" or
+    # another script's digits, and a signer and we could then disagree on the signed text.
+    if not header or not header.isascii() or not header.isdigit() or len(header) > 12:
+        return None
+    return int(header)
+
+
+def _signature_valid(header: str, body: bytes, key: bytes, timestamp: int) -> bool:
+    expected = sign(body, key, timestamp).encode()
+    return hmac.compare_digest(header.strip().lower().encode(), expected)
 
 
 class LeaksController(Controller):
@@ -81,8 +97,26 @@ class LeaksController(Controller):
             raise ApiError(
                 401, "missing_signature", f"sign the body: {SIGNATURE_HEADER}: sha256=<hex>"
             )
-        if not _signature_valid(header, body, signing_key):
-            raise ApiError(401, "invalid_signature", "the signature does not match the body")
+        timestamp = _timestamp(request.headers.get(TIMESTAMP_HEADER))
+        if timestamp is None:
+            raise ApiError(
+                401,
+                "missing_timestamp",
+                f"send {TIMESTAMP_HEADER}: <Unix time in seconds>, signed with the body",
+            )
+        if not _signature_valid(header, body, signing_key, timestamp):
+            raise ApiError(
+                401, "invalid_signature", "the signature does not match the timestamp and body"
+            )
+        # Checked after the signature, so only a holder of the key learns that its clock is off.
+        if abs(time.time() - timestamp) > TIMESTAMP_TOLERANCE:
+            raise ApiError(
+                401,
+                "stale_timestamp",
+                f"the report was signed more than {TIMESTAMP_TOLERANCE} s from now; sign it again",
+            )
+        if nested_deeper_than(body):  # msgspec would recurse skipping unknown fields: 500
+            raise ApiError(400, "malformed_json", f"JSON is nested deeper than {MAX_JSON_DEPTH}")
         try:
             reports = _decoder.decode(body)
         except msgspec.DecodeError as error:

@@ -1,0 +1,257 @@
+"""The access policy: who may do what to which key. These rules are written here only.
+
+Every command of the service is a `Command`; every caller is an actor (`domain.actors`). The
+service layer asks `authorize` before it runs a command, with the facts of the key the command
+touches (`KeyFacts`) and of the key it would issue (`KeyGrant`); the API's guard asks it for
+each route, and pages ask `allows` to decide what to offer. docs/adr/0012 tells why.
+
+1. Another organization's keys do not exist for an actor: NotFound, never a 403.
+2. Test mode sees test mode only: a test key neither sees nor touches a live key.
+3. A key needs the command's permission, and never obtains, creates or changes a key with
+   more than it has itself (environment and permissions).
+4. A dashboard user acts within its role and its organization's plan; a developer changes
+   only the keys it created and reads the others.
+5. The operator (the command line) and the system (workers) may do anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from uuid import UUID
+
+from domain.actors import Actor, KeyActor, Operator, System, UserActor
+from domain.api_key import ApiKey
+from domain.errors import NotAllowed, NotFound, PermissionExceeded
+from domain.key_format import Environment, KeyType
+from domain.organization import Organization
+from domain.plans import Permission, effective_permissions
+from domain.roles import Role
+
+
+class Command(StrEnum):
+    """Everything an actor can ask of the service."""
+
+    READ_KEYS = "read_keys"
+    CREATE_KEY = "create_key"
+    RENAME_KEY = "rename_key"
+    SET_KEY_ALLOWED_IPS = "set_key_allowed_ips"
+    ROLL_KEY = "roll_key"
+    REVOKE_KEY = "revoke_key"
+    READ_AUDIT = "read_audit"
+    READ_AFFILIATES = "read_affiliates"
+    WRITE_AFFILIATES = "write_affiliates"
+    SEND_EVENTS = "send_events"
+    MANAGE_ORGANIZATION = "manage_organization"
+    MANAGE_USERS = "manage_users"
+
+
+#: The permission a key needs for each command; a user's organization plan must grant it too.
+#: None: no key and no user may (plans, limits and people are the operator's).
+PERMISSION: dict[Command, Permission | None] = {
+    Command.READ_KEYS: Permission.API_KEYS_READ,
+    Command.CREATE_KEY: Permission.API_KEYS_WRITE,
+    Command.RENAME_KEY: Permission.API_KEYS_WRITE,
+    Command.SET_KEY_ALLOWED_IPS: Permission.API_KEYS_WRITE,
+    Command.ROLL_KEY: Permission.API_KEYS_WRITE,
+    Command.REVOKE_KEY: Permission.API_KEYS_WRITE,
+    Command.READ_AUDIT: Permission.AUDIT_READ,
+    Command.READ_AFFILIATES: Permission.AFFILIATES_READ,
+    Command.WRITE_AFFILIATES: Permission.AFFILIATES_WRITE,
+    Command.SEND_EVENTS: Permission.EVENTS_WRITE,
+    Command.MANAGE_ORGANIZATION: None,
+    Command.MANAGE_USERS: None,
+}
+
+#: Commands that change an existing key.
+KEY_CHANGES = frozenset(
+    {Command.RENAME_KEY, Command.SET_KEY_ALLOWED_IPS, Command.ROLL_KEY, Command.REVOKE_KEY}
+)
+
+_DASHBOARD = frozenset({Command.READ_KEYS, Command.CREATE_KEY, Command.READ_AUDIT} | KEY_CHANGES)
+#: What each role may do to any key of its organization.
+ROLE_COMMANDS: dict[Role, frozenset[Command]] = {
+    Role.OWNER: _DASHBOARD,
+    Role.ADMIN: _DASHBOARD,
+    Role.DEVELOPER: frozenset({Command.READ_KEYS, Command.CREATE_KEY, Command.READ_AUDIT}),
+    Role.AUDITOR: frozenset({Command.READ_KEYS, Command.READ_AUDIT}),
+}
+#: What a role may do, beyond `ROLE_COMMANDS`, to the keys it created itself.
+OWN_KEY_COMMANDS: dict[Role, frozenset[Command]] = {Role.DEVELOPER: KEY_CHANGES}
+
+_WHAT = {
+    Command.READ_KEYS: "view API keys",
+    Command.CREATE_KEY: "create API keys",
+    Command.RENAME_KEY: "rename this API key",
+    Command.SET_KEY_ALLOWED_IPS: "change this API key's allowed IPs",
+    Command.ROLL_KEY: "roll this API key",
+    Command.REVOKE_KEY: "revoke this API key",
+    Command.READ_AUDIT: "view the audit log",
+    Command.READ_AFFILIATES: "read affiliates",
+    Command.WRITE_AFFILIATES: "add affiliates",
+    Command.SEND_EVENTS: "send tracking events",
+    Command.MANAGE_ORGANIZATION: "change the organization's plan or limits",
+    Command.MANAGE_USERS: "manage dashboard users",
+}
+_VERB = {
+    Command.RENAME_KEY: "rename",
+    Command.SET_KEY_ALLOWED_IPS: "change the allowed IPs of",
+    Command.ROLL_KEY: "roll",
+    Command.REVOKE_KEY: "revoke",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFacts:
+    """What the policy needs to know of a key a command touches."""
+
+    key_id: UUID
+    org_id: UUID
+    env: Environment
+    type: KeyType
+    permissions: frozenset[Permission]  # effective: under its organization's current plan
+    created_by: str
+
+    @classmethod
+    def of(cls, key: ApiKey, org: Organization) -> KeyFacts:
+        """The facts of `key`, a key of `org`."""
+        return cls(
+            key.id, key.org_id, key.env, key.type, key.effective_permissions(org), key.created_by
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGrant:
+    """What a key about to be issued (created, or a roll's successor) will be able to do."""
+
+    org_id: UUID
+    env: Environment
+    type: KeyType
+    permissions: frozenset[Permission]  # effective
+
+    @classmethod
+    def of(
+        cls,
+        org: Organization,
+        env: Environment,
+        key_type: KeyType,
+        restriction: frozenset[Permission] | None,
+    ) -> KeyGrant:
+        """A `key_type` key of `org` in `env`, restricted to `restriction` (None: the plan's)."""
+        permissions = effective_permissions(
+            org.permissions, restriction, public=key_type is KeyType.PUBLIC
+        )
+        return cls(org.id, Environment(env), KeyType(key_type), permissions)
+
+
+def visible_envs(actor: Actor) -> frozenset[Environment]:
+    """The environments whose keys and data `actor` may see."""
+    if isinstance(actor, KeyActor) and actor.env is Environment.TEST:
+        return frozenset({Environment.TEST})
+    return frozenset(Environment)
+
+
+def sees(actor: Actor, key: KeyFacts) -> bool:
+    """Whether `key` exists at all for `actor` (its organization, its environment)."""
+    if isinstance(actor, Operator | System):
+        return True
+    return key.org_id == actor.org_id and key.env in visible_envs(actor)
+
+
+def inherited_restriction(
+    actor: Actor, plan_permissions: frozenset[Permission]
+) -> frozenset[Permission] | None:
+    """The restriction a new key gets when none is asked: a restricted key passes on its own."""
+    if isinstance(actor, KeyActor) and not plan_permissions <= actor.permissions:
+        return actor.permissions & plan_permissions
+    return None
+
+
+def authorize(
+    actor: Actor,
+    command: Command,
+    *,
+    org_id: UUID | None = None,
+    key: KeyFacts | None = None,
+    grant: KeyGrant | None = None,
+) -> None:
+    """Raise the refusal unless `actor` may run `command` (in `org_id`, on `key`, issuing `grant`).
+
+    NotFound when the organization or key does not exist for the actor; PermissionExceeded
+    (a key) or NotAllowed (a user) when it exists but the actor may not.
+    """
+    if isinstance(actor, Operator | System):
+        return
+    if not isinstance(actor, KeyActor | UserActor):  # fail closed on anything else (a name)
+        raise TypeError(f"not an actor: {type(actor).__name__}")
+    if key is not None and not sees(actor, key):
+        raise NotFound("no such API key")
+    for other in (org_id, None if grant is None else grant.org_id):
+        if other is not None and other != actor.org_id:
+            raise NotFound("no such organization")
+    if isinstance(actor, KeyActor):
+        _authorize_key(actor, command, key, grant)
+    else:
+        _authorize_user(actor, command, key)
+
+
+def allows(
+    actor: Actor,
+    command: Command,
+    *,
+    org_id: UUID | None = None,
+    key: KeyFacts | None = None,
+    grant: KeyGrant | None = None,
+) -> bool:
+    """Whether `authorize` would let `actor` run `command` (to offer it, or not)."""
+    try:
+        authorize(actor, command, org_id=org_id, key=key, grant=grant)
+    except (NotFound, PermissionExceeded, NotAllowed):
+        return False
+    return True
+
+
+def _authorize_key(
+    actor: KeyActor, command: Command, key: KeyFacts | None, grant: KeyGrant | None
+) -> None:
+    needed = PERMISSION[command]
+    if needed is None:
+        raise PermissionExceeded(f"an API key cannot {_WHAT[command]}")
+    if needed not in actor.permissions:
+        raise PermissionExceeded(f"this key lacks the {needed.value} permission")
+    if key is not None and command in KEY_CHANGES and not key.permissions <= actor.permissions:
+        raise PermissionExceeded(
+            f"a key cannot {_VERB[command]} a key with permissions it lacks itself: "
+            f"{_names(key.permissions - actor.permissions)}"
+        )
+    if grant is not None:
+        if grant.env is Environment.LIVE and actor.env is Environment.TEST:
+            raise PermissionExceeded("a test key cannot create live keys")
+        if not grant.permissions <= actor.permissions:
+            raise PermissionExceeded(
+                "a key cannot grant what it lacks itself: "
+                f"{_names(grant.permissions - actor.permissions)}"
+            )
+
+
+def _authorize_user(actor: UserActor, command: Command, key: KeyFacts | None) -> None:
+    role = Role(actor.role)
+    own = key is not None and key.created_by == actor.name
+    if command not in ROLE_COMMANDS[role] and not (
+        own and command in OWN_KEY_COMMANDS.get(role, frozenset())
+    ):
+        if command in OWN_KEY_COMMANDS.get(role, frozenset()):
+            raise NotAllowed(
+                f"a {role.value} may {_VERB[command]} the API keys they created, not others"
+            )
+        raise NotAllowed(f"your role ({role.value}) does not allow you to {_WHAT[command]}")
+    needed = PERMISSION[command]
+    if needed is not None and needed not in actor.plan_permissions:
+        raise NotAllowed(
+            f"your organization's plan does not include this: to {_WHAT[command]} it needs "
+            f"{needed.value} (ask about the pro plan)"
+        )
+
+
+def _names(permissions: frozenset[Permission]) -> str:
+    return ", ".join(sorted(p.value for p in permissions))

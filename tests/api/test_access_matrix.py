@@ -1,0 +1,302 @@
+"""The authorization matrix: every `/v1` route and dashboard action by every kind of actor.
+
+One table says what each actor gets from each route; the test asks every cell of it of a real
+API process (real NATS, Redis and store) and reports every cell that answers otherwise. The
+route list comes from the app itself: a route that is in neither `MATRIX` nor `NOT_ACTIONS`
+fails the test, so a new route (or command) joins the table before it ships.
+
+Actors and what each acts on (its "target": a live, unrestricted secret key made by the owner
+of the actor's organization; for `other_org` and `other_owner`, a key of another organization):
+
+- keys: `live` and `test` (pro plan), `restricted` (api_keys:read, api_keys:write,
+  affiliates:read), `public` (pk_live_…), `other_org` (another org's live key), `free`
+  (a live key of a free-plan org);
+- dashboard users: `owner`, `admin`, `developer`, `auditor` (pro plan), `free_owner` (owner of
+  a free-plan org), `other_owner` (owner of another org).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.settings import Settings
+from adapters.users import hash_password, open_user_directory
+from api.process import ApiProcess
+from application.registry import IssuedKey
+from dashboard.asgi import PASSWORD, csrf_token_in
+from domain.actors import OPERATOR
+from domain.ids import format_org_id
+from domain.key_format import Environment, KeyType
+from domain.organization import Organization
+from domain.plans import Permission, Plan
+from domain.user import Role, User
+from support.api import Api, bearer, serving
+
+KEYS = ("live", "test", "restricted", "public", "other_org", "free")
+USERS = ("owner", "admin", "developer", "auditor", "free_owner", "other_owner")
+RESTRICTION = {Permission.API_KEYS_READ, Permission.API_KEYS_WRITE, Permission.AFFILIATES_READ}
+
+
+def row(*statuses: int, actors: tuple[str, ...] = KEYS) -> dict[str, int]:
+    """Expected statuses, in the order of `actors`."""
+    assert len(statuses) == len(actors)
+    return dict(zip(actors, statuses, strict=True))
+
+
+def users(*statuses: int) -> dict[str, int]:
+    return row(*statuses, actors=USERS)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request to one route, and what each actor must get."""
+
+    method: str
+    route: str  # as the app lists it, path parameters without their types
+    expected: dict[str, int]
+    body: dict[str, Any] | None = None
+    form: dict[str, str] = field(default_factory=dict)
+    label: str = ""
+
+
+#                               live  test  restr public other free
+MATRIX = [
+    Case("GET", "/v1/affiliates", row(200, 200, 200, 403, 200, 200)),
+    Case("POST", "/v1/affiliates", row(201, 201, 403, 403, 201, 201), {"name": "Ann"}),
+    Case("GET", "/v1/affiliates/{affiliate_id}", row(200, 404, 200, 403, 404, 404)),
+    Case("POST", "/v1/api-keys", row(201, 201, 201, 403, 201, 201), {"name": "m"}),
+    Case(
+        "POST",
+        "/v1/api-keys",
+        row(201, 403, 201, 403, 201, 201),
+        {"name": "m", "env": "live"},
+        label="a live key",
+    ),
+    Case(
+        "POST",
+        "/v1/api-keys",
+        row(201, 201, 403, 403, 201, 403),
+        {"name": "m", "permissions": ["audit:read"]},
+        label="with audit:read",
+    ),
+    Case("GET", "/v1/api-keys", row(200, 200, 200, 403, 200, 200)),
+    Case("GET", "/v1/api-keys/current", row(200, 200, 200, 403, 200, 200)),
+    Case("GET", "/v1/api-keys/{key_id}", row(200, 404, 200, 403, 404, 200)),
+    Case("PATCH", "/v1/api-keys/{key_id}", row(200, 404, 403, 403, 404, 200), {"name": "n"}),
+    Case(
+        "PATCH",
+        "/v1/api-keys/{key_id}",
+        row(200, 404, 403, 403, 404, 200),
+        {"allowed_ips": ["203.0.113.0/24"]},
+        label="allowed IPs",
+    ),
+    Case("POST", "/v1/api-keys/{key_id}/roll", row(200, 404, 403, 403, 404, 200), {}),
+    Case("POST", "/v1/api-keys/{key_id}/revoke", row(200, 404, 403, 403, 404, 200), {}),
+    Case("GET", "/v1/api-keys/{key_id}/history", row(200, 404, 200, 403, 404, 200)),
+    Case("GET", "/v1/audit/events", row(200, 200, 403, 403, 200, 403)),
+    Case("GET", "/v1/audit/requests", row(200, 200, 403, 403, 200, 403)),
+    Case("POST", "/v1/events", row(202, 202, 403, 202, 202, 202), {"event": "signup"}),
+    # Leak reports are signed by the scanner, not sent with a key: a key opens nothing there.
+    Case("POST", "/v1/leaks", row(401, 401, 401, 401, 401, 401), {}),
+    #                                owner admin  dev  audit free other
+    Case("GET", "/dashboard/keys", users(200, 200, 200, 200, 200, 200)),
+    Case("POST", "/dashboard/keys", users(200, 200, 200, 403, 200, 200), form={"name": "k"}),
+    Case("GET", "/dashboard/keys/{key_id}", users(200, 200, 200, 200, 200, 404)),
+    Case(
+        "POST",
+        "/dashboard/keys/{key_id}/rename",
+        users(303, 303, 403, 403, 303, 404),
+        form={"name": "n"},
+    ),
+    Case(
+        "POST",
+        "/dashboard/keys/{key_id}/roll",
+        users(200, 200, 403, 403, 200, 404),
+        form={"grace_seconds": "0"},
+    ),
+    Case("GET", "/dashboard/keys/{key_id}/revoke", users(200, 200, 403, 403, 200, 404)),
+    Case("POST", "/dashboard/keys/{key_id}/revoke", users(303, 303, 403, 403, 303, 404)),
+    Case("GET", "/dashboard/audit", users(200, 200, 200, 200, 403, 200)),
+]
+
+#: Routes that are no action on an organization's keys or data, and why.
+NOT_ACTIONS = {
+    ("GET", "/dashboard"): "the front door: redirects to sign-in or to the keys",
+    ("GET", "/dashboard/login"): "the sign-in form",
+    ("POST", "/dashboard/login"): "signing in (throttled; tests/dashboard/test_sessions.py)",
+    ("POST", "/dashboard/logout"): "signing out",
+    ("GET", "/dashboard/static/{file_path}"): "the dashboard's CSS and scripts",
+    ("HEAD", "/dashboard/static/{file_path}"): "the dashboard's CSS and scripts",
+}
+
+
+@pytest.fixture
+async def api(api_settings: Settings) -> AsyncIterator[Api]:
+    """The API process, with leak reports switched on (so their refusal is the signature's)."""
+    settings = dataclasses.replace(api_settings, leak_signing_key=b"matrix-" + uuid.uuid4().bytes)
+    async with serving(ApiProcess(settings)) as served:
+        yield served
+
+
+def app_routes(api: Api) -> set[tuple[str, str]]:
+    """Every (method, path) of `/v1` and `/dashboard` the app serves."""
+    found = set()
+    for route in api.process.litestar.routes:
+        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path).rstrip("/") or "/"
+        if not path.startswith(("/v1", "/dashboard")):
+            continue
+        for method in getattr(route, "methods", ()):
+            if method != "OPTIONS":
+                found.add((method, path))
+    return found
+
+
+def test_every_route_is_in_the_matrix(api: Api) -> None:
+    listed = {(case.method, case.route) for case in MATRIX} | set(NOT_ACTIONS)
+    missing = app_routes(api) - listed
+    assert not missing, f"routes missing from the access matrix: {sorted(missing)}"
+    gone = listed - app_routes(api)
+    assert not gone, f"the matrix lists routes the app does not serve: {sorted(gone)}"
+
+
+def test_every_v1_handler_names_its_command(api: Api) -> None:
+    for route in api.process.litestar.routes:
+        if not route.path.startswith("/v1") or route.path.startswith("/v1/leaks"):
+            continue
+        for handler in getattr(route, "route_handlers", ()):
+            if set(handler.http_methods) == {"OPTIONS"}:
+                continue  # Litestar's own answer to OPTIONS (CORS preflights)
+            assert "command" in handler.opt, f"{route.path}: declare opt={{'command': …}}"
+
+
+# -- the actors and their targets ----------------------------------------------------------
+
+
+@dataclass
+class World:
+    """Three organizations, their keys and people, and a way to make a target per cell."""
+
+    api: Api
+    acme: Organization
+    other: Organization
+    free: Organization
+    keys: dict[str, IssuedKey]
+    people: dict[str, User]
+    sessions: dict[str, tuple[httpx.AsyncClient, str]]
+    affiliate_id: str
+
+    def org_of(self, actor: str) -> Organization:
+        return {"other_org": self.other, "free": self.free, "free_owner": self.free}.get(
+            actor, self.acme
+        )
+
+    def target_org(self, actor: str) -> Organization:
+        """`other_*` act on Acme's keys; everyone else on its own organization's."""
+        return self.acme if actor.startswith("other") else self.org_of(actor)
+
+    async def target(self, actor: str) -> str:
+        """A fresh live key made by its organization's owner, as the path names it."""
+        org = self.target_org(actor)
+        owner = self.people["free_owner" if org is self.free else "owner"]
+        issued = self.api.registry.create_key(
+            org.id,
+            name="target",
+            env=Environment.LIVE,
+            key_type=KeyType.SECRET,
+            actor=owner.acting(org.permissions),
+        )
+        await self.api.process.services.mirror.refresh()
+        return f"key_{issued.key.id.hex}"
+
+
+async def make_world(api: Api) -> World:
+    acme, other, free = api.org(Plan.PRO), api.org(Plan.PRO), api.org(Plan.FREE)
+    keys = {
+        "live": await api.key(acme),
+        "test": await api.key(acme, Environment.TEST),
+        "restricted": await api.key(acme, permissions=RESTRICTION),
+        "public": await api.key(acme, key_type=KeyType.PUBLIC),
+        "other_org": await api.key(other),
+        "free": await api.key(free),
+    }
+    users_dir = open_user_directory(api.process.services.settings)
+    people: dict[str, User] = {}
+    for name, org, role in [
+        ("owner", acme, Role.OWNER),
+        ("admin", acme, Role.ADMIN),
+        ("developer", acme, Role.DEVELOPER),
+        ("auditor", acme, Role.AUDITOR),
+        ("free_owner", free, Role.OWNER),
+        ("other_owner", other, Role.OWNER),
+    ]:
+        people[name] = users_dir.register_user(
+            org.id,
+            email=f"{name}-{uuid.uuid4().hex[:8]}@example.com",
+            role=role,
+            password_hash=hash_password(PASSWORD),
+            actor=OPERATOR,
+        )
+    affiliate = api.process.services.affiliates.add(
+        format_org_id(acme.id), Environment.LIVE.value, "Acme's affiliate", None
+    )
+    world = World(api, acme, other, free, keys, people, {}, affiliate.id)
+    users_dir.close()
+    for name, user in people.items():
+        world.sessions[name] = await signed_in(api, user)
+    return world
+
+
+async def signed_in(api: Api, user: User) -> tuple[httpx.AsyncClient, str]:
+    """A client with its own cookies, signed in as `user`, and its CSRF token."""
+    transport = httpx.ASGITransport(
+        app=api.process.app, client=(f"127.9.{uuid.uuid4().int % 250}.{len(user.email)}", 4000)
+    )
+    client = httpx.AsyncClient(transport=transport, base_url="https://api.test")
+    form = await client.get("/dashboard/login")
+    answer = await client.post(
+        "/dashboard/login",
+        data={"email": user.email, "password": PASSWORD, "_csrf_token": csrf_token_in(form)},
+    )
+    assert answer.status_code == 303, answer.text
+    keys = await client.get("/dashboard/keys/")
+    return client, csrf_token_in(keys)
+
+
+# -- asking every cell ---------------------------------------------------------------------
+
+
+async def ask(world: World, case: Case, actor: str) -> httpx.Response:
+    path = case.route.replace("{affiliate_id}", world.affiliate_id)
+    if "{key_id}" in path:
+        path = path.replace("{key_id}", await world.target(actor))
+    if case.route.startswith("/v1"):
+        return await world.api.client.request(
+            case.method, path, json=case.body, headers=bearer(world.keys[actor])
+        )
+    client, token = world.sessions[actor]
+    if case.method == "GET":
+        return await client.get(path)
+    return await client.request(case.method, path, data={**case.form, "_csrf_token": token})
+
+
+async def test_every_actor_gets_what_the_matrix_says_from_every_route(api: Api) -> None:
+    world = await make_world(api)
+    wrong: list[str] = []
+    for case in MATRIX:
+        for actor, status in case.expected.items():
+            response = await ask(world, case, actor)
+            if response.status_code != status:
+                name = f"{case.method} {case.route}{f' ({case.label})' if case.label else ''}"
+                wrong.append(
+                    f"{name} as {actor}: {response.status_code}, expected {status}: "
+                    f"{response.text[:160]}"
+                )
+    assert not wrong, "\n".join(wrong)
