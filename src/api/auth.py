@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import structlog
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import (
@@ -24,6 +25,9 @@ from domain.api_key import ExposureSource
 from domain.key_format import KeyType, MalformedKey, hash_key, parse_key
 from domain.rate_limits import PER_ADDRESS, RateLimitDecision
 from projections.key_lookup import KeyRecord
+
+_UNDECLARED = object()
+log = structlog.get_logger()
 
 #: Failed-key attempts allowed per client address per minute before 429s.
 FAILED_ATTEMPTS_PER_MINUTE = 30
@@ -200,8 +204,16 @@ def _address_allowed(addr: str | None, networks: tuple[str, ...]) -> bool:
 async def access_guard(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Ask the access policy whether the key may run the command the handler's `opt` names."""
+    """Ask the access policy whether the key may run the command the handler's `opt` names.
+
+    A `/v1` handler that names none (not even `None`, "any valid key") is refused: a route
+    added without thought for access fails closed.
+    """
     # Async on purpose: Litestar runs a sync guard in a worker thread, a thread hop per request.
-    command = handler.opt.get("command")
-    if command is not None:
+    command = handler.opt.get("command", _UNDECLARED)
+    if command is _UNDECLARED:
+        if connection.scope["path"].startswith("/v1"):
+            log.error("access.undeclared_command", route=connection.scope.get("path_template"))
+            raise ApiError(500, "internal_error", "this route declares no access rule")
+    elif command is not None:
         authorize(connection.user, command)

@@ -27,6 +27,8 @@ import msgspec
 from adapters.key_events import to_message
 from application.registry import KeyRegistry
 from application.views import api_key_view, iso
+from domain.access import Command, authorize, visible_envs
+from domain.actors import Actor
 from domain.api_key import ApiKey
 from domain.errors import NotFound, ValidationError
 from domain.ids import format_key_id
@@ -121,12 +123,22 @@ def _fold(events: Iterable[Any], until: datetime | None = None) -> Any:
 
 
 class History:
-    """Read-only questions about the past, answered from the key registry's event store."""
+    """Read-only questions about the past asked by `actor`, answered from the event store.
+
+    Every answer is what the access policy lets the actor see: its organization's, and test
+    mode's only for a test key.
+    """
 
     def __init__(
-        self, registry: KeyRegistry, *, page_size: int = PAGE_SIZE, max_scan: int = MAX_SCAN
+        self,
+        registry: KeyRegistry,
+        actor: Actor,
+        *,
+        page_size: int = PAGE_SIZE,
+        max_scan: int = MAX_SCAN,
     ) -> None:
         self.registry = registry
+        self.actor = actor
         self.page_size = page_size
         self.max_scan = max_scan
 
@@ -136,16 +148,14 @@ class History:
 
     # -- one key -------------------------------------------------------------------------
 
-    def key_history(self, key_id: UUID, *, org_id: UUID | None = None) -> list[dict[str, Any]]:
+    def key_history(self, key_id: UUID) -> list[dict[str, Any]]:
         """Every lifecycle event of the key, oldest first, each with what it changed.
 
-        With `org_id`, a key of another organization is not found (never forbidden). Who may
-        read it is the caller's question (`KeyRegistry.key_for`).
+        A key the actor may not see (another organization's) is not found, never forbidden.
         """
+        self.registry.key_for(self.actor, key_id)
         events = self._events(key_id)
         if not events or not isinstance(events[0], ApiKey.Created):
-            raise NotFound("no such API key")
-        if org_id is not None and events[0].org_id != org_id:
             raise NotFound("no such API key")
         entries: list[dict[str, Any]] = []
         key: Any = None
@@ -165,21 +175,16 @@ class History:
 
     # -- the org's feed ------------------------------------------------------------------
 
-    def org_events(
-        self,
-        org_id: UUID,
-        *,
-        after: int = 0,
-        limit: int = 100,
-        envs: frozenset[Environment] = frozenset(Environment),
-    ) -> EventPage:
+    def org_events(self, org_id: UUID, *, after: int = 0, limit: int = 100) -> EventPage:
         """The org's lifecycle events after log position `after`, in log order, at most `limit`.
 
         The org's own events and those of its keys (each carries `org_id`; a key joins its
         org in the transaction that creates it, so the org's `KeyAdded` event names it
-        before, or with, the key's first event). Keys of other environments than `envs`, and
-        the events that name them, are left out: test mode sees test mode only.
+        before, or with, the key's first event). For a test key, live keys and the events
+        that name them are left out: test mode sees test mode only.
         """
+        authorize(self.actor, Command.READ_AUDIT, org_id=org_id)
+        envs = visible_envs(self.actor)
         if not 1 <= limit <= MAX_FEED_LIMIT:
             raise ValidationError(f"limit must be 1 to {MAX_FEED_LIMIT}")
         if after < 0:
@@ -269,6 +274,8 @@ class History:
         the org's plan at that time) are what they were then. An instant before the org
         existed gives no keys.
         """
+        authorize(self.actor, Command.READ_KEYS, org_id=org_id)
+        envs = visible_envs(self.actor)
         if moment.tzinfo is None:
             raise ValidationError("as_of needs a time zone, e.g. 2026-03-01T12:00:00Z")
         if moment > self.registry.clock() + AS_OF_SKEW:
@@ -286,6 +293,6 @@ class History:
             if added.timestamp > moment + _ADDED_MARGIN:
                 continue  # added, so created, well after the instant: no need to read it
             key = _fold(self._events(added.key_id), until=moment)
-            if key is not None:
+            if key is not None and key.env in envs:
                 views.append(api_key_view(key, org, moment))
         return views

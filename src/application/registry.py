@@ -15,12 +15,14 @@ from domain.access import (
     Command,
     KeyFacts,
     KeyGrant,
+    Limits,
     authorize,
-    inherited_restriction,
+    inherited_limits,
+    key_actor,
     sees,
 )
-from domain.actors import SYSTEM, Actor
-from domain.api_key import LEAK_ROLL_GRACE, ApiKey, ExposureSource
+from domain.actors import SYSTEM, Actor, KeyActor
+from domain.api_key import LEAK_ROLL_GRACE, ApiKey, ExposureSource, clean_networks
 from domain.errors import DomainError, NotFound
 from domain.key_format import Environment, KeyType
 from domain.organization import LeakPolicy, Organization
@@ -115,16 +117,16 @@ class KeyRegistry(Application[UUID]):
     ) -> IssuedKey:
         """A new key; the key and its org are saved together, atomically.
 
-        Without `permissions`, a key made by a restricted key inherits its restriction.
+        What is not asked is inherited from the issuer where it has limits of its own
+        (`access.inherited_limits`): a restricted, fenced or expiring key passes them on.
         """
+        asked = Limits(permissions, tuple(clean_networks(allowed_ips)), expires_at)
 
         def attempt() -> IssuedKey:
             org = self.get_organization(org_id)
-            restriction = permissions
-            if restriction is None:
-                restriction = inherited_restriction(actor, org.permissions)
-            grant = KeyGrant.of(org, env, key_type, restriction)
-            authorize(actor, Command.CREATE_KEY, grant=grant)
+            acting = self._acting(actor)
+            limits = inherited_limits(acting, org.permissions, asked)
+            authorize(acting, Command.CREATE_KEY, grant=KeyGrant.of(org, env, key_type, limits))
             key, secret = ApiKey.issue(
                 org,
                 name=name,
@@ -133,10 +135,10 @@ class KeyRegistry(Application[UUID]):
                 pepper=self._pepper,
                 actor=actor,
                 now=self.clock(),
-                permissions=restriction,
-                expires_at=expires_at,
+                permissions=limits.restriction,
+                expires_at=limits.expires_at,
                 allowed_origins=allowed_origins,
-                allowed_ips=allowed_ips,
+                allowed_ips=limits.allowed_ips,
             )
             self.save(org, key)
             return IssuedKey(key, secret)
@@ -149,11 +151,14 @@ class KeyRegistry(Application[UUID]):
         def attempt() -> IssuedKey:
             key = self.get_key(key_id)
             org = self.get_organization(key.org_id)
+            inherits = Limits(
+                key.successor_restriction(org), tuple(key.allowed_ips), key.expires_at
+            )
             authorize(
-                actor,
+                self._acting(actor),
                 Command.ROLL_KEY,
                 key=KeyFacts.of(key, org),
-                grant=KeyGrant.of(org, key.env, key.type, key.permissions),
+                grant=KeyGrant.of(org, key.env, key.type, inherits),
             )
             successor, secret = key.roll(
                 org, pepper=self._pepper, grace=grace, actor=actor, now=self.clock()
@@ -178,12 +183,36 @@ class KeyRegistry(Application[UUID]):
         self, key_id: UUID, allowed_ips: tuple[str, ...] | list[str], *, actor: Actor
     ) -> ApiKey:
         """Replace the key's IP allowlist (CIDR networks; empty = from anywhere)."""
-        return self._update_key(
-            key_id,
-            actor,
-            Command.SET_KEY_ALLOWED_IPS,
-            lambda key: key.set_allowed_ips(allowed_ips, actor),
-        )
+        return self.change_key(key_id, allowed_ips=allowed_ips, actor=actor)
+
+    def change_key(
+        self,
+        key_id: UUID,
+        *,
+        actor: Actor,
+        name: str | None = None,
+        allowed_ips: tuple[str, ...] | list[str] | None = None,
+    ) -> ApiKey:
+        """Rename the key and/or replace its IP allowlist, both or neither (one transaction)."""
+        networks = None if allowed_ips is None else tuple(clean_networks(allowed_ips))
+
+        def attempt() -> ApiKey:
+            key = self.get_key(key_id)
+            org = self.get_organization(key.org_id)
+            acting, facts = self._acting(actor), KeyFacts.of(key, org)
+            if name is not None:
+                authorize(acting, Command.RENAME_KEY, key=facts)
+            if networks is not None:
+                after = KeyGrant(key.org_id, key.env, key.type, facts.permissions, networks)
+                authorize(acting, Command.SET_KEY_ALLOWED_IPS, key=facts, grant=after)
+            if name is not None:
+                key.rename(name, actor)
+            if networks is not None:
+                key.set_allowed_ips(networks, actor)
+            self.save(key)
+            return key
+
+        return self._retrying(attempt)
 
     def flag_exposed(self, key_id: UUID, *, source: str, detail: str) -> bool:
         """Flag the key as possibly exposed (once per source); True when newly flagged."""
@@ -237,12 +266,15 @@ class KeyRegistry(Application[UUID]):
                 org.leak_policy is LeakPolicy.ROLL
                 and key.successor_id is None
                 and not (key.expires_at is not None and key.expires_at <= now)
+                and key.successor_restriction(org) != frozenset()
             ):
                 successor, _ = key.roll(
                     org, pepper=self._pepper, grace=LEAK_ROLL_GRACE, actor=SYSTEM, now=now
                 )
                 self.save(org, key, successor)
                 return "rolled"
+            # Revoked when it cannot be rolled (its restriction grants nothing under the plan
+            # any more): a leaked key is never left working because no successor can be made.
             key.revoke(SYSTEM, f"leaked: reported at {url}"[:500])
             self.save(key)
             return "revoked"
@@ -270,11 +302,6 @@ class KeyRegistry(Application[UUID]):
         org = self.get_organization(org_id)
         keys = [self.get_key(key_id) for key_id in org.key_ids]
         return [key for key in keys if sees(actor, KeyFacts.of(key, org))]
-
-    def organization_for(self, actor: Actor, command: Command, org_id: UUID) -> Organization:
-        """The organization, if `actor` may run `command` in it (e.g. read its audit)."""
-        authorize(actor, command, org_id=org_id)
-        return self.get_organization(org_id)
 
     def facts(self, key: ApiKey) -> KeyFacts:
         """What the access policy knows of `key` (under its organization's current plan)."""
@@ -304,12 +331,20 @@ class KeyRegistry(Application[UUID]):
 
         return self._retrying(attempt)
 
+    def _acting(self, actor: Actor) -> Actor:
+        """The actor as it stands now: a key as stored (revoked, rolled, its limits), not as
+        it was when its request was authenticated."""
+        if not isinstance(actor, KeyActor):
+            return actor
+        key = self.get_key(actor.key_id)
+        return key_actor(key, self.get_organization(key.org_id), self.clock())
+
     def _update_key(
         self, key_id: UUID, actor: Actor, command: Command, change: Callable[[ApiKey], Any]
     ) -> ApiKey:
         def attempt() -> ApiKey:
             key = self.get_key(key_id)
-            authorize(actor, command, key=self.facts(key))
+            authorize(self._acting(actor), command, key=self.facts(key))
             change(key)
             self.save(key)
             return key

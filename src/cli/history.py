@@ -8,6 +8,7 @@ import click
 
 from application.history import History
 from cli.common import emit, friendly_errors, json_option, registry_from
+from domain.actors import OPERATOR
 from domain.ids import parse_key_id
 
 
@@ -28,7 +29,7 @@ def _describe(changes: dict[str, Any]) -> str:
 def history(ctx: click.Context, key_id: str, as_json: bool) -> None:
     """Show who changed a key, when, and what changed (oldest first)."""
     uuid = parse_key_id(key_id)
-    events = History(registry_from(ctx)).key_history(uuid)
+    events = History(registry_from(ctx), OPERATOR).key_history(uuid)
 
     def table() -> None:
         click.echo(f"{'WHEN':<27}  {'EVENT':<16}  {'ACTOR':<38}  CHANGES")

@@ -16,7 +16,9 @@ each route, and pages ask `allows` to decide what to offer. docs/adr/0012 tells 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
@@ -101,6 +103,13 @@ _VERB = {
 }
 
 
+#: Permissions a role may not put in a key it issues: a developer changes only its own keys, so
+#: it must not mint a key that changes anyone's.
+ROLE_WITHHOLDS: dict[Role, frozenset[Permission]] = {
+    Role.DEVELOPER: frozenset({Permission.API_KEYS_WRITE}),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class KeyFacts:
     """What the policy needs to know of a key a command touches."""
@@ -122,12 +131,15 @@ class KeyFacts:
 
 @dataclass(frozen=True, slots=True)
 class KeyGrant:
-    """What a key about to be issued (created, or a roll's successor) will be able to do."""
+    """What a key will be able to do once a command is done: a new key, a roll's successor,
+    or a key whose allowed IPs change."""
 
     org_id: UUID
     env: Environment
     type: KeyType
     permissions: frozenset[Permission]  # effective
+    allowed_ips: tuple[str, ...] = ()
+    expires_at: datetime | None = None
 
     @classmethod
     def of(
@@ -135,18 +147,51 @@ class KeyGrant:
         org: Organization,
         env: Environment,
         key_type: KeyType,
-        restriction: frozenset[Permission] | None,
+        limits: Limits,
     ) -> KeyGrant:
-        """A `key_type` key of `org` in `env`, restricted to `restriction` (None: the plan's)."""
+        """A `key_type` key of `org` in `env`, within `limits`."""
         permissions = effective_permissions(
-            org.permissions, restriction, public=key_type is KeyType.PUBLIC
+            org.permissions, limits.restriction, public=key_type == KeyType.PUBLIC
         )
-        return cls(org.id, Environment(env), KeyType(key_type), permissions)
+        return cls(
+            org.id,
+            Environment(env),
+            KeyType(key_type),
+            permissions,
+            tuple(limits.allowed_ips),
+            limits.expires_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What narrows a key: its restriction (None: the plan's), allowed IPs, expiry."""
+
+    restriction: frozenset[Permission] | None = None
+    allowed_ips: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+
+
+def key_actor(key: ApiKey, org: Organization, now: datetime) -> KeyActor:
+    """`key` acting now, as stored; PermissionExceeded if it can no longer act at all."""
+    if key.is_revoked or (key.expires_at is not None and key.expires_at <= now):
+        raise PermissionExceeded("this key was revoked or has expired")
+    return KeyActor(
+        key.id,
+        key.org_id,
+        key.env,
+        key.type,
+        key.effective_permissions(org),
+        restriction=key.permissions,
+        allowed_ips=tuple(key.allowed_ips),
+        expires_at=key.expires_at,
+        retiring=key.successor_id is not None or key.exposed_at is not None,
+    )
 
 
 def visible_envs(actor: Actor) -> frozenset[Environment]:
     """The environments whose keys and data `actor` may see."""
-    if isinstance(actor, KeyActor) and actor.env is Environment.TEST:
+    if isinstance(actor, KeyActor) and actor.env == Environment.TEST:
         return frozenset({Environment.TEST})
     return frozenset(Environment)
 
@@ -158,13 +203,24 @@ def sees(actor: Actor, key: KeyFacts) -> bool:
     return key.org_id == actor.org_id and key.env in visible_envs(actor)
 
 
-def inherited_restriction(
-    actor: Actor, plan_permissions: frozenset[Permission]
-) -> frozenset[Permission] | None:
-    """The restriction a new key gets when none is asked: a restricted key passes on its own."""
-    if isinstance(actor, KeyActor) and not plan_permissions <= actor.permissions:
-        return actor.permissions & plan_permissions
-    return None
+def inherited_limits(
+    actor: Actor, plan_permissions: frozenset[Permission], asked: Limits
+) -> Limits:
+    """The limits of a new key: what was `asked`, else what its issuer passes on.
+
+    A key passes on its restriction, allowed IPs and expiry; a role what it may grant.
+    """
+    restriction, ips, expires_at = asked.restriction, asked.allowed_ips, asked.expires_at
+    if isinstance(actor, KeyActor):
+        if restriction is None and actor.restriction is not None:
+            restriction = actor.restriction & plan_permissions
+        ips = ips or actor.allowed_ips
+        expires_at = expires_at or actor.expires_at
+    elif isinstance(actor, UserActor) and restriction is None:
+        withheld = ROLE_WITHHOLDS.get(Role(actor.role), frozenset())
+        if plan_permissions & withheld:
+            restriction = plan_permissions - withheld
+    return Limits(restriction, tuple(ips), expires_at)
 
 
 def authorize(
@@ -175,7 +231,8 @@ def authorize(
     key: KeyFacts | None = None,
     grant: KeyGrant | None = None,
 ) -> None:
-    """Raise the refusal unless `actor` may run `command` (in `org_id`, on `key`, issuing `grant`).
+    """Raise the refusal unless `actor` may run `command` (in `org_id`, on `key`, so that a key
+    can then do what `grant` says).
 
     NotFound when the organization or key does not exist for the actor; PermissionExceeded
     (a key) or NotAllowed (a user) when it exists but the actor may not.
@@ -192,7 +249,7 @@ def authorize(
     if isinstance(actor, KeyActor):
         _authorize_key(actor, command, key, grant)
     else:
-        _authorize_user(actor, command, key)
+        _authorize_user(actor, command, key, grant)
 
 
 def allows(
@@ -219,22 +276,68 @@ def _authorize_key(
         raise PermissionExceeded(f"an API key cannot {_WHAT[command]}")
     if needed not in actor.permissions:
         raise PermissionExceeded(f"this key lacks the {needed.value} permission")
-    if key is not None and command in KEY_CHANGES and not key.permissions <= actor.permissions:
+    issues_or_changes = command in KEY_CHANGES or command is Command.CREATE_KEY
+    revokes_itself = (
+        command is Command.REVOKE_KEY and key is not None and key.key_id == actor.key_id
+    )
+    if actor.retiring and issues_or_changes and not revokes_itself:
         raise PermissionExceeded(
-            f"a key cannot {_VERB[command]} a key with permissions it lacks itself: "
-            f"{_names(key.permissions - actor.permissions)}"
+            "this key was rolled or flagged as possibly exposed: it may no longer create or "
+            "change keys (it may still revoke itself); use its successor"
+        )
+    if key is not None and command in KEY_CHANGES and not key.permissions <= actor.permissions:
+        # Not naming them: a key may change keys without being allowed to read them.
+        raise PermissionExceeded(
+            f"a key cannot {_VERB[command]} a key with permissions it lacks itself"
         )
     if grant is not None:
-        if grant.env is Environment.LIVE and actor.env is Environment.TEST:
-            raise PermissionExceeded("a test key cannot create live keys")
-        if not grant.permissions <= actor.permissions:
-            raise PermissionExceeded(
-                "a key cannot grant what it lacks itself: "
-                f"{_names(grant.permissions - actor.permissions)}"
-            )
+        # Changing allowed IPs moves where a key works, not how long: its expiry is not asked.
+        _refuse_beyond_self(actor, grant, lifetime=command is not Command.SET_KEY_ALLOWED_IPS)
 
 
-def _authorize_user(actor: UserActor, command: Command, key: KeyFacts | None) -> None:
+def _refuse_beyond_self(actor: KeyActor, grant: KeyGrant, *, lifetime: bool) -> None:
+    """No key may leave behind a key that can do more than itself, from elsewhere, or longer."""
+    if grant.env == Environment.LIVE and actor.env == Environment.TEST:
+        raise PermissionExceeded("a test key cannot create live keys")
+    if not grant.permissions <= actor.permissions:
+        raise PermissionExceeded(
+            "a key cannot grant what it lacks itself: "
+            f"{_names(grant.permissions - actor.permissions)}"
+        )
+    if actor.allowed_ips and not _within(grant.allowed_ips, actor.allowed_ips):
+        raise PermissionExceeded(
+            "a key limited to some networks cannot leave a key usable from others: "
+            f"keep allowed_ips within {', '.join(actor.allowed_ips)}"
+        )
+    if (
+        lifetime
+        and actor.expires_at is not None
+        and (grant.expires_at is None or grant.expires_at > actor.expires_at)
+    ):
+        raise PermissionExceeded(
+            "a key that expires cannot leave a key that outlives it: "
+            f"set expires_at no later than {actor.expires_at.isoformat()}"
+        )
+
+
+def _within(networks: tuple[str, ...], allowed: tuple[str, ...]) -> bool:
+    """Whether every network of `networks` (none: anywhere) lies inside one of `allowed`."""
+    if not networks:
+        return False
+    outer = [ipaddress.ip_network(n, strict=False) for n in allowed]
+    for text in networks:
+        inner = ipaddress.ip_network(text, strict=False)
+        if not any(
+            inner.version == o.version and inner.subnet_of(o)  # type: ignore[arg-type]
+            for o in outer
+        ):
+            return False
+    return True
+
+
+def _authorize_user(
+    actor: UserActor, command: Command, key: KeyFacts | None, grant: KeyGrant | None
+) -> None:
     role = Role(actor.role)
     own = key is not None and key.created_by == actor.name
     if command not in ROLE_COMMANDS[role] and not (
@@ -250,6 +353,12 @@ def _authorize_user(actor: UserActor, command: Command, key: KeyFacts | None) ->
         raise NotAllowed(
             f"your organization's plan does not include this: to {_WHAT[command]} it needs "
             f"{needed.value} (ask about the pro plan)"
+        )
+    withheld = ROLE_WITHHOLDS.get(role, frozenset())
+    if grant is not None and grant.permissions & withheld:
+        raise NotAllowed(
+            f"a {role.value} cannot issue keys with {_names(grant.permissions & withheld)}: "
+            "such a key could change keys of others (ask an owner or admin)"
         )
 
 

@@ -7,7 +7,8 @@ carries (permissions, role, organization) to decide; every lifecycle event recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
+from datetime import datetime
 from typing import ClassVar
 from uuid import UUID
 
@@ -43,13 +44,23 @@ class System:
 
 @dataclass(frozen=True, slots=True)
 class KeyActor:
-    """An authenticated API key; `permissions` are its effective ones (plan, restriction, type)."""
+    """An API key acting; `permissions` are its effective ones (plan, restriction, type).
+
+    The rest is what limits the keys it may issue. Authentication fills in only what a
+    request's guard needs; the service layer acts with the key as stored now
+    (`access.key_actor`), so a key revoked or rolled a moment ago acts as such.
+    """
 
     key_id: UUID
     org_id: UUID
     env: Environment
     type: KeyType
     permissions: frozenset[Permission]
+    _: KW_ONLY
+    restriction: frozenset[Permission] | None = None  # as stored; None: the whole plan
+    allowed_ips: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    retiring: bool = False  # rolled (in its grace period) or flagged as possibly exposed
 
     @property
     def name(self) -> str:

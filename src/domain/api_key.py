@@ -181,6 +181,10 @@ class ApiKey(Aggregate):
             org.permissions, self.permissions, public=self.type is KeyType.PUBLIC
         )
 
+    def successor_restriction(self, org: Organization) -> frozenset[Permission] | None:
+        """The restriction a roll gives the successor: this key's, within the org's plan now."""
+        return None if self.permissions is None else self.permissions & org.permissions
+
     def status_at(self, now: datetime) -> str:
         """active, expiring (rolled, in its grace period), expired or revoked.
 
@@ -226,6 +230,12 @@ class ApiKey(Aggregate):
             raise ValidationError(
                 f"the grace period must be 0 to {MAX_ROLL_GRACE.days} days, got {grace}"
             )
+        restriction = self.successor_restriction(org)
+        if restriction == frozenset():
+            raise ValidationError(
+                "this key's permissions are no longer part of the organization's plan: "
+                "create a new key instead"
+            )
         successor, plaintext = ApiKey.issue(
             org,
             name=self.name,
@@ -234,7 +244,7 @@ class ApiKey(Aggregate):
             pepper=pepper,
             actor=actor,
             now=now,
-            permissions=self.permissions,
+            permissions=restriction,
             expires_at=self.expires_at,
             allowed_origins=tuple(self.allowed_origins),
             allowed_ips=tuple(self.allowed_ips),

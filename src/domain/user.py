@@ -99,7 +99,7 @@ class User(Aggregate):
         return Role(self._role)
 
     @property
-    def actor(self) -> str:
+    def actor_name(self) -> str:
         """The name this user acts under, as the events it causes record it."""
         return by_user(self.id)
 

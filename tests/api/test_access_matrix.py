@@ -6,11 +6,13 @@ route list comes from the app itself: a route that is in neither `MATRIX` nor `N
 fails the test, so a new route (or command) joins the table before it ships.
 
 Actors and what each acts on (its "target": a live, unrestricted secret key made by the owner
-of the actor's organization; for `other_org` and `other_owner`, a key of another organization):
+of the actor's organization, unless a case says otherwise; for `other_org` and `other_owner`,
+a key of another organization):
 
 - keys: `live` and `test` (pro plan), `restricted` (api_keys:read, api_keys:write,
   affiliates:read), `public` (pk_live_…), `other_org` (another org's live key), `free`
-  (a live key of a free-plan org);
+  (a live key of a free-plan org), `dev_made` (a key a dashboard developer created), `rolled`
+  (a live key rolled a moment ago, in its grace period);
 - dashboard users: `owner`, `admin`, `developer`, `auditor` (pro plan), `free_owner` (owner of
   a free-plan org), `other_owner` (owner of another org).
 """
@@ -22,6 +24,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -32,7 +35,7 @@ from adapters.users import hash_password, open_user_directory
 from api.process import ApiProcess
 from application.registry import IssuedKey
 from dashboard.asgi import PASSWORD, csrf_token_in
-from domain.actors import OPERATOR
+from domain.actors import OPERATOR, UserActor
 from domain.ids import format_org_id
 from domain.key_format import Environment, KeyType
 from domain.organization import Organization
@@ -40,7 +43,7 @@ from domain.plans import Permission, Plan
 from domain.user import Role, User
 from support.api import Api, bearer, serving
 
-KEYS = ("live", "test", "restricted", "public", "other_org", "free")
+KEYS = ("live", "test", "restricted", "public", "other_org", "free", "dev_made", "rolled")
 USERS = ("owner", "admin", "developer", "auditor", "free_owner", "other_owner")
 RESTRICTION = {Permission.API_KEYS_READ, Permission.API_KEYS_WRITE, Permission.AFFILIATES_READ}
 
@@ -65,47 +68,69 @@ class Case:
     body: dict[str, Any] | None = None
     form: dict[str, str] = field(default_factory=dict)
     label: str = ""
+    target_env: Environment = Environment.LIVE
+    target_by_self: bool = False  # a key the acting user made (the operator, for an auditor)
 
 
-#                               live  test  restr public other free
+#                               live test restr pub other free dev_m rolled
 MATRIX = [
-    Case("GET", "/v1/affiliates", row(200, 200, 200, 403, 200, 200)),
-    Case("POST", "/v1/affiliates", row(201, 201, 403, 403, 201, 201), {"name": "Ann"}),
-    Case("GET", "/v1/affiliates/{affiliate_id}", row(200, 404, 200, 403, 404, 404)),
-    Case("POST", "/v1/api-keys", row(201, 201, 201, 403, 201, 201), {"name": "m"}),
+    Case("GET", "/v1/affiliates", row(200, 200, 200, 403, 200, 200, 200, 200)),
+    Case("POST", "/v1/affiliates", row(201, 201, 403, 403, 201, 201, 201, 201), {"name": "A"}),
+    Case("GET", "/v1/affiliates/{affiliate_id}", row(200, 404, 200, 403, 404, 404, 200, 200)),
+    Case("POST", "/v1/api-keys", row(201, 201, 201, 403, 201, 201, 403, 403), {"name": "m"}),
     Case(
         "POST",
         "/v1/api-keys",
-        row(201, 403, 201, 403, 201, 201),
+        row(201, 403, 201, 403, 201, 201, 403, 403),
         {"name": "m", "env": "live"},
         label="a live key",
     ),
     Case(
         "POST",
         "/v1/api-keys",
-        row(201, 201, 403, 403, 201, 403),
+        row(201, 201, 403, 403, 201, 403, 403, 403),
         {"name": "m", "permissions": ["audit:read"]},
         label="with audit:read",
     ),
-    Case("GET", "/v1/api-keys", row(200, 200, 200, 403, 200, 200)),
-    Case("GET", "/v1/api-keys/current", row(200, 200, 200, 403, 200, 200)),
-    Case("GET", "/v1/api-keys/{key_id}", row(200, 404, 200, 403, 404, 200)),
-    Case("PATCH", "/v1/api-keys/{key_id}", row(200, 404, 403, 403, 404, 200), {"name": "n"}),
+    Case("GET", "/v1/api-keys", row(200, 200, 200, 403, 200, 200, 200, 200)),
+    Case("GET", "/v1/api-keys/current", row(200, 200, 200, 403, 200, 200, 200, 200)),
+    Case("GET", "/v1/api-keys/{key_id}", row(200, 404, 200, 403, 404, 200, 200, 200)),
+    Case(
+        "GET",
+        "/v1/api-keys/{key_id}",
+        row(200, 200, 200, 403, 404, 200, 200, 200),
+        label="a test key",
+        target_env=Environment.TEST,
+    ),
     Case(
         "PATCH",
         "/v1/api-keys/{key_id}",
-        row(200, 404, 403, 403, 404, 200),
+        row(200, 404, 403, 403, 404, 200, 403, 403),
+        {"name": "n"},
+    ),
+    Case(
+        "PATCH",
+        "/v1/api-keys/{key_id}",
+        row(200, 404, 403, 403, 404, 200, 403, 403),
         {"allowed_ips": ["203.0.113.0/24"]},
         label="allowed IPs",
     ),
-    Case("POST", "/v1/api-keys/{key_id}/roll", row(200, 404, 403, 403, 404, 200), {}),
-    Case("POST", "/v1/api-keys/{key_id}/revoke", row(200, 404, 403, 403, 404, 200), {}),
-    Case("GET", "/v1/api-keys/{key_id}/history", row(200, 404, 200, 403, 404, 200)),
-    Case("GET", "/v1/audit/events", row(200, 200, 403, 403, 200, 403)),
-    Case("GET", "/v1/audit/requests", row(200, 200, 403, 403, 200, 403)),
-    Case("POST", "/v1/events", row(202, 202, 403, 202, 202, 202), {"event": "signup"}),
+    Case("POST", "/v1/api-keys/{key_id}/roll", row(200, 404, 403, 403, 404, 200, 403, 403), {}),
+    Case(
+        "POST",
+        "/v1/api-keys/{key_id}/roll",
+        row(200, 200, 403, 403, 404, 200, 403, 403),
+        {},
+        label="a test key",
+        target_env=Environment.TEST,
+    ),
+    Case("POST", "/v1/api-keys/{key_id}/revoke", row(200, 404, 403, 403, 404, 200, 403, 403), {}),
+    Case("GET", "/v1/api-keys/{key_id}/history", row(200, 404, 200, 403, 404, 200, 200, 200)),
+    Case("GET", "/v1/audit/events", row(200, 200, 403, 403, 200, 403, 200, 200)),
+    Case("GET", "/v1/audit/requests", row(200, 200, 403, 403, 200, 403, 200, 200)),
+    Case("POST", "/v1/events", row(202, 202, 403, 202, 202, 202, 202, 202), {"event": "e"}),
     # Leak reports are signed by the scanner, not sent with a key: a key opens nothing there.
-    Case("POST", "/v1/leaks", row(401, 401, 401, 401, 401, 401), {}),
+    Case("POST", "/v1/leaks", row(401, 401, 401, 401, 401, 401, 401, 401), {}),
     #                                owner admin  dev  audit free other
     Case("GET", "/dashboard/keys", users(200, 200, 200, 200, 200, 200)),
     Case("POST", "/dashboard/keys", users(200, 200, 200, 403, 200, 200), form={"name": "k"}),
@@ -122,8 +147,23 @@ MATRIX = [
         users(200, 200, 403, 403, 200, 404),
         form={"grace_seconds": "0"},
     ),
+    Case(
+        "POST",
+        "/dashboard/keys/{key_id}/roll",
+        users(200, 200, 200, 403, 200, 200),
+        form={"grace_seconds": "0"},
+        label="its own key",
+        target_by_self=True,
+    ),
     Case("GET", "/dashboard/keys/{key_id}/revoke", users(200, 200, 403, 403, 200, 404)),
     Case("POST", "/dashboard/keys/{key_id}/revoke", users(303, 303, 403, 403, 303, 404)),
+    Case(
+        "POST",
+        "/dashboard/keys/{key_id}/revoke",
+        users(303, 303, 303, 403, 303, 303),
+        label="its own key",
+        target_by_self=True,
+    ),
     Case("GET", "/dashboard/audit", users(200, 200, 200, 200, 403, 200)),
 ]
 
@@ -169,7 +209,7 @@ def test_every_route_is_in_the_matrix(api: Api) -> None:
 
 def test_every_v1_handler_names_its_command(api: Api) -> None:
     for route in api.process.litestar.routes:
-        if not route.path.startswith("/v1") or route.path.startswith("/v1/leaks"):
+        if not route.path.startswith("/v1"):
             continue
         for handler in getattr(route, "route_handlers", ()):
             if set(handler.http_methods) == {"OPTIONS"}:
@@ -194,24 +234,24 @@ class World:
     affiliate_id: str
 
     def org_of(self, actor: str) -> Organization:
-        return {"other_org": self.other, "free": self.free, "free_owner": self.free}.get(
-            actor, self.acme
-        )
+        own = {"other_org": self.other, "other_owner": self.other}
+        return own.get(actor, self.free if actor.startswith("free") else self.acme)
 
     def target_org(self, actor: str) -> Organization:
         """`other_*` act on Acme's keys; everyone else on its own organization's."""
         return self.acme if actor.startswith("other") else self.org_of(actor)
 
-    async def target(self, actor: str) -> str:
-        """A fresh live key made by its organization's owner, as the path names it."""
+    async def target(self, actor: str, case: Case) -> str:
+        """A fresh key for one cell (see the module's docstring), as the path names it."""
         org = self.target_org(actor)
         owner = self.people["free_owner" if org is self.free else "owner"]
+        maker: Any = owner.acting(org.permissions)
+        if case.target_by_self:
+            org = self.org_of(actor)
+            person = self.people[actor]
+            maker = OPERATOR if person.role is Role.AUDITOR else person.acting(org.permissions)
         issued = self.api.registry.create_key(
-            org.id,
-            name="target",
-            env=Environment.LIVE,
-            key_type=KeyType.SECRET,
-            actor=owner.acting(org.permissions),
+            org.id, name="target", env=case.target_env, key_type=KeyType.SECRET, actor=maker
         )
         await self.api.process.services.mirror.refresh()
         return f"key_{issued.key.id.hex}"
@@ -226,7 +266,14 @@ async def make_world(api: Api) -> World:
         "public": await api.key(acme, key_type=KeyType.PUBLIC),
         "other_org": await api.key(other),
         "free": await api.key(free),
+        "rolled": await api.key(acme),
     }
+    developer = UserActor(uuid.uuid4(), acme.id, Role.DEVELOPER, acme.permissions)
+    keys["dev_made"] = api.registry.create_key(
+        acme.id, name="dev's", env=Environment.LIVE, key_type=KeyType.SECRET, actor=developer
+    )
+    api.registry.roll_key(keys["rolled"].key.id, grace=timedelta(hours=1), actor=OPERATOR)
+    await api.process.services.mirror.refresh()
     users_dir = open_user_directory(api.process.services.settings)
     people: dict[str, User] = {}
     for name, org, role in [
@@ -276,7 +323,7 @@ async def signed_in(api: Api, user: User) -> tuple[httpx.AsyncClient, str]:
 async def ask(world: World, case: Case, actor: str) -> httpx.Response:
     path = case.route.replace("{affiliate_id}", world.affiliate_id)
     if "{key_id}" in path:
-        path = path.replace("{key_id}", await world.target(actor))
+        path = path.replace("{key_id}", await world.target(actor, case))
     if case.route.startswith("/v1"):
         return await world.api.client.request(
             case.method, path, json=case.body, headers=bearer(world.keys[actor])

@@ -25,7 +25,7 @@ async def flagged(api: Api) -> None:
 
 
 def exposed_events(api: Api, key_id: UUID) -> list[dict[str, Any]]:
-    history = History(api.registry).key_history(key_id)
+    history = History(api.registry, OPERATOR).key_history(key_id)
     return [e for e in history if e["type"] == "api_key.exposed"]
 
 

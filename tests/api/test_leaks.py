@@ -82,7 +82,7 @@ async def test_the_leaked_key_records_an_exposed_event_with_the_source_url(api: 
     issued = await api.key(api.org())
     body = report(issued.secret)
     await post_report(api, body, sign(body, SIGNING_KEY))
-    history = History(api.registry).key_history(issued.key.id)
+    history = History(api.registry, OPERATOR).key_history(issued.key.id)
     exposed = [e for e in history if e["type"] == "api_key.exposed"]
     assert [(e["actor"], e["data"]["source"]) for e in exposed] == [("system", "leak_report")]
     assert URL in exposed[0]["data"]["detail"]

@@ -37,7 +37,7 @@ def test_key_history_shows_create_rename_roll_revoke_with_actors_times_and_chang
     successor = registry.roll_key(key_id, grace=timedelta(hours=1), actor=itself)
     registry.revoke_key(key_id, actor=admin, reason="leaked in a log")
 
-    history = History(registry).key_history(key_id, org_id=org.id)
+    history = History(registry, user_of(org)).key_history(key_id)
 
     assert [e["type"] for e in history] == [
         "api_key.created",
@@ -74,12 +74,11 @@ def test_key_history_of_another_orgs_key_or_an_unknown_one_is_not_found(
     mine = registry.register_organization("Mine", Plan.PRO, OPERATOR)
     theirs = registry.register_organization("Theirs", Plan.PRO, OPERATOR)
     their_key = _key(registry, theirs)
-    history = History(registry)
     with pytest.raises(NotFound):
-        history.key_history(their_key.key.id, org_id=mine.id)
+        History(registry, user_of(mine)).key_history(their_key.key.id)
     with pytest.raises(NotFound):
-        history.key_history(mine.id)  # an org is not a key
-    assert len(history.key_history(their_key.key.id, org_id=theirs.id)) == 1
+        History(registry, OPERATOR).key_history(mine.id)  # an org is not a key
+    assert len(History(registry, user_of(theirs)).key_history(their_key.key.id)) == 1
 
 
 def _all_pages(history: History, org: Organization, limit: int) -> list[dict[str, Any]]:
@@ -108,7 +107,7 @@ def test_the_org_feed_is_replayable_paginated_by_position_and_holds_only_that_or
     registry.revoke_key(a_keys[1].key.id, actor=OPERATOR)
     registry.change_plan(a.id, Plan.AGENCY, OPERATOR)
 
-    history = History(registry)
+    history = History(registry, OPERATOR)
     everything = history.org_events(a.id, after=0, limit=1000)
     assert everything.next_position is None  # the head was reached
     events = everything.events
@@ -131,7 +130,7 @@ def test_the_org_feed_is_replayable_paginated_by_position_and_holds_only_that_or
     assert history.org_events(a.id, after=middle, limit=1000).events == events[6:]
 
     # A reader that scans only a few notifications per request still sees everything.
-    small = History(registry, page_size=2, max_scan=5)
+    small = History(registry, OPERATOR, page_size=2, max_scan=5)
     assert _all_pages(small, a, 2) == events
 
     b_events = history.org_events(b.id, after=0, limit=1000).events
@@ -158,7 +157,7 @@ def test_the_feed_decodes_only_the_orgs_events_not_everybody_elses(
         return original(stored)
 
     monkeypatch.setattr(registry.mapper, "to_domain_event", counting)
-    page = History(registry, page_size=50).org_events(quiet.id, after=0, limit=100)
+    page = History(registry, OPERATOR, page_size=50).org_events(quiet.id, after=0, limit=100)
     assert [e["type"] for e in page.events] == [
         "organization.registered",
         "organization.key_added",
@@ -182,7 +181,7 @@ def test_keys_as_of_answers_for_a_key_created_rolled_and_revoked_at_known_instan
     plan_changed_at = registry.get_organization(org.id).modified_on
     revoked_at = registry.revoke_key(key_id, actor=OPERATOR).revoked_at
     assert revoked_at is not None
-    history = History(registry)
+    history = History(registry, OPERATOR)
 
     def as_of(moment: datetime) -> dict[str, dict[str, Any]]:
         return {v["id"]: v for v in history.keys_as_of(org.id, moment)}
@@ -224,12 +223,12 @@ def test_keys_as_of_renders_like_the_live_list_at_the_same_instant(registry: Key
     now = datetime.now(UTC)
     live_org = registry.get_organization(org.id)
     live = [api_key_view(k, live_org, now) for k in registry.list_keys(org.id)]
-    assert History(registry).keys_as_of(org.id, now) == live
+    assert History(registry, OPERATOR).keys_as_of(org.id, now) == live
 
 
 def test_as_of_must_be_a_zoned_past_instant(registry: KeyRegistry) -> None:
     org = registry.register_organization("Acme", Plan.PRO, OPERATOR)
-    history = History(registry)
+    history = History(registry, OPERATOR)
     with pytest.raises(ValidationError):
         history.keys_as_of(org.id, datetime(2026, 1, 1))  # naive
     with pytest.raises(ValidationError):

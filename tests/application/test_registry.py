@@ -22,7 +22,7 @@ from domain.actors import OPERATOR
 from domain.api_key import ApiKey, KeyStatus
 from domain.errors import KeyRevoked, NotFound, PermissionExceeded, PlanDoesNotAllow
 from domain.key_format import Environment, KeyType, hash_key, hint_for, parse_key
-from domain.organization import Organization
+from domain.organization import LeakPolicy, Organization
 from domain.plans import PLAN_PERMISSIONS, Permission, Plan
 from support.actors import user_of
 
@@ -450,3 +450,32 @@ def test_a_command_that_keeps_losing_races_gives_up_with_conflict(store: Store) 
     assert caught.value.code == "conflict"
     assert len(interruptions) == COMMAND_ATTEMPTS
     assert store.open().get_key(key_id).name == interruptions[-1]
+
+
+def test_a_leaked_key_whose_restriction_left_the_plan_is_revoked_not_left_working(
+    store: Store,
+) -> None:
+    registry = store.open()
+    org = new_org(registry, Plan.PRO)
+    registry.set_leak_policy(org.id, LeakPolicy.ROLL, OPERATOR)
+    issued = new_key(registry, org.id, permissions=frozenset({Permission.AUDIT_READ}))
+    registry.change_plan(org.id, Plan.FREE, OPERATOR)  # audit:read is no longer the plan's
+
+    done = registry.respond_to_leak(issued.key.id, url="https://gist.example/1", source="x")
+
+    assert done == "revoked"
+    assert store.open().get_key(issued.key.id).is_revoked
+
+
+def test_a_restricted_key_rolled_after_a_downgrade_keeps_what_the_plan_still_grants(
+    store: Store,
+) -> None:
+    registry = store.open()
+    org = new_org(registry, Plan.PRO)
+    both = frozenset({Permission.AUDIT_READ, Permission.AFFILIATES_READ})
+    issued = new_key(registry, org.id, permissions=both)
+    registry.change_plan(org.id, Plan.FREE, OPERATOR)
+
+    successor = registry.roll_key(issued.key.id, grace=HOUR, actor=OPERATOR)
+
+    assert successor.key.permissions == {Permission.AFFILIATES_READ}

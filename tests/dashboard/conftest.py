@@ -1,4 +1,4 @@
-"""One HTTPS server for the dashboard's browser tests (real NATS, Redis, SQLite), and Chromium."""
+"""The dashboard for tests: over HTTPS with Chromium (real NATS, Redis, SQLite), or in-process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from adapters.settings import Settings
 from conftest import REDIS_URL
+from dashboard.asgi import Dashboard, serving_dashboard, settings_for
 from dashboard.harness import Browsing, DashboardServer, chromium
 from e2e.harness import Children
 from support.servers import NatsServer
@@ -62,3 +63,10 @@ def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashb
 async def browsing(dashboard_server: DashboardServer, artifacts: Path) -> AsyncIterator[Browsing]:
     async with chromium(dashboard_server.url, artifacts) as browsing:
         yield browsing
+
+
+@pytest.fixture
+async def dashboard(tmp_path: Path) -> AsyncIterator[Dashboard]:
+    """The dashboard in-process over ASGI (no browser, no NATS), sessions in the machine's Redis."""
+    async with serving_dashboard(settings_for(tmp_path / "data", REDIS_URL)) as dash:
+        yield dash

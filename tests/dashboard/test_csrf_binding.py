@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from api.dashboard.security import CSRF_COOKIE, SESSION_COOKIE
-from conftest import REDIS_URL
 from dashboard.asgi import (
     PASSWORD,
     Dashboard,
     csrf_token_in,
     post_login,
-    serving_dashboard,
-    settings_for,
     sign_in,
 )
-
-
-@pytest.fixture
-async def dashboard(tmp_path: Path) -> AsyncIterator[Dashboard]:
-    async with serving_dashboard(settings_for(tmp_path / "data", REDIS_URL)) as dash:
-        yield dash
 
 
 async def test_a_csrf_token_and_cookie_from_another_users_session_are_refused(

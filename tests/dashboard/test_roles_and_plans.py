@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from adapters.users import hash_password
-from conftest import REDIS_URL
-from dashboard.asgi import PASSWORD, Dashboard, serving_dashboard, settings_for, sign_in
+from dashboard.asgi import PASSWORD, Dashboard, sign_in
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType
 from domain.organization import Organization
 from domain.plans import Plan
 from domain.user import Role, User
-
-
-@pytest.fixture
-async def dashboard(tmp_path: Path) -> AsyncIterator[Dashboard]:
-    async with serving_dashboard(settings_for(tmp_path / "data", REDIS_URL)) as dash:
-        yield dash
 
 
 def member(dashboard: Dashboard, org: Organization, role: Role) -> User:

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
 
 import api.dashboard.routes
 from api.dashboard.security import FAILED_SIGN_INS_PER_EMAIL
-from conftest import REDIS_URL
 from dashboard.asgi import (
     Dashboard,
     csrf_token_in,
     missing_headers,
     post_login,
-    serving_dashboard,
-    settings_for,
     sign_in,
 )
-
-
-@pytest.fixture
-async def dashboard(tmp_path: Path) -> AsyncIterator[Dashboard]:
-    async with serving_dashboard(settings_for(tmp_path / "data", REDIS_URL)) as dash:
-        yield dash
 
 
 async def test_every_dashboard_response_carries_the_security_headers_errors_included(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
@@ -16,9 +17,10 @@ from domain.access import (
     Command,
     KeyFacts,
     KeyGrant,
+    Limits,
     allows,
     authorize,
-    inherited_restriction,
+    inherited_limits,
     visible_envs,
 )
 from domain.actors import OPERATOR, SYSTEM, KeyActor, UserActor, by_user
@@ -35,14 +37,18 @@ KEYS_READ, KEYS_WRITE = Permission.API_KEYS_READ, Permission.API_KEYS_WRITE
 AUDIT = Permission.AUDIT_READ
 
 
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
 def a_key(
     env: Environment = LIVE,
     permissions: frozenset[Permission] = PRO,
     *,
     org_id: UUID = ORG,
     key_type: KeyType = KeyType.SECRET,
+    **limits: object,
 ) -> KeyActor:
-    return KeyActor(uuid4(), org_id, env, key_type, permissions)
+    return KeyActor(uuid4(), org_id, env, key_type, permissions, **limits)  # type: ignore[arg-type]
 
 
 def a_user(role: Role, plan: frozenset[Permission] = PRO, *, org_id: UUID = ORG) -> UserActor:
@@ -59,8 +65,13 @@ def target(
     return KeyFacts(uuid4(), org_id, env, KeyType.SECRET, permissions, created_by)
 
 
-def grant(env: Environment = LIVE, permissions: frozenset[Permission] = PRO) -> KeyGrant:
-    return KeyGrant(ORG, env, KeyType.SECRET, permissions)
+def grant(
+    env: Environment = LIVE,
+    permissions: frozenset[Permission] = PRO,
+    allowed_ips: tuple[str, ...] = (),
+    expires_at: datetime | None = None,
+) -> KeyGrant:
+    return KeyGrant(ORG, env, KeyType.SECRET, permissions, allowed_ips, expires_at)
 
 
 # -- every actor: organizations and environments -------------------------------------------
@@ -142,8 +153,9 @@ def test_a_restricted_key_cannot_roll_a_broader_key() -> None:
 def test_a_restricted_key_changes_only_keys_within_its_own_permissions(command: Command) -> None:
     mine = frozenset({KEYS_WRITE, Permission.AFFILIATES_READ})
     limited = a_key(permissions=mine)
-    with pytest.raises(PermissionExceeded, match="audit:read"):
+    with pytest.raises(PermissionExceeded, match=r"permissions it lacks itself$") as refused:
         authorize(limited, command, key=target(permissions=mine | {AUDIT}))
+    assert "audit" not in str(refused.value)  # what the target may do is not disclosed
     authorize(limited, command, key=target(permissions=mine))
     authorize(limited, command, key=target(permissions=frozenset({KEYS_WRITE})))
 
@@ -160,12 +172,82 @@ def test_a_key_cannot_grant_what_it_lacks_itself() -> None:
     )
 
 
-def test_a_key_made_by_a_restricted_key_inherits_its_restriction() -> None:
+def test_a_key_made_by_a_restricted_key_inherits_its_restriction_as_stored() -> None:
     mine = frozenset({KEYS_WRITE, Permission.AFFILIATES_READ})
-    assert inherited_restriction(a_key(permissions=mine), PRO) == mine
-    assert inherited_restriction(a_key(permissions=PRO), PRO) is None
-    assert inherited_restriction(a_key(permissions=PRO), FREE) is None  # covers the whole plan
-    assert inherited_restriction(a_user(Role.DEVELOPER), PRO) is None
+    assert inherited_limits(a_key(permissions=mine, restriction=mine), PRO, Limits()) == Limits(
+        mine
+    )
+    assert inherited_limits(a_key(permissions=PRO), PRO, Limits()) == Limits()
+
+
+def test_a_restriction_that_covers_todays_plan_is_still_passed_on() -> None:
+    # Restricted to exactly the free plan: after an upgrade, its children must not gain audit.
+    limited = a_key(permissions=FREE, restriction=FREE)
+    assert inherited_limits(limited, FREE, Limits()).restriction == FREE
+
+
+def test_what_is_asked_wins_over_what_is_inherited_and_is_then_checked() -> None:
+    mine = frozenset({KEYS_WRITE, Permission.AFFILIATES_READ})
+    asked = Limits(frozenset({Permission.AFFILIATES_READ}), ("203.0.113.0/28",), NOW)
+    fenced = a_key(permissions=mine, restriction=mine, allowed_ips=("203.0.113.0/24",))
+    assert inherited_limits(fenced, PRO, asked) == asked
+
+
+def test_a_key_limited_to_some_networks_passes_them_on_and_cannot_issue_beyond_them() -> None:
+    fenced = a_key(allowed_ips=("10.0.0.0/8",))
+    assert inherited_limits(fenced, PRO, Limits()).allowed_ips == ("10.0.0.0/8",)
+    with pytest.raises(PermissionExceeded, match="usable from others"):
+        authorize(fenced, Command.CREATE_KEY, grant=grant())
+    with pytest.raises(PermissionExceeded, match="usable from others"):
+        authorize(fenced, Command.CREATE_KEY, grant=grant(allowed_ips=("192.0.2.0/24",)))
+    authorize(fenced, Command.CREATE_KEY, grant=grant(allowed_ips=("10.1.0.0/16",)))
+
+
+def test_a_key_limited_to_some_networks_cannot_lift_them_from_itself_or_a_key_it_rolls() -> None:
+    fenced = a_key(allowed_ips=("10.0.0.0/8",))
+    itself = KeyFacts(fenced.key_id, ORG, LIVE, KeyType.SECRET, PRO, "operator")
+    with pytest.raises(PermissionExceeded):
+        authorize(fenced, Command.SET_KEY_ALLOWED_IPS, key=itself, grant=grant())
+    with pytest.raises(PermissionExceeded):
+        authorize(fenced, Command.ROLL_KEY, key=target(), grant=grant())
+    authorize(fenced, Command.ROLL_KEY, key=itself, grant=grant(allowed_ips=("10.0.0.0/8",)))
+
+
+def test_an_expiring_key_passes_on_its_expiry_and_cannot_issue_a_key_that_outlives_it() -> None:
+    expiring = a_key(expires_at=NOW)
+    assert inherited_limits(expiring, PRO, Limits()).expires_at == NOW
+    with pytest.raises(PermissionExceeded, match="outlives it"):
+        authorize(expiring, Command.CREATE_KEY, grant=grant())
+    with pytest.raises(PermissionExceeded, match="outlives it"):
+        authorize(expiring, Command.CREATE_KEY, grant=grant(expires_at=NOW + timedelta(days=1)))
+    authorize(expiring, Command.CREATE_KEY, grant=grant(expires_at=NOW))
+
+
+def test_an_expiring_key_may_still_change_where_a_longer_lived_key_works() -> None:
+    expiring = a_key(expires_at=NOW)
+    authorize(expiring, Command.SET_KEY_ALLOWED_IPS, key=target(), grant=grant())
+
+
+@pytest.mark.parametrize("command", sorted(KEY_CHANGES | {Command.CREATE_KEY}))
+def test_a_rolled_or_exposed_key_may_no_longer_create_or_change_keys(command: Command) -> None:
+    retiring = a_key(retiring=True)
+    with pytest.raises(PermissionExceeded, match="rolled or flagged as possibly exposed"):
+        authorize(retiring, command, key=target(), grant=grant())
+    authorize(retiring, Command.READ_KEYS, key=target())
+
+
+def test_a_rolled_or_exposed_key_may_still_revoke_itself() -> None:
+    retiring = a_key(retiring=True)
+    itself = KeyFacts(retiring.key_id, ORG, LIVE, KeyType.SECRET, PRO, "operator")
+    authorize(retiring, Command.REVOKE_KEY, key=itself)
+
+
+def test_an_environment_given_as_text_is_not_mistaken_for_live() -> None:
+    test_key = a_key(TEST)
+    object.__setattr__(test_key, "env", "test")  # as a careless caller might build it
+    assert visible_envs(test_key) == {TEST}
+    with pytest.raises(NotFound):
+        authorize(test_key, Command.READ_KEYS, key=target(LIVE))
 
 
 def test_a_public_key_may_only_send_events() -> None:
@@ -210,7 +292,7 @@ def test_owners_and_admins_may_do_everything_to_any_key(role: Role) -> None:
 
 def test_a_developer_creates_keys_and_reads_everything() -> None:
     developer = a_user(Role.DEVELOPER)
-    authorize(developer, Command.CREATE_KEY, grant=grant())
+    authorize(developer, Command.CREATE_KEY, grant=grant(permissions=PRO - {KEYS_WRITE}))
     authorize(developer, Command.READ_KEYS, key=target())
     authorize(developer, Command.READ_AUDIT)
 
@@ -221,6 +303,15 @@ def test_a_developer_changes_only_the_keys_it_created(command: Command) -> None:
     with pytest.raises(NotAllowed, match=r"a developer may .* the API keys they created"):
         authorize(developer, command, key=target(created_by="user:usr_owner"))
     authorize(developer, command, key=target(created_by=by_user(developer.user_id)))
+
+
+def test_a_developer_cannot_issue_a_key_that_changes_others_keys() -> None:
+    developer = a_user(Role.DEVELOPER)
+    with pytest.raises(NotAllowed, match="api_keys:write"):
+        authorize(developer, Command.CREATE_KEY, grant=grant())
+    default = inherited_limits(developer, PRO, Limits())
+    assert default.restriction == PRO - {KEYS_WRITE}
+    assert inherited_limits(a_user(Role.ADMIN), PRO, Limits()) == Limits()
 
 
 def test_a_developer_cannot_roll_an_owners_key() -> None:

@@ -41,7 +41,7 @@ def test_a_user_is_registered_with_a_normalized_email_a_role_and_the_given_hash(
 
 def test_a_user_acts_as_user_usr_hex() -> None:
     user = new_user()
-    assert user.actor == by_user(user.id) == f"user:usr_{user.id.hex}"
+    assert user.actor_name == by_user(user.id) == f"user:usr_{user.id.hex}"
 
 
 @pytest.mark.parametrize("text", ["", "ana", "ana@", "@example.com", "a b@example.com"])
@@ -64,7 +64,7 @@ def test_a_user_acts_with_its_role_under_its_organizations_plan() -> None:
     user = new_user(Role.AUDITOR)
     plan = PLAN_PERMISSIONS[Plan.FREE]
     assert user.acting(plan) == UserActor(user.id, user.org_id, Role.AUDITOR, plan)
-    assert user.acting(plan).name == user.actor
+    assert user.acting(plan).name == user.actor_name
 
 
 def test_a_role_change_is_an_event_with_the_previous_role() -> None:

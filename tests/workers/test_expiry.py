@@ -35,7 +35,7 @@ def a_key(registry: KeyRegistry, expires_at: datetime | None = None):  # type: i
 
 
 def revocations(registry: KeyRegistry, key_id) -> list[dict]:  # type: ignore[no-untyped-def]
-    history = History(registry).key_history(key_id)
+    history = History(registry, OPERATOR).key_history(key_id)
     return [e for e in history if e["type"] == "api_key.revoked"]
 
 

@@ -17,6 +17,7 @@ from litestar.utils.scope.state import ScopeState
 from redis.exceptions import RedisError
 
 from api.dashboard.context import DashboardContext
+from domain.access import Command, allows
 from domain.errors import DomainError, NotFound
 from domain.user import NotAllowed, User, UserDisabled
 
@@ -81,11 +82,13 @@ def page(
 ) -> Template:
     """`template` with what every page shows: the user, the flash message, the CSRF token."""
     flash = session_of(request).pop("flash", None)
+    actor = getattr(request.state, "actor", None)
     return Template(
         template_name=template,
         status_code=status_code,
         context={
             "user": user,
+            "may_audit": actor is not None and allows(actor, Command.READ_AUDIT),
             "flash": flash,
             "csrf_token": csrf_token(request),
             "path": request.url.path,

@@ -68,11 +68,15 @@ AUDIT_PAGE_SIZE = 50
 
 
 async def acting_user(
-    dashboard: NamedDependency[DashboardContext], user: NamedDependency[User]
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[DashboardContext],
+    user: NamedDependency[User],
 ) -> UserActor:
     """The signed-in user as an actor, under its organization's current plan."""
     org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
-    return user.acting(org.permissions)
+    actor = user.acting(org.permissions)
+    request.state.actor = actor  # for what every page shows (the menu)
+    return actor
 
 
 USER_DEPENDENCY = {"user": Provide(signed_in_user), "actor": Provide(acting_user)}
@@ -274,6 +278,7 @@ class KeyPages(Controller):
         key: NamedDependency[ApiKey],
     ) -> Redirect:
         """Give the key a new name."""
+        await _require(dashboard, actor, Command.RENAME_KEY, key)
         form = await request.form()
         name = clean_name(_form_text(form, "name"), "key name")
         await asyncio.to_thread(
@@ -292,6 +297,7 @@ class KeyPages(Controller):
         key: NamedDependency[ApiKey],
     ) -> Template:
         """Issue the key's successor (shown once); the old key works for the grace period."""
+        await _require(dashboard, actor, Command.ROLL_KEY, key)
         form = await request.form()
         grace_text = _form_text(form, "grace_seconds", "86400")
         if not grace_text.isdigit() or int(grace_text) not in {s for s, _ in GRACE_CHOICES}:
@@ -336,8 +342,8 @@ class KeyPages(Controller):
         key: NamedDependency[ApiKey],
     ) -> Template:
         """Ask before revoking: it cannot be undone."""
+        await _require(dashboard, actor, Command.REVOKE_KEY, key)
         org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
-        authorize(actor, Command.REVOKE_KEY, key=KeyFacts.of(key, org))
         return page(request, "revoke.html.j2", user=user, key=api_key_view(key, org, utc_now()))
 
     @post("/{key_id:str}/revoke", status_code=200)
@@ -349,6 +355,7 @@ class KeyPages(Controller):
         key: NamedDependency[ApiKey],
     ) -> Redirect:
         """Revoke the key at once, on every API process."""
+        await _require(dashboard, actor, Command.REVOKE_KEY, key)
         form = await request.form()
         reason = _form_text(form, "reason")[:500]
         services = dashboard.services
@@ -357,6 +364,16 @@ class KeyPages(Controller):
         log.info("dashboard.key_revoked", key_id=format_key_id(key.id))
         flash(request, f"Revoked “{key.name}” ({key.hint}). It no longer works.")
         return Redirect("/dashboard/keys", status_code=303)
+
+
+async def _require(
+    dashboard: DashboardContext, actor: UserActor, command: Command, key: ApiKey
+) -> None:
+    """Refuse before a form is read, so a refusal is a 403, never a complaint about the form.
+
+    The registry asks again when it runs the command; this only answers sooner.
+    """
+    authorize(actor, command, key=await asyncio.to_thread(dashboard.services.registry.facts, key))
 
 
 def _last_used(services: Services, key_ids: list[UUID]) -> dict[UUID, Any]:
@@ -412,7 +429,7 @@ async def _key_page(dashboard: DashboardContext, actor: UserActor, key: ApiKey) 
 
     def load() -> dict[str, Any]:
         org = services.registry.get_organization(actor.org_id)
-        history = History(services.registry).key_history(key.id, org_id=actor.org_id)
+        history = History(services.registry, actor).key_history(key.id)
         use = _last_used(services, [key.id]).get(key.id)
         facts = KeyFacts.of(key, org)
         return {

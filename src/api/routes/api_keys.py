@@ -19,7 +19,7 @@ from api.services import Services
 from application.history import History, parse_moment
 from application.registry import utc_now
 from application.views import api_key_view, iso
-from domain.access import Command, visible_envs
+from domain.access import Command
 from domain.api_key import ApiKey
 from domain.errors import NotFound, ValidationError
 from domain.ids import parse_key_id
@@ -131,10 +131,8 @@ class ApiKeysController(Controller):
         if as_of is not None:
             moment = parse_moment(as_of)
             past = await asyncio.to_thread(
-                History(services.registry).keys_as_of, principal.org_id, moment
+                History(services.registry, principal).keys_as_of, principal.org_id, moment
             )
-            envs = visible_envs(principal)
-            past = [view for view in past if view["env"] in envs]
             return {"object": "list", "data": past, "next_cursor": None, "as_of": iso(moment)}
 
         def load() -> list[dict[str, Any]]:
@@ -178,16 +176,14 @@ class ApiKeysController(Controller):
         """Rename a key and/or replace its IP allowlist (`allowed_ips`, CIDR; [] = anywhere)."""
         if data.name is None and data.allowed_ips is None:
             raise ApiError(422, "validation_error", "body: give name and/or allowed_ips")
-        uuid, actor = _key_uuid(key_id), request.user
-        key = await asyncio.to_thread(services.registry.key_for, actor, uuid)
-        if data.name is not None:
-            key = await asyncio.to_thread(
-                services.registry.rename_key, uuid, name=data.name, actor=actor
-            )
+        key = await asyncio.to_thread(
+            services.registry.change_key,
+            _key_uuid(key_id),
+            actor=request.user,
+            name=data.name,
+            allowed_ips=data.allowed_ips,
+        )
         if data.allowed_ips is not None:
-            key = await asyncio.to_thread(
-                services.registry.set_allowed_ips, uuid, data.allowed_ips, actor=actor
-            )
             await services.mirror.refresh()
         return await _view(services, key)
 

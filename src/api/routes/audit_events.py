@@ -11,7 +11,7 @@ from litestar.params import FromPath, QueryParameter
 
 from api.services import Services
 from application.history import MAX_FEED_LIMIT, History
-from domain.access import Command, visible_envs
+from domain.access import Command
 from domain.errors import NotFound, ValidationError
 from domain.ids import parse_key_id
 from projections.key_lookup import Principal
@@ -45,11 +45,10 @@ class AuditEventsController(Controller):
         `after` set to the last event's position.
         """
         page = await asyncio.to_thread(
-            History(services.registry).org_events,
+            History(services.registry, request.user).org_events,
             request.user.org_id,
             after=after,
             limit=limit,
-            envs=visible_envs(request.user),
         )
         return {"object": "list", "data": page.events, "next_cursor": page.next_position}
 
@@ -72,9 +71,5 @@ class ApiKeyHistoryController(Controller):
         except ValidationError:
             raise NotFound("no such API key") from None
 
-        def load() -> list[dict[str, Any]]:
-            services.registry.key_for(request.user, uuid)  # NotFound unless it may see it
-            return History(services.registry).key_history(uuid)
-
-        events = await asyncio.to_thread(load)
+        events = await asyncio.to_thread(History(services.registry, request.user).key_history, uuid)
         return {"object": "list", "data": events, "next_cursor": None}

@@ -81,7 +81,8 @@ class LeaksController(Controller):
     path = "/v1/leaks"
     tags = ["leaks"]
 
-    @post("/", status_code=HTTP_200_OK)
+    # No key: a report is signed by the scanner (no access command is asked of a key).
+    @post("/", status_code=HTTP_200_OK, opt={"command": None})
     async def report_leaks(
         self, request: Request[Any, Any, Any], services: NamedDependency[Services]
     ) -> list[dict[str, Any]]:
