@@ -34,9 +34,9 @@ from domain.api_key import ApiKey
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
 from projections.key_lookup import KeyLookup
+from projections.key_lookup_projection import KeyLookupProjection
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.key_lookup_view import open_key_lookup_view
-from projections.registry import KeyLookupProjection
+from projections.live_key_lookup import open_key_lookup_view
 
 CHUNK = 500
 

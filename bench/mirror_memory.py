@@ -123,9 +123,9 @@ def fill_postgres_view(keys: int, keys_per_org: int) -> None:
 
     from adapters.settings import Settings
     from projections.key_lookup import Changes, OrgRecord
-    from projections.key_lookup_view import _key_record, open_key_lookup_view
+    from projections.key_lookup_view import _key_record, open_named_key_lookup_view
 
-    view = open_key_lookup_view(Settings.from_env(), "KeyLookup")
+    view = open_named_key_lookup_view(Settings.from_env(), "KeyLookup")
     changes = Changes()
     for written, row in enumerate(rows(keys, keys_per_org), start=1):
         record = _key_record(row)
@@ -144,9 +144,9 @@ def measure_view_load(keys: int, model: str) -> dict[str, Any]:
     from adapters.settings import Settings
     from projections.key_lookup import KeyLookup
     from projections.key_lookup_compact import CompactKeyLookup
-    from projections.key_lookup_view import open_key_lookup_view
+    from projections.key_lookup_view import open_named_key_lookup_view
 
-    view = open_key_lookup_view(Settings.from_env(), "KeyLookup")
+    view = open_named_key_lookup_view(Settings.from_env(), "KeyLookup")
     assert view.count() == keys
     gc.collect()
     rss_before = rss_bytes()

@@ -1,66 +1,33 @@
-"""Request events to JetStream without making responses wait on NATS, and without losing any.
-
-`RequestEventPublisher.publish()` only appends to an in-memory deque. A background task seals
-the events into batches (at most `max_batch` events, and never more bytes than the server
-accepts in one message), sends each batch as ONE JetStream message with a stable
-`Nats-Msg-Id` (`batch_msg_id`: first event id + count) and awaits its PubAck: an acknowledged
-batch is stored (with the stream's `sync: always`, on disk). One batch is in flight at a time;
-under load batches simply fill up while the previous acknowledgement is awaited.
-
-When NATS is unreachable, a publish fails or an acknowledgement times out (unknown outcome),
-the batch is kept exactly as sealed and sent again with the same `Nats-Msg-Id`, which the
-stream drops as a duplicate within its two-minute window. When more than `max_buffer` events
-wait in memory, all of them go to the spool: append-only files in `spool_dir` (length- and
-CRC-framed msgpack records, each a sealed batch, fsync'ed once per spill, written by a single
-I/O thread), so memory stays bounded. Once NATS answers again the spool is delivered first,
-oldest file first, each file deleted once every batch in it is acknowledged; then memory.
-Spool files left by a process that crashed or shut down while NATS was down are delivered by
-the next publisher started on the same directory. Several processes may share `spool_dir`:
-each file is `flock`ed by its writer and by the one process delivering it.
-
-`aclose()` sends what it can within its timeout and spools the rest: nothing stays in memory.
-Only a crash of this process (kill -9, OOM) loses the events still in memory — at most
-`max_buffer` plus what arrives during one acknowledgement timeout.
-
-Delivery is at-least-once with stable ids: a batch may reach the stream twice when its
-re-send falls outside the duplicate window (a long outage after an unknown outcome, or a
-spool file re-delivered after a crash mid-file), always as the whole batch with the same
-event ids. Consumers deduplicate by event `id` — the audit projection stores each id once —
-so the read model is exactly-once.
-
-Not thread-safe: call `publish()` from the event loop that runs `start()`.
+"""`RequestEventPublisher`, which batches request events to JetStream without making responses
+wait on NATS and without losing any (spilling to the spool of `adapters.request_event_spool`
+while NATS is away), and `NATS_OPTIONS`, the connection options it needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import os
-import secrets
-import struct
 import time
-import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import structlog
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
-from adapters.private_files import private_dir
-from adapters.request_events import (
-    AUDIT_STREAM,
-    REQUESTS_SUBJECT,
-    RequestEvent,
-    RequestEventBatch,
-    batch_msg_id,
+from adapters.request_event_spool import (
+    SealedBatch,
+    SpoolClaim,
+    SpoolWriter,
+    claim_spool_file,
+    release_claim,
+    seal,
+    spool_files,
 )
+from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT, RequestEvent
 
 log = structlog.get_logger()
 
@@ -74,204 +41,47 @@ NATS_OPTIONS: dict[str, Any] = {
     "connect_timeout": 2,
 }
 
-SPOOL_SUFFIX = ".spool"
-_FRAME = struct.Struct(">II")  # body length, CRC-32 of the body
-_MAX_SPOOL_FILE = 64 * 1024 * 1024
-_MAX_FIELD = 2048  # characters kept of a text field when one event alone exceeds a message
 _HEADROOM = 4096  # bytes of a message left for headers
 _DISCONNECTED_POLL = 0.1
 _MIN_BACKOFF, _MAX_BACKOFF = 0.05, 2.0
 
 
-class SealedBatch(msgspec.Struct, array_like=True, frozen=True):
-    """A batch as it goes on the wire (and in the spool): message id, event count, payload."""
-
-    msg_id: str
-    count: int
-    payload: bytes
-
-
-_wire = msgspec.json.Encoder()
-_wire_decoder = msgspec.json.Decoder(RequestEventBatch)
-_spool_encoder = msgspec.msgpack.Encoder()
-_spool_decoder = msgspec.msgpack.Decoder(SealedBatch)
-
-
-def seal(events: list[RequestEvent], max_batch: int, max_bytes: int) -> list[SealedBatch]:
-    """`events` as batches of at most `max_batch` events and `max_bytes` bytes each."""
-    sealed: list[SealedBatch] = []
-    for start in range(0, len(events), max_batch):
-        _seal_into(sealed, events[start : start + max_batch], max_bytes)
-    return sealed
-
-
-def _seal_into(out: list[SealedBatch], events: list[RequestEvent], max_bytes: int) -> None:
-    payload = _wire.encode(RequestEventBatch(events=events))
-    if len(payload) > max_bytes and len(events) > 1:
-        half = len(events) // 2
-        _seal_into(out, events[:half], max_bytes)
-        _seal_into(out, events[half:], max_bytes)
-        return
-    if len(payload) > max_bytes:  # one event with a huge path or user agent: keep its start
-        short = {
-            name: value[:_MAX_FIELD]
-            for name, value in msgspec.structs.asdict(events[0]).items()
-            if isinstance(value, str) and len(value) > _MAX_FIELD
-        }
-        events = [msgspec.structs.replace(events[0], **short)]
-        payload = _wire.encode(RequestEventBatch(events=events))
-    out.append(SealedBatch(batch_msg_id(events), len(events), payload))
-
-
-# -- the spool: runs in the publisher's single I/O thread --------------------------------------
-
-
-def _frame(batches: list[SealedBatch]) -> bytes:
-    parts: list[bytes] = []
-    for batch in batches:
-        body = _spool_encoder.encode(batch)
-        parts += (_FRAME.pack(len(body), zlib.crc32(body)), body)
-    return b"".join(parts)
-
-
-def _parse(data: bytes) -> tuple[list[SealedBatch], int]:
-    """The complete records at the start of `data`, and how many bytes after them are bad."""
-    batches: list[SealedBatch] = []
-    pos = 0
-    while pos + _FRAME.size <= len(data):
-        length, crc = _FRAME.unpack_from(data, pos)
-        body = data[pos + _FRAME.size : pos + _FRAME.size + length]
-        if len(body) < length or zlib.crc32(body) != crc:
-            break
-        try:
-            batches.append(_spool_decoder.decode(body))
-        except msgspec.DecodeError:
-            break
-        pos += _FRAME.size + length
-    return batches, len(data) - pos
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _SpoolWriter:
-    """The current append-only spool file of this process, locked while it is written."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.path: Path | None = None
-        self._fd: int | None = None
-        self._size = 0
-
-    def append(
-        self, batches: list[SealedBatch], events: list[RequestEvent], max_batch: int, max_bytes: int
-    ) -> tuple[Path, int]:
-        """Write sealed batches and then `events` (sealed here), fsync; the file and count."""
-        batches = batches + seal(events, max_batch, max_bytes)
-        data = _frame(batches)
-        if self._fd is not None and self._size + len(data) > _MAX_SPOOL_FILE:
-            self.seal()
-        if self._fd is None or self.path is None:
-            self._open()
-        assert self._fd is not None and self.path is not None
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
-        except OSError:
-            with contextlib.suppress(OSError):  # keep the file a sequence of whole records
-                os.ftruncate(self._fd, self._size)
-            raise
-        self._size += len(data)
-        return self.path, sum(batch.count for batch in batches)
-
-    def _open(self) -> None:
-        private_dir(self.directory)
-        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
-        tmp = self.directory / f".{name}.tmp"  # never seen, so never taken, before it is locked
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self.path = self.directory / f"{name}{SPOOL_SUFFIX}"
-        os.rename(tmp, self.path)
-        _fsync_dir(self.directory)
-        self._fd, self._size = fd, 0
-
-    def seal(self) -> Path | None:
-        """Close the current file (releasing its lock) so that it can be delivered."""
-        path, fd = self.path, self._fd
-        self.path, self._fd, self._size = None, None, 0
-        if fd is not None:
-            os.close(fd)
-        return path
-
-
-@dataclass
-class _Claim:
-    """A spool file being delivered by this process, locked until it is deleted."""
-
-    path: Path
-    fd: int
-    batches: deque[SealedBatch] = field(default_factory=deque)
-
-
-def _claim(path: Path) -> _Claim | None:
-    """Lock and read a spool file, unless another process holds it or it is already gone."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.fstat(fd).st_nlink == 0:
-            raise FileNotFoundError(path)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    except OSError:
-        os.close(fd)
-        return None
-    batches, bad = _parse(b"".join(chunks))
-    if bad:
-        log.warning("request_events.spool_truncated", file=path.name, bad_bytes=bad)
-    return _Claim(path, fd, deque(batches))
-
-
-def _finish(claim: _Claim, delete: bool) -> None:
-    if delete:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(claim.path)
-    os.close(claim.fd)
-
-
-def spool_files(spool_dir: Path) -> list[Path]:
-    """The spool files in `spool_dir`, oldest first."""
-    return sorted(spool_dir.glob(f"*{SPOOL_SUFFIX}")) if spool_dir.is_dir() else []
-
-
-def spooled_events(spool_dir: Path) -> Iterator[RequestEvent]:
-    """Every event waiting in `spool_dir` (for operators and tests; takes no lock)."""
-    for path in spool_files(spool_dir):
-        for batch in _parse(path.read_bytes())[0]:
-            yield from _wire_decoder.decode(batch.payload).events
-
-
-# -- the publisher -----------------------------------------------------------------------------
-
-
 class RequestEventPublisher:
-    """Batched, acknowledged, spill-to-disk publication of request events (see the module doc).
+    """Batched, acknowledged, spill-to-disk publication of request events.
+
+    `publish()` only appends to an in-memory deque. A background task seals the events into
+    batches (at most `max_batch` events, and never more bytes than the server accepts in one
+    message), sends each batch as ONE JetStream message with a stable `Nats-Msg-Id`
+    (`batch_msg_id`: first event id + count) and awaits its PubAck: an acknowledged batch is
+    stored (with the stream's `sync: always`, on disk). One batch is in flight at a time; under
+    load batches simply fill up while the previous acknowledgement is awaited.
+
+    When NATS is unreachable, a publish fails or an acknowledgement times out (unknown
+    outcome), the batch is kept exactly as sealed and sent again with the same `Nats-Msg-Id`,
+    which the stream drops as a duplicate within its two-minute window. When more than
+    `max_buffer` events wait in memory, all of them go to the spool in `spool_dir` (fsync'ed
+    once per spill, written by a single I/O thread), so memory stays bounded. Once NATS answers
+    again the spool is delivered first, oldest file first, each file deleted once every batch
+    in it is acknowledged; then memory. Spool files left by a process that crashed or shut down
+    while NATS was down are delivered by the next publisher started on the same directory.
+
+    `aclose()` sends what it can within its timeout and spools the rest: nothing stays in
+    memory. Only a crash of this process (kill -9, OOM) loses the events still in memory — at
+    most `max_buffer` plus what arrives during one acknowledgement timeout.
+
+    Delivery is at-least-once with stable ids: a batch may reach the stream twice when its
+    re-send falls outside the duplicate window (a long outage after an unknown outcome, or a
+    spool file re-delivered after a crash mid-file), always as the whole batch with the same
+    event ids. Consumers deduplicate by event `id` — the audit projection stores each id once —
+    so the read model is exactly-once.
 
     Counters: `published` (events acknowledged by the stream, duplicates included),
     `duplicates` (batches the stream acknowledged as already stored), `spooled` (events
     written to the spool), `failures` (failed or timed-out sends); `pending` (events not yet
     acknowledged: `in_memory` plus `spool_pending`, the spooled events this publisher wrote or
     opened), `available` (False from a failed send until the next acknowledged one).
+
+    Not thread-safe: call `publish()` from the event loop that runs `start()`.
     """
 
     def __init__(
@@ -316,8 +126,8 @@ class RequestEventPublisher:
         self._outbox_events = 0
         self._spilling = 0  # events on their way to the spool
         self._spool_counts: dict[Path, int] = {}
-        self._claim: _Claim | None = None
-        self._writer = _SpoolWriter(spool_dir)
+        self._claim: SpoolClaim | None = None
+        self._writer = SpoolWriter(spool_dir)
         self._io: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -410,7 +220,7 @@ class RequestEventPublisher:
             await self._spill()
         claim, self._claim = self._claim, None
         if claim is not None:  # its acknowledged batches will be sent again: duplicates only
-            await self._in_io(_finish, claim, False)
+            await self._in_io(release_claim, claim, False)
             self._spool_counts.pop(claim.path, None)
         await self._in_io(self._writer.seal)
         if self._io is not None:
@@ -550,7 +360,7 @@ class RequestEventPublisher:
             claim = self._claim
             if claim is None:
                 path = min(self._spool_counts)
-                claim = await self._in_io(_claim, path)
+                claim = await self._in_io(claim_spool_file, path)
                 if claim is None:  # another process delivers it, or already did
                     self._spool_counts.pop(path)
                     continue
@@ -563,7 +373,7 @@ class RequestEventPublisher:
                 self._spool_counts[claim.path] -= batch.count
                 if self.in_memory > self.max_buffer:
                     await self._spill()
-            await self._in_io(_finish, claim, True)
+            await self._in_io(release_claim, claim, True)
             self._claim = None
             self._spool_counts.pop(claim.path, None)
             log.info("request_events.spool_delivered", file=claim.path.name)

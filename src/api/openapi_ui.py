@@ -24,19 +24,11 @@ from litestar.openapi.plugins import OpenAPIRenderPlugin
 from litestar.params import FromPath
 from litestar.response import File
 
+from api.page_headers import PAGE_HEADERS
+
 SCHEMA_PATH = "/schema"
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
-SECURITY_HEADERS = [
-    ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-    ResponseHeader(name="Referrer-Policy", value="same-origin"),
-]
+SECURITY_HEADERS = [ResponseHeader(name=name, value=value) for name, value in PAGE_HEADERS.items()]
 
 #: Starts Swagger UI on the page's `#swagger-ui` element, with the document its data names
 #: (no validator: it would send the document's URL to swagger.io).

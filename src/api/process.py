@@ -22,8 +22,8 @@ from api.edge import EdgeMiddleware
 from api.exposure import ExposureFlagger
 from api.key_mirror import KeyMirror
 from api.services import Services
-from projections.key_lookup_view import open_key_lookup_view
-from projections.request_audit_store import close_request_audit_stores
+from projections.live_key_lookup import open_key_lookup_view
+from projections.request_audit_shared import close_request_audit_stores
 
 log = structlog.get_logger()
 

@@ -27,7 +27,7 @@ import msgspec
 from adapters.key_events import to_message
 from application.registry import KeyRegistry
 from application.views import api_key_view, iso
-from domain.access import Command, authorize, visible_envs
+from domain.access import Command, KeyFacts, authorize, visible_envs
 from domain.actors import Actor
 from domain.api_key import ApiKey
 from domain.errors import NotFound, ValidationError
@@ -153,10 +153,12 @@ class History:
 
         A key the actor may not see (another organization's) is not found, never forbidden.
         """
-        self.registry.key_for(self.actor, key_id)
         events = self._events(key_id)
         if not events or not isinstance(events[0], ApiKey.Created):
             raise NotFound("no such API key")
+        now = _fold(events)
+        org = self.registry.get_organization(now.org_id)
+        authorize(self.actor, Command.READ_KEYS, key=KeyFacts.of(now, org))
         entries: list[dict[str, Any]] = []
         key: Any = None
         before: dict[str, Any] = {}

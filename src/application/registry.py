@@ -124,7 +124,7 @@ class KeyRegistry(Application[UUID]):
 
         def attempt() -> IssuedKey:
             org = self.get_organization(org_id)
-            acting = self._acting(actor)
+            acting = self._acting(actor, org)
             limits = inherited_limits(acting, org.permissions, asked)
             authorize(acting, Command.CREATE_KEY, grant=KeyGrant.of(org, env, key_type, limits))
             key, secret = ApiKey.issue(
@@ -155,7 +155,7 @@ class KeyRegistry(Application[UUID]):
                 key.successor_restriction(org), tuple(key.allowed_ips), key.expires_at
             )
             authorize(
-                self._acting(actor),
+                self._acting(actor, org),
                 Command.ROLL_KEY,
                 key=KeyFacts.of(key, org),
                 grant=KeyGrant.of(org, key.env, key.type, inherits),
@@ -199,7 +199,7 @@ class KeyRegistry(Application[UUID]):
         def attempt() -> ApiKey:
             key = self.get_key(key_id)
             org = self.get_organization(key.org_id)
-            acting, facts = self._acting(actor), KeyFacts.of(key, org)
+            acting, facts = self._acting(actor, org), KeyFacts.of(key, org)
             if name is not None:
                 authorize(acting, Command.RENAME_KEY, key=facts)
             if networks is not None:
@@ -331,20 +331,23 @@ class KeyRegistry(Application[UUID]):
 
         return self._retrying(attempt)
 
-    def _acting(self, actor: Actor) -> Actor:
+    def _acting(self, actor: Actor, org: Organization) -> Actor:
         """The actor as it stands now: a key as stored (revoked, rolled, its limits), not as
-        it was when its request was authenticated."""
+        it was when its request was authenticated. `org` is the one the command reads (the
+        acting key's, unless the policy will refuse the command as another org's)."""
         if not isinstance(actor, KeyActor):
             return actor
         key = self.get_key(actor.key_id)
-        return key_actor(key, self.get_organization(key.org_id), self.clock())
+        own = org if org.id == key.org_id else self.get_organization(key.org_id)
+        return key_actor(key, own, self.clock())
 
     def _update_key(
         self, key_id: UUID, actor: Actor, command: Command, change: Callable[[ApiKey], Any]
     ) -> ApiKey:
         def attempt() -> ApiKey:
             key = self.get_key(key_id)
-            authorize(self._acting(actor), command, key=self.facts(key))
+            org = self.get_organization(key.org_id)
+            authorize(self._acting(actor, org), command, key=KeyFacts.of(key, org))
             change(key)
             self.save(key)
             return key

@@ -18,13 +18,11 @@ from adapters.settings import Settings
 from cli.common import CliError, Group, emit, json_option, settings_from
 from domain.errors import ValidationError
 from domain.ids import parse_org_id
-from projections.request_audit import NO_ORG, Comparison, compare_rows
+from projections.audit_chain import Comparison, compare_rows
+from projections.request_audit import NO_ORG
 from projections.request_audit_projection import copy_stream, open_live_audit_store
-from projections.request_audit_store import (
-    ChainReport,
-    RequestAuditStore,
-    open_request_audit_store,
-)
+from projections.request_audit_query import ChainReport, RequestAuditStore
+from projections.request_audit_store import open_request_audit_store
 
 BROKEN = 1
 

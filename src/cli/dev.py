@@ -26,7 +26,7 @@ from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
 from domain.user import Role
-from projections.registry import LiveKeyLookupView
+from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_projection import open_live_audit_store
 from workers.runner import run_workers
 

@@ -10,13 +10,9 @@ import click
 
 from cli.common import CliError, Group, emit, friendly_errors, json_option, settings_from
 from projections import request_audit_projection  # noqa: F401 - registers `request-audit`
-from projections.registry import (
-    DEFAULT_GRACE_SECONDS,
-    PROJECTIONS,
-    RebuildInProgress,
-    RebuildProgress,
-    SwitchConflict,
-)
+from projections.catalog import PROJECTIONS
+from projections.generations import RebuildInProgress, SwitchConflict
+from projections.rebuilds import DEFAULT_GRACE_SECONDS, RebuildProgress
 
 #: Without a terminal, a progress line at most this often.
 LINE_INTERVAL = 2.0

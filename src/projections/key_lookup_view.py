@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from typing import Any, Protocol, cast
 from uuid import UUID
 
@@ -282,16 +283,12 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
             return self._max_tracking_id(application_name, curs) or 0, keys
 
 
-def open_key_lookup_view(settings: Settings, name: str | None = None) -> KeyLookupView:
+def open_named_key_lookup_view(settings: Settings, name: str) -> KeyLookupView:
     """The durable view `name` on the backend the settings name (a new name = a fresh copy).
 
-    Without a name: the live generation (`KeyLookup` until a rebuild switches to
-    `KeyLookup_g2`, …), following later switches; see `projections.registry`.
+    The live generation, which follows a rebuild's switch, is
+    `projections.live_key_lookup.open_key_lookup_view(settings)`.
     """
-    if name is None:
-        from projections.registry import LiveKeyLookupView  # it imports this module
-
-        return LiveKeyLookupView(settings)
     env = event_store_env(settings, sqlite_file=f"{name.lower()}.sqlite3")
     if settings.is_embedded:
         factory = InfrastructureFactory.construct(Environment(name, env))
@@ -299,3 +296,11 @@ def open_key_lookup_view(settings: Settings, name: str | None = None) -> KeyLook
     factory = InfrastructureFactory.construct(Environment(name, env))
     with schema_lock(settings):
         return cast(KeyLookupView, factory.tracking_recorder(PostgresKeyLookupView))
+
+
+def close_key_lookup_view(view: KeyLookupView) -> None:
+    """Close the view's datastore, if it has one; failing to close is ignored (cleanup paths)."""
+    datastore = getattr(view, "datastore", None)
+    if datastore is not None:
+        with suppress(Exception):
+            datastore.close()

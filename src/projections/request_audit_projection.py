@@ -2,7 +2,7 @@
 
 Generation 1 is `RequestAudit`; a rebuild fills `RequestAudit_g<n>` from the JetStream audit
 stream beside the live copy, catches it up to the stream's head, moves the pointer (see
-`projections.registry`), then removes the old copy once readers have moved:
+`projections.generations`), then removes the old copy once readers have moved:
 
 - the ingest worker checks the pointer about once a second; on a switch it opens the new
   copy and resumes its consumer just after the new copy's position (duplicates of what it had
@@ -32,24 +32,23 @@ from nats.js.client import JetStreamContext
 from adapters import nats as nats_adapter
 from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT
 from adapters.settings import Settings
-from projections.registry import (
-    DEFAULT_GRACE_SECONDS,
+from projections.catalog import register_projection
+from projections.generations import (
     POINTER_CHECK_SECONDS,
     Generation,
     GenerationStore,
+    open_generation_store,
+)
+from projections.rebuilds import (
+    DEFAULT_GRACE_SECONDS,
     ProgressCallback,
     ProjectionStatus,
     RebuildProgress,
     RebuildReport,
-    open_generation_store,
-    register_projection,
 )
 from projections.request_audit import Message
-from projections.request_audit_store import (
-    DEFAULT_NAME,
-    RequestAuditStore,
-    open_request_audit_store,
-)
+from projections.request_audit_query import DEFAULT_NAME, RequestAuditStore
+from projections.request_audit_store import open_request_audit_store
 
 log = structlog.get_logger()
 

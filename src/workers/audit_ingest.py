@@ -39,14 +39,11 @@ from nats.js.errors import NotFoundError
 from adapters import nats as nats_adapter
 from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT, ensure_audit_stream
 from adapters.settings import Settings
-from projections.registry import GenerationStore, open_generation_store
+from projections.generations import GenerationStore, open_generation_store
 from projections.request_audit import Message
 from projections.request_audit_projection import live_audit_name, open_live_audit_store
-from projections.request_audit_store import (
-    IngestResult,
-    RequestAuditStore,
-    open_request_audit_store,
-)
+from projections.request_audit_query import IngestResult, RequestAuditStore
+from projections.request_audit_store import open_request_audit_store
 
 log = structlog.get_logger()
 

@@ -25,8 +25,8 @@ from adapters.settings import Settings
 from application.registry import KeyRegistry
 from domain.api_key import ApiKey
 from domain.ids import format_key_id
-from projections.key_lookup_view import KeyLookupView, open_key_lookup_view
-from projections.registry import LiveKeyLookupView
+from projections.key_lookup_view import KeyLookupView
+from projections.live_key_lookup import LiveKeyLookupView, open_key_lookup_view
 
 log = structlog.get_logger()
 

@@ -13,7 +13,7 @@ from adapters import nats as nats_adapter
 from adapters.registry import open_registry
 from adapters.settings import Settings
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.key_lookup_view import open_key_lookup_view
+from projections.live_key_lookup import open_key_lookup_view
 from workers.audit_ingest import run_audit
 from workers.expiry import run_expiry
 from workers.relay import Relay

@@ -22,12 +22,8 @@ from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, StorageType
 from nats.js.errors import APIError
 
-from adapters.request_event_publisher import (
-    NATS_OPTIONS,
-    RequestEventPublisher,
-    spool_files,
-    spooled_events,
-)
+from adapters.request_event_publisher import NATS_OPTIONS, RequestEventPublisher
+from adapters.request_event_spool import spool_files, spooled_events
 from adapters.request_events import (
     AUDIT_STREAM,
     RequestEvent,

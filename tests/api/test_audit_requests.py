@@ -22,8 +22,8 @@ from domain.key_format import Environment
 from domain.organization import Organization
 from domain.plans import Permission, Plan
 from projections.request_audit import Message
-from projections.request_audit_store import (
-    RequestAuditStore,
+from projections.request_audit_query import RequestAuditStore
+from projections.request_audit_shared import (
     close_request_audit_stores,
     last_used,
     request_audit_store_for,

@@ -24,17 +24,18 @@ from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType, generate_key, hash_key
 from domain.organization import Organization
 from domain.plans import Plan
+from projections.catalog import PROJECTIONS
+from projections.generations import open_generation_store
 from projections.key_lookup import KeyLookup
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.key_lookup_view import KeyLookupView, open_key_lookup_view
-from projections.registry import (
+from projections.key_lookup_view import KeyLookupView
+from projections.live_key_lookup import (
     KEY_LOOKUP,
     KEY_LOOKUP_VIEW,
-    PROJECTIONS,
     LiveKeyLookupView,
-    RebuildProgress,
-    open_generation_store,
+    open_key_lookup_view,
 )
+from projections.rebuilds import RebuildProgress
 from support.api import Api, bearer, serving
 from support.servers import NatsServer
 from workers.runner import run_key_lookup

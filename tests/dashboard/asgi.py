@@ -21,7 +21,7 @@ import httpx
 from adapters.registry import open_registry
 from adapters.settings import Settings
 from adapters.users import hash_password, open_user_directory
-from api.dashboard.security import CONTENT_SECURITY_POLICY
+from api.page_headers import CONTENT_SECURITY_POLICY
 from api.process import ApiProcess
 from application.registry import KeyRegistry
 from application.users import UserDirectory

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-import api.dashboard.routes
+import api.dashboard.sign_in_pages
 from api.dashboard.security import FAILED_SIGN_INS_PER_EMAIL
 from dashboard.asgi import (
     Dashboard,
@@ -46,7 +46,7 @@ async def test_every_dashboard_response_carries_the_security_headers_errors_incl
         def broken(*_: object) -> bool:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(api.dashboard.routes, "verify_password", broken)
+        monkeypatch.setattr(api.dashboard.sign_in_pages, "verify_password", broken)
         token = csrf_token_in(await browser.get("/dashboard/login"))
         answers["unexpected error"] = (500, await post_login(browser, "a@example.com", "x", token))
 

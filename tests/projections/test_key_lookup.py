@@ -14,7 +14,7 @@ from domain.key_format import Environment, KeyType, hash_key
 from domain.plans import Plan
 from projections.key_lookup import KeyLookup
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.key_lookup_view import open_key_lookup_view
+from projections.live_key_lookup import open_key_lookup_view
 
 
 def snapshot(lookup: KeyLookup) -> tuple[dict, dict]:

@@ -10,7 +10,7 @@ from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType, hash_key
 from domain.plans import Plan
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.key_lookup_view import open_key_lookup_view
+from projections.live_key_lookup import open_key_lookup_view
 
 
 def test_an_allowlist_change_reaches_the_durable_view(

@@ -18,7 +18,7 @@ from domain.plans import Plan
 from projections.key_lookup import KeyLookup
 from projections.key_lookup_compact import CompactKeyLookup
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.key_lookup_view import open_key_lookup_view
+from projections.live_key_lookup import open_key_lookup_view
 from support.databases import fresh_database
 from workers.expiry import ExpiryWorker
 

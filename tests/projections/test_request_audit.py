@@ -18,21 +18,16 @@ from adapters.request_events import RequestEvent, RequestEventBatch, new_event_i
 from adapters.settings import Settings
 from cli.audit import audit
 from domain.key_format import Environment, KeyType, generate_key, hint_for
-from projections.request_audit import (
+from projections.audit_chain import (
     GENESIS_HASH,
     AuditChainer,
-    AuditRow,
-    Message,
     canonical,
     compute_hash,
-    decode_messages,
     row_hash_of,
 )
-from projections.request_audit_store import (
-    AuditQuery,
-    RequestAuditStore,
-    open_request_audit_store,
-)
+from projections.request_audit import AuditRow, Message, decode_messages
+from projections.request_audit_query import AuditQuery, RequestAuditStore
+from projections.request_audit_store import open_request_audit_store
 
 ORG_A = f"org_{uuid.uuid4().hex}"
 ORG_B = f"org_{uuid.uuid4().hex}"

@@ -15,13 +15,13 @@ from click.testing import CliRunner, Result
 
 from adapters.settings import Settings
 from cli.main import cli
-from projections.registry import open_generation_store
+from projections.generations import open_generation_store
 from projections.request_audit_projection import (
     REQUEST_AUDIT,
     LiveRequestAuditStore,
     open_live_audit_store,
 )
-from projections.request_audit_store import DEFAULT_NAME, RequestAuditStore
+from projections.request_audit_query import DEFAULT_NAME, RequestAuditStore
 from support.audit_events import WORKER, event_ids, make_batch, publish
 from support.servers import NatsServer, env_with
 

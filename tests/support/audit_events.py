@@ -18,7 +18,7 @@ from adapters.request_events import (
     ensure_audit_stream,
     new_event_id,
 )
-from projections.request_audit_store import RequestAuditStore
+from projections.request_audit_query import RequestAuditStore
 
 ORGS = [f"org_{uuid.uuid4().hex}" for _ in range(3)]
 KEYS = {org: [f"key_{uuid.uuid4().hex}" for _ in range(2)] for org in ORGS}

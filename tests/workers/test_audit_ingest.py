@@ -21,8 +21,9 @@ from nats.aio.msg import Msg
 
 from adapters.settings import Settings
 from cli.audit import audit
-from projections.request_audit import compare_rows
-from projections.request_audit_store import RequestAuditStore, open_request_audit_store
+from projections.audit_chain import compare_rows
+from projections.request_audit_query import RequestAuditStore
+from projections.request_audit_store import open_request_audit_store
 from support.audit_events import KEYS, WORKER, event_ids, make_batch, publish
 from support.servers import NatsServer, env_with
 from workers.audit_ingest import AuditIngester, AuditIngestSettings

@@ -17,7 +17,7 @@ from domain.api_key import EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY, KeyStatus
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.key_lookup_view import open_key_lookup_view
+from projections.live_key_lookup import open_key_lookup_view
 from workers.expiry import ExpiryWorker, run_expiry
 from workers.runner import WORKERS
 

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from api.dashboard.context import DashboardContext
 from domain.access import Command, allows
+from domain.actors import UserActor
 from domain.errors import DomainError, NotFound
 from domain.user import NotAllowed, User, UserDisabled
 
@@ -64,6 +65,27 @@ def session_of(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """This request's session data; empty when none was loaded (the store failed, say)."""
     session = request.scope.get("session")
     return session if isinstance(session, dict) else {}
+
+
+async def acting_user(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[DashboardContext],
+    user: NamedDependency[User],
+) -> UserActor:
+    """The signed-in user as an actor, under its organization's current plan."""
+    org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
+    actor = user.acting(org.permissions)
+    request.state.actor = actor  # for what every page shows (the menu)
+    return actor
+
+
+USER_DEPENDENCY = {"user": Provide(signed_in_user), "actor": Provide(acting_user)}
+
+
+def form_text(form: Any, name: str, default: str = "") -> str:
+    """A form field as text (`default` when absent or a file)."""
+    value = form.get(name, default)
+    return value if isinstance(value, str) else default
 
 
 def csrf_token(request: Request[Any, Any, Any]) -> str:

@@ -15,9 +15,10 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from api.dashboard import pages
+from api.dashboard.audit_pages import AuditPages
 from api.dashboard.context import DashboardContext
-from api.dashboard.routes import AuditPages, KeyPages, SessionPages, dashboard_home
+from api.dashboard.key_pages import KeyPages
+from api.dashboard.pages import EXCEPTION_HANDLERS, FILTERS, provide
 from api.dashboard.security import (
     LOCK_STORE,
     PREFIX,
@@ -29,6 +30,7 @@ from api.dashboard.security import (
     stamp_security_headers,
     stores_for,
 )
+from api.dashboard.sign_in_pages import SessionPages, dashboard_home
 from api.services import Services
 
 HERE = Path(__file__).parent
@@ -44,7 +46,7 @@ def template_engine() -> JinjaTemplateEngine:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(pages.FILTERS)
+    environment.filters.update(FILTERS)
     return JinjaTemplateEngine.from_environment(environment)
 
 
@@ -78,8 +80,8 @@ class DashboardPlugin(InitPlugin):
                     SessionBoundCSRFMiddleware, config=csrf_config(services.settings.key_pepper)
                 ),
             ],
-            dependencies={"dashboard": pages.provide(context)},
-            exception_handlers=pages.EXCEPTION_HANDLERS,
+            dependencies={"dashboard": provide(context)},
+            exception_handlers=EXCEPTION_HANDLERS,
             include_in_schema=False,
             opt={"dashboard": True},
         )

@@ -49,6 +49,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from adapters.rate_limiter import RateLimiter
+from api.page_headers import PAGE_HEADERS
 
 PREFIX = "/dashboard"
 SESSION_STORE = "dashboard-sessions"
@@ -65,18 +66,9 @@ FAILED_SIGN_INS_PER_ADDRESS = 20
 #: How long sign-ins stay refused once a limit is passed.
 SIGN_IN_LOCK_OUT_SECONDS = 5 * 60
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
-SECURITY_HEADERS = {
-    "content-security-policy": CONTENT_SECURITY_POLICY,
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "same-origin",
-    "cache-control": "no-store",
-}
+#: Every dashboard response's: the pages' own, and never cached (a key shown once must not
+#: come back from a cache).
+SECURITY_HEADERS = {**PAGE_HEADERS, "cache-control": "no-store"}
 
 
 def is_dashboard_path(path: str) -> bool:

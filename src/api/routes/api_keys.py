@@ -27,7 +27,7 @@ from domain.key_format import Environment, KeyType
 from domain.plans import parse_permissions
 from projections.key_lookup import Principal
 from projections.request_audit import LastUsed
-from projections.request_audit_store import last_used, last_used_at
+from projections.request_audit_shared import last_used, last_used_at
 
 log = structlog.get_logger()
 

@@ -34,11 +34,8 @@ from domain.ids import format_org_id, parse_key_id
 from domain.key_format import Environment
 from projections.key_lookup import Principal
 from projections.request_audit import NO_ORG, AuditRow
-from projections.request_audit_store import (
-    AuditQuery,
-    RequestAuditStore,
-    request_audit_store_for,
-)
+from projections.request_audit_query import AuditQuery, RequestAuditStore
+from projections.request_audit_shared import request_audit_store_for
 
 CSV = "text/csv"
 NDJSON = "application/x-ndjson"

@@ -1,9 +1,8 @@
-"""Dashboard pages: sign-in, Settings > API Keys (create, roll, revoke, rename), audit log."""
+"""Settings > API Keys: the keys, Create API Key, and one key's page (roll, rename, revoke)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -11,21 +10,17 @@ from uuid import UUID
 import structlog
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
-from adapters.users import verify_password
-from api.context import request_context
 from api.dashboard.context import DashboardContext
 from api.dashboard.pages import (
-    SESSION_USER,
+    USER_DEPENDENCY,
     flash,
+    form_text,
     is_htmx,
     page,
-    signed_in_user,
 )
-from api.dashboard.security import SESSION_COOKIE, SESSION_STORE
-from api.routes.audit_requests import audit_request_view, parse_status
 from api.services import Services
 from application.history import History
 from application.registry import utc_now
@@ -34,13 +29,13 @@ from domain.access import Command, KeyFacts, allows, authorize
 from domain.actors import UserActor
 from domain.api_key import ApiKey
 from domain.errors import DomainError, NotFound, ValidationError
-from domain.ids import USER_PREFIX, format_id, format_key_id, format_org_id, parse_key_id
+from domain.ids import format_key_id, parse_key_id
 from domain.key_format import Environment, KeyType
 from domain.naming import clean_name
 from domain.organization import Organization
 from domain.plans import parse_permissions
-from domain.user import User, normalize_email
-from projections.request_audit_store import AuditQuery, last_used, request_audit_store_for
+from domain.user import User
+from projections.request_audit_shared import last_used
 
 log = structlog.get_logger()
 
@@ -55,119 +50,6 @@ EXPIRY_CHOICES = [
     (90, "90 days"),
     (365, "1 year"),
 ]
-#: Audit periods: (seconds, label); 0 = all time.
-PERIOD_CHOICES = [
-    (3600, "last hour"),
-    (86400, "last 24 hours"),
-    (7 * 86400, "last 7 days"),
-    (30 * 86400, "last 30 days"),
-    (0, "all time"),
-]
-STATUS_CHOICES = ["", "2xx", "4xx", "5xx", "401", "403", "429"]
-AUDIT_PAGE_SIZE = 50
-
-
-async def acting_user(
-    request: Request[Any, Any, Any],
-    dashboard: NamedDependency[DashboardContext],
-    user: NamedDependency[User],
-) -> UserActor:
-    """The signed-in user as an actor, under its organization's current plan."""
-    org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
-    actor = user.acting(org.permissions)
-    request.state.actor = actor  # for what every page shows (the menu)
-    return actor
-
-
-USER_DEPENDENCY = {"user": Provide(signed_in_user), "actor": Provide(acting_user)}
-
-
-def _form_text(form: Any, name: str, default: str = "") -> str:
-    value = form.get(name, default)
-    return value if isinstance(value, str) else default
-
-
-# -- sign-in -------------------------------------------------------------------------------------
-
-
-@get("/", name="dashboard-home")
-async def dashboard_home(request: Request[Any, Any, Any]) -> Redirect:
-    """The dashboard's front door: the keys when signed in, else the sign-in page."""
-    signed_in = bool(request.session and request.session.get(SESSION_USER))
-    return Redirect("/dashboard/keys" if signed_in else "/dashboard/login", status_code=303)
-
-
-class SessionPages(Controller):
-    path = "/"
-
-    @get("/login")
-    async def login_form(self, request: Request[Any, Any, Any]) -> Template:
-        """The sign-in form."""
-        return page(request, "login.html.j2", email="", error=None)
-
-    @post("/login", status_code=200)
-    async def login(
-        self, request: Request[Any, Any, Any], dashboard: NamedDependency[DashboardContext]
-    ) -> Template | Redirect:
-        """Check the email and password; on success start a fresh session."""
-        form = await request.form()
-        email_text = _form_text(form, "email").strip()
-        password = _form_text(form, "password")
-        address = request_context(request.scope).client_addr
-        try:
-            email = normalize_email(email_text)
-        except ValidationError:
-            email = email_text.lower()[:254]
-        throttle = dashboard.throttle
-        # First, before any password is checked: with the store down this raises, and the
-        # answer is a 503 page, so an outage never lets guesses through unthrottled.
-        locked = await throttle.locked_for(email, address)
-        if locked is not None:
-            return _refused_sign_in(request, email_text, locked)
-        user = await asyncio.to_thread(dashboard.users.find_by_email, email)
-        ok = await asyncio.to_thread(
-            verify_password, None if user is None else user.password_hash, password
-        )
-        if user is None or not ok or user.disabled:
-            log.info("dashboard.sign_in_failed", client_addr=address)
-            locked = await throttle.failed(email, address)
-            if locked is not None:
-                return _refused_sign_in(request, email_text, locked)
-            return page(
-                request,
-                "login.html.j2",
-                status_code=401,
-                email=email_text,
-                error="That email and password do not match an account.",
-            )
-        # A fresh session id on sign-in: an id planted before sign-in is worth nothing.
-        old_id = request.cookies.pop(SESSION_COOKIE, None)
-        if old_id:
-            await request.app.stores.get(SESSION_STORE).delete(old_id)
-        request.clear_session()
-        request.set_session({SESSION_USER: user.id.hex, "signed_in_at": int(time.time())})
-        log.info("dashboard.signed_in", user_id=format_id(USER_PREFIX, user.id))
-        return Redirect("/dashboard/keys", status_code=303)
-
-    @post("/logout", status_code=200)
-    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
-        """End the session (its data is deleted from the store) and go to the sign-in page."""
-        request.clear_session()
-        return Redirect("/dashboard/login?signed_out=1", status_code=303)
-
-
-def _refused_sign_in(request: Request[Any, Any, Any], email: str, seconds: int) -> Template:
-    log.info("dashboard.sign_in_locked", client_addr=request_context(request.scope).client_addr)
-    return page(
-        request,
-        "login.html.j2",
-        status_code=429,
-        email=email,
-        error=f"Too many failed sign-ins. Try again in {seconds} seconds.",
-    )
-
-
-# -- Settings > API Keys -------------------------------------------------------------------------
 
 
 async def owned_key(
@@ -212,12 +94,12 @@ class KeyPages(Controller):
         form = await request.form()
         services = dashboard.services
         try:
-            name = clean_name(_form_text(form, "name"), "key name")
-            env = Environment(_form_text(form, "env", "live"))
+            name = clean_name(form_text(form, "name"), "key name")
+            env = Environment(form_text(form, "env", "live"))
             permissions = None
-            if _form_text(form, "restricted") == "on":
+            if form_text(form, "restricted") == "on":
                 permissions = parse_permissions(form.getall("permissions", []))
-            days = int(_form_text(form, "expires_in_days", "0") or 0)
+            days = int(form_text(form, "expires_in_days", "0") or 0)
             if days not in {d for d, _ in EXPIRY_CHOICES}:
                 raise ValidationError("choose an expiry from the list")
             expires_at = utc_now() + timedelta(days=days) if days else None
@@ -280,7 +162,7 @@ class KeyPages(Controller):
         """Give the key a new name."""
         await _require(dashboard, actor, Command.RENAME_KEY, key)
         form = await request.form()
-        name = clean_name(_form_text(form, "name"), "key name")
+        name = clean_name(form_text(form, "name"), "key name")
         await asyncio.to_thread(
             dashboard.services.registry.rename_key, key.id, name=name, actor=actor
         )
@@ -299,7 +181,7 @@ class KeyPages(Controller):
         """Issue the key's successor (shown once); the old key works for the grace period."""
         await _require(dashboard, actor, Command.ROLL_KEY, key)
         form = await request.form()
-        grace_text = _form_text(form, "grace_seconds", "86400")
+        grace_text = form_text(form, "grace_seconds", "86400")
         if not grace_text.isdigit() or int(grace_text) not in {s for s, _ in GRACE_CHOICES}:
             raise ValidationError("choose a grace period from the list")
         services = dashboard.services
@@ -357,7 +239,7 @@ class KeyPages(Controller):
         """Revoke the key at once, on every API process."""
         await _require(dashboard, actor, Command.REVOKE_KEY, key)
         form = await request.form()
-        reason = _form_text(form, "reason")[:500]
+        reason = form_text(form, "reason")[:500]
         services = dashboard.services
         await asyncio.to_thread(services.registry.revoke_key, key.id, actor=actor, reason=reason)
         await services.mirror.refresh()
@@ -446,70 +328,3 @@ async def _key_page(dashboard: DashboardContext, actor: UserActor, key: ApiKey) 
         }
 
     return await asyncio.to_thread(load)
-
-
-# -- audit log -----------------------------------------------------------------------------------
-
-
-class AuditPages(Controller):
-    path = "/audit"
-    dependencies = USER_DEPENDENCY
-
-    @get("/")
-    async def requests(
-        self,
-        request: Request[Any, Any, Any],
-        dashboard: NamedDependency[DashboardContext],
-        user: NamedDependency[User],
-        actor: NamedDependency[UserActor],
-        key: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
-        period: FromQuery[int] = 86400,
-        before: FromQuery[int | None] = None,
-    ) -> Template:
-        """Recent requests made with the organization's keys, newest first, filtered."""
-        authorize(actor, Command.READ_AUDIT)
-        services = dashboard.services
-        key_id = key or None
-        if key_id is not None:
-            parse_key_id(key_id)
-        status = status or ""
-        if status not in STATUS_CHOICES:
-            raise ValidationError("choose a status from the list")
-        status_min, status_max = parse_status(status or None)
-        if period not in {p for p, _ in PERIOD_CHOICES}:
-            raise ValidationError("choose a period from the list")
-        query = AuditQuery(
-            org_id=format_org_id(user.org_id),
-            key_id=key_id,
-            status_min=status_min,
-            status_max=status_max,
-            since=time.time() - period if period else None,
-            before_seq=before,
-        )
-
-        def load() -> dict[str, Any]:
-            keys = services.registry.keys_for(actor, user.org_id)
-            names = {format_key_id(k.id): k.name for k in keys}
-            try:
-                rows = request_audit_store_for(services.settings).page(query, AUDIT_PAGE_SIZE)
-            except Exception as error:
-                log.warning("dashboard.audit_unavailable", error=type(error).__name__)
-                return {"rows": [], "unavailable": True, "keys": keys, "names": names}
-            return {"rows": rows, "unavailable": False, "keys": keys, "names": names}
-
-        loaded = await asyncio.to_thread(load)
-        rows = loaded["rows"]
-        return page(
-            request,
-            "audit.html.j2",
-            user=user,
-            requests=[audit_request_view(r) for r in rows],
-            names=loaded["names"],
-            keys=[(format_key_id(k.id), k.name, k.hint) for k in reversed(loaded["keys"])],
-            unavailable=loaded["unavailable"],
-            filters={"key": key_id or "", "status": status or "", "period": period},
-            status_choices=STATUS_CHOICES,
-            period_choices=PERIOD_CHOICES,
-            older=rows[-1].seq if len(rows) == AUDIT_PAGE_SIZE else None,
-        )

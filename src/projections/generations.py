@@ -1,0 +1,273 @@
+"""Which generation of each projection's durable view is live: the pointer and its stores.
+
+Generation 1 of the key lookup is the view `KeyLookup`, generation n is `KeyLookup_g<n>`. The
+pointer (one row per projection) also records which generation a rebuild is building and the
+last error; `GenerationStore` keeps it in `projections.sqlite3` in the data dir (embedded) or
+in the PostgreSQL table `icodrip_projections`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import closing, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.event_store import schema_lock
+from adapters.private_files import private_sqlite
+from adapters.settings import Settings
+
+#: How often a reader re-reads the pointer (a rebuild waits longer before removing a copy).
+POINTER_CHECK_SECONDS = 1.0
+#: The pointer table (one row per projection).
+TABLE = "icodrip_projections"
+
+
+def view_name_for(base: str, generation: int) -> str:
+    """`KeyLookup` for generation 1 (the name views had before generations), else `_g<n>`."""
+    return base if generation == 1 else f"{base}_g{generation}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def iso_time(moment: datetime | None) -> str | None:
+    """ISO 8601 with `Z` for UTC, as the pointer stores times and status documents show them."""
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+class RebuildInProgress(Exception):
+    """Another rebuild of this projection holds the claim (use --force if it died)."""
+
+
+class SwitchConflict(Exception):
+    """The live generation changed under a rebuild; its copy is abandoned, nothing switched."""
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One generation of a projection's durable view."""
+
+    projection: str
+    number: int
+    view_name: str
+    switched_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PointerRecord:
+    """Everything the pointer table knows about one projection."""
+
+    live: Generation
+    building: int | None = None
+    building_since: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+_COLUMNS = "generation, view_name, switched_at, building, building_since, last_error, last_error_at"
+
+
+class GenerationStore(ABC):
+    """The live-generation pointer of every projection (one row each)."""
+
+    def __init__(self) -> None:
+        self._ready = False
+
+    # Backends run one statement at a time (`?` placeholders) and say how many rows changed.
+    @abstractmethod
+    def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for backends that hold nothing open
+        """Release what the store holds open."""
+
+    def _ensure_table(self) -> None:
+        if not self._ready:
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (projection TEXT PRIMARY KEY, "
+                "generation INTEGER NOT NULL, view_name TEXT NOT NULL, switched_at TEXT, "
+                "building INTEGER, building_since TEXT, last_error TEXT, last_error_at TEXT)",
+                (),
+            )
+            self._ready = True
+
+    def _ensure(self, projection: str, default_view: str) -> None:
+        self._ensure_table()
+        self._run(
+            f"INSERT INTO {TABLE} (projection, generation, view_name) VALUES (?, 1, ?) "
+            "ON CONFLICT (projection) DO NOTHING",
+            (projection, default_view),
+        )
+
+    def record(self, projection: str, default_view: str) -> PointerRecord:
+        """The projection's row (generation 1 under `default_view` if it has none yet)."""
+        self._ensure_table()
+        rows, _ = self._run(f"SELECT {_COLUMNS} FROM {TABLE} WHERE projection = ?", (projection,))
+        if not rows:
+            self._ensure(projection, default_view)
+            rows, _ = self._run(
+                f"SELECT {_COLUMNS} FROM {TABLE} WHERE projection = ?", (projection,)
+            )
+        number, view_name, switched_at, building, since, error, error_at = rows[0]
+        return PointerRecord(
+            live=Generation(projection, int(number), view_name, _parse_time(switched_at)),
+            building=None if building is None else int(building),
+            building_since=_parse_time(since),
+            last_error=error,
+            last_error_at=_parse_time(error_at),
+        )
+
+    def live(self, projection: str, default_view: str) -> Generation:
+        """The generation readers must use now."""
+        return self.record(projection, default_view).live
+
+    def claim(self, projection: str, default_view: str, *, force: bool = False) -> Generation:
+        """Reserve the next generation for a rebuild; RebuildInProgress if one holds it."""
+        current = self.record(projection, default_view)
+        target = current.live.number + 1
+        _, changed = self._run(
+            f"UPDATE {TABLE} SET building = ?, building_since = ? "
+            "WHERE projection = ? AND generation = ? AND (building IS NULL OR ?)",
+            (target, iso_time(_now()), projection, current.live.number, bool(force)),
+        )
+        if changed != 1:
+            since = iso_time(current.building_since) or "just now"
+            raise RebuildInProgress(
+                f"generation {current.building} of {projection} is being built (since {since}); "
+                "use --force if that rebuild died"
+            )
+        return Generation(projection, target, view_name_for(default_view, target))
+
+    def release(self, projection: str, generation: int) -> None:
+        """Give up a claim (the rebuild failed or was abandoned)."""
+        self._run(
+            f"UPDATE {TABLE} SET building = NULL, building_since = NULL "
+            "WHERE projection = ? AND building = ?",
+            (projection, generation),
+        )
+
+    def abandon(
+        self, projection: str, default_view: str, generation: int, error: BaseException
+    ) -> None:
+        """A rebuild of `generation` failed: give up its claim and record why (best effort)."""
+        with suppress(Exception):
+            self.release(projection, generation)
+        with suppress(Exception):
+            self.record_error(
+                projection,
+                default_view,
+                f"rebuild of generation {generation} failed: {type(error).__name__}",
+            )
+
+    def switch(self, projection: str, *, expected: Generation, new: Generation) -> Generation:
+        """Make `new` live in one statement, only if `expected` is still live and `new` claimed."""
+        switched_at = _now()
+        _, changed = self._run(
+            f"UPDATE {TABLE} SET generation = ?, view_name = ?, switched_at = ?, "
+            "building = NULL, building_since = NULL "
+            "WHERE projection = ? AND generation = ? AND building = ?",
+            (
+                new.number,
+                new.view_name,
+                iso_time(switched_at),
+                projection,
+                expected.number,
+                new.number,
+            ),
+        )
+        if changed != 1:
+            raise SwitchConflict(
+                f"{projection}: generation {expected.number} is no longer live or the claim on "
+                f"{new.number} was taken over; nothing switched"
+            )
+        return Generation(projection, new.number, new.view_name, switched_at)
+
+    def record_error(self, projection: str, default_view: str, message: str) -> None:
+        """Remember a projection's last error (shown by `icodrip projections status`)."""
+        self._ensure(projection, default_view)
+        self._run(
+            f"UPDATE {TABLE} SET last_error = ?, last_error_at = ? WHERE projection = ?",
+            (message[:500], iso_time(_now()), projection),
+        )
+
+    def clear_error(self, projection: str) -> None:
+        self._ensure_table()
+        self._run(
+            f"UPDATE {TABLE} SET last_error = NULL, last_error_at = NULL "
+            "WHERE projection = ? AND last_error IS NOT NULL",
+            (projection,),
+        )
+
+
+class SQLiteGenerationStore(GenerationStore):
+    """`projections.sqlite3` in the data dir; one short connection per statement."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
+        with closing(sqlite3.connect(private_sqlite(self.path), timeout=10)) as conn, conn:
+            cursor = conn.execute(sql, tuple(params))
+            return [tuple(row) for row in cursor.fetchall()], cursor.rowcount
+
+
+class PostgresGenerationStore(GenerationStore):
+    """The table `icodrip_projections` in the store's database; one connection, reopened on loss."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__()
+        self.database_url = database_url
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
+        import psycopg
+
+        statement = sql.replace("?", "%s")
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    cursor = self._connection().execute(statement, tuple(params))
+                    rows = cursor.fetchall() if cursor.description else []
+                    return [tuple(r) for r in rows], cursor.rowcount
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    self.close_locked()
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    def close_locked(self) -> None:
+        if self._conn is not None:
+            with suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_locked()
+
+
+def open_generation_store(settings: Settings) -> GenerationStore:
+    """The pointer store on the backend the settings name."""
+    if settings.database_url is None:
+        return SQLiteGenerationStore(settings.data_dir / "projections.sqlite3")
+    with schema_lock(settings):
+        return PostgresGenerationStore(settings.database_url)
