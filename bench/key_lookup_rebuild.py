@@ -26,9 +26,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
 from application.registry import utc_now
+from application.stores import open_registry
 from domain.actors import OPERATOR
 from domain.api_key import ApiKey
 from domain.key_format import Environment, KeyType

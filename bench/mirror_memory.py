@@ -79,7 +79,7 @@ def rows(keys: int, keys_per_org: int) -> Iterator[tuple[Any, ...]]:
 def measure(keys: int, keys_per_org: int, traced: bool, model: str) -> dict[str, Any]:
     from projections.key_lookup import KeyLookup, OrgRecord
     from projections.key_lookup_compact import CompactKeyLookup
-    from projections.key_lookup_view import _key_record
+    from projections.key_lookup_rows import key_record
 
     gc.collect()
     rss_before = rss_bytes()
@@ -89,7 +89,7 @@ def measure(keys: int, keys_per_org: int, traced: bool, model: str) -> dict[str,
     lookup = CompactKeyLookup() if model == "compact" else KeyLookup()
     org_ids = set()
     for row in rows(keys, keys_per_org):
-        record = _key_record(row)
+        record = key_record(row)
         lookup.add_key(record)
         org_ids.add(record.org_id)
         last_hash = record.key_hash
@@ -123,12 +123,13 @@ def fill_postgres_view(keys: int, keys_per_org: int) -> None:
 
     from adapters.settings import Settings
     from projections.key_lookup import Changes, OrgRecord
-    from projections.key_lookup_view import _key_record, open_named_key_lookup_view
+    from projections.key_lookup_rows import key_record
+    from projections.key_lookup_view import open_named_key_lookup_view
 
     view = open_named_key_lookup_view(Settings.from_env(), "KeyLookup")
     changes = Changes()
     for written, row in enumerate(rows(keys, keys_per_org), start=1):
-        record = _key_record(row)
+        record = key_record(row)
         changes.keys[record.key_id] = record
         changes.orgs.setdefault(record.org_id, OrgRecord(record.org_id, "pro"))
         if len(changes.keys) == 10_000 or written == keys:

@@ -42,26 +42,8 @@ from adapters.request_events import (  # noqa: E402
     ensure_audit_stream,
     new_event_id,
 )
+from support.request_events import served_request_event  # noqa: E402
 from support.servers import NatsServer  # noqa: E402
-
-
-def make_event() -> RequestEvent:
-    return RequestEvent(
-        id=new_event_id(),
-        request_id=new_event_id(),
-        key_id="key_0190f7c2a6b34e8c9d1e2f3a4b5c6d7e",
-        key_hint=None,
-        org_id="org_0190f7c2a6b34e8c9d1e2f3a4b5c6d7e",
-        env="live",
-        method="GET",
-        route="/v1/affiliates",
-        path="/v1/affiliates",
-        status=200,
-        client_addr="10.0.0.7",
-        user_agent="billing-service/2.3 (python-httpx)",
-        latency_ms=1.7,
-        occurred_at=time.time(),
-    )
 
 
 def report(name: str, events: int, seconds: float, cpu: float, call_us: float) -> None:
@@ -81,7 +63,7 @@ async def concurrently(
 
     async def caller() -> None:
         for _ in range(per_caller):
-            took = await one(make_event())
+            took = await one(served_request_event())
             spent[0] += took
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -132,7 +114,7 @@ async def paced(
     sent = 0
     while (elapsed := time.perf_counter() - start) < seconds:
         while sent < elapsed * rate:
-            publisher.publish(make_event())
+            publisher.publish(served_request_event())
             sent += 1
         await asyncio.sleep(tick)
     await publisher.flush(60)

@@ -20,7 +20,9 @@ Run (PostgreSQL on 127.0.0.1:5432 with trust auth and Redis on 127.0.0.1:6379):
 
 Options: --rounds N (50), --interval-ms MS (5), --timeout S (5),
 --postgres-url URL (an admin connection; default postgresql://postgres@127.0.0.1:5432/postgres),
---redis-url URL (redis://127.0.0.1:6379/0), --keep-logs (print where the process logs are).
+--redis-url URL (redis://127.0.0.1:6379/0), --keep-logs (print where the process logs are),
+--no-store-wakeup (the worker polls the store instead of waiting for its NOTIFY:
+`ICODRIP_STORE_WAKEUP=0`, how it ran before ADR 0018).
 Prints a markdown table of p50/p95/p99/max in milliseconds. Everything it started is stopped,
 and the database dropped, at the end, also on errors and Ctrl-C.
 """
@@ -280,7 +282,8 @@ def measure(
     rows = {"revoked through A → 401 on B": revoked, "created on A → 200 on B": created}
     report = [
         f"{args.rounds} rounds in {elapsed:.1f} s: 1 worker, 2 API processes (granian, 1 worker "
-        f"each), PostgreSQL, NATS, Redis; {os.cpu_count()} CPUs",
+        f"each), PostgreSQL, NATS, Redis; {os.cpu_count()} CPUs; store wake-up "
+        f"{'off (relay polls every 50 ms)' if args.no_store_wakeup else 'on (NOTIFY)'}",
         "",
         table(rows, args.interval_ms),
         "",
@@ -306,6 +309,11 @@ def main() -> None:
         "--redis-url", default=os.environ.get("ICODRIP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument(
+        "--no-store-wakeup",
+        action="store_true",
+        help="ICODRIP_STORE_WAKEUP=0: the workers poll the store (50 ms relay) instead",
+    )
     args = parser.parse_args()
     if not 1 <= args.rounds <= 10_000:
         parser.error("--rounds must be 1 to 10000")
@@ -324,6 +332,7 @@ def main() -> None:
             ICODRIP_KEY_PEPPER="bench-pepper-" + uuid.uuid4().hex,
             ICODRIP_KEYS_STREAM=stream,
             ICODRIP_KEYS_SUBJECT=f"bench.{stream.lower()}",
+            ICODRIP_STORE_WAKEUP="0" if args.no_store_wakeup else "1",
         )
         with fresh_database(args.postgres_url) as database_url:
             try:

@@ -1,6 +1,6 @@
 """The comparison target for bench/api_throughput.py: the same routes with auth switched off.
 
-The same route handlers, services and exception handlers as `api.asgi:app`, but without the
+The same route handlers, services and exception handlers as `bootstrap.asgi:app`, but without the
 edge layer (HTTPS check, headers, request events), authentication, rate limiting and guards:
 every request acts as one fixed principal. Never deploy this; it exists to measure their cost.
 Run by granian as `unauthenticated:app` with `bench/` on PYTHONPATH and BENCH_KEY_ID set.
@@ -20,6 +20,7 @@ from api.process import ApiProcess
 from api.routes.affiliates import AffiliatesController
 from api.routes.api_keys import ApiKeysController
 from api.routes.health import healthz, readyz
+from bootstrap.api import api_process
 from domain.ids import parse_key_id
 
 
@@ -43,7 +44,7 @@ class FixedPrincipal:
         await self.app(scope, receive, send)
 
 
-process = ApiProcess(Settings.from_env())
+process = api_process(Settings.from_env())
 app = FixedPrincipal(
     Litestar(
         route_handlers=[healthz, readyz, AffiliatesController, ApiKeysController],

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
 from application.registry import KeyRegistry
+from application.stores import open_registry
 from support.databases import fresh_database
 from support.servers import NatsServer, RedisServer
 

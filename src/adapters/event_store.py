@@ -5,11 +5,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from adapters.data_dir_lock import data_dir_lock
+from adapters.postgres_pools import CHECKED_POSTGRES_FACTORY, checked_pool
 from adapters.private_files import private_sqlite
 from adapters.settings import Settings, SettingsError
 
@@ -26,7 +29,8 @@ def event_store_env(settings: Settings, sqlite_file: str = "events.sqlite3") -> 
     if url.scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
         raise SettingsError("ICODRIP_DATABASE_URL must be a postgresql:// URL")
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        # `eventsourcing.postgres`, its pools checked so a server restart costs no request.
+        "PERSISTENCE_MODULE": CHECKED_POSTGRES_FACTORY,
         "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
         "POSTGRES_HOST": url.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(url.port or 5432),
@@ -43,31 +47,37 @@ def event_store_env(settings: Settings, sqlite_file: str = "events.sqlite3") -> 
     }
 
 
+def postgres_connect_kwargs(settings: Settings) -> dict[str, Any]:
+    """`psycopg.connect` arguments for a connection of its own to the event store's database."""
+    env = event_store_env(settings)
+    return {
+        "dbname": env["POSTGRES_DBNAME"],
+        "host": env["POSTGRES_HOST"],
+        "port": int(env["POSTGRES_PORT"]),
+        "user": env["POSTGRES_USER"],
+        "password": env["POSTGRES_PASSWORD"] or None,
+        "connect_timeout": int(env["POSTGRES_CONNECT_TIMEOUT"]),
+    }
+
+
 # One number for every icodrip table: schema creation is rare and quick, so one lock suffices.
 _SCHEMA_LOCK = zlib.crc32(b"icodrip-keys schema") & 0x7FFFFFFF
 
 
 @contextmanager
 def schema_lock(settings: Settings) -> Iterator[None]:
-    """Serialize table creation across processes (PostgreSQL's CREATE TABLE IF NOT EXISTS races).
+    """Serialize the opening (table creation) of stores across processes.
 
-    Two processes creating the same table at once can fail with a duplicate `pg_type` row; a
-    session advisory lock held while the stores open lets the second one find the tables made.
+    On PostgreSQL two processes creating the same table at once can fail with a duplicate
+    `pg_type` row: a session advisory lock held while the stores open lets the second one find
+    the tables made. On the embedded default, the data dir's lock file (ADR 0014).
     """
-    if settings.database_url is None:
-        yield
+    if settings.is_embedded:
+        with data_dir_lock(settings.data_dir):
+            yield
         return
-    env = event_store_env(settings)
     try:
-        connection = psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=int(env["POSTGRES_PORT"]),
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
-            autocommit=True,
-        )
+        connection = psycopg.connect(**postgres_connect_kwargs(settings), autocommit=True)
     except psycopg.OperationalError:
         # Unreachable: the store's own open reports it, with the error callers already handle.
         yield
@@ -83,8 +93,9 @@ def schema_lock(settings: Settings) -> Iterator[None]:
 def store_pool(url: str) -> ConnectionPool:
     """A pool for the small PostgreSQL stores beside the event store (affiliates, events).
 
-    Waits at most 5 s for a connection, so an outage becomes a quick 503, not a long hang.
+    Waits at most 5 s for a connection, so an outage becomes a quick 503, not a long hang;
+    connections are checked before use (`adapters.postgres_pools`), so a restart costs none.
     """
-    return ConnectionPool(
+    return checked_pool(
         url, min_size=1, max_size=10, open=True, timeout=5.0, kwargs={"connect_timeout": 5}
     )

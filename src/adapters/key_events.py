@@ -59,6 +59,9 @@ _PUBLIC_FIELDS: dict[type[Any], tuple[str, tuple[str, ...]]] = {
     ApiKey.Renamed: ("api_key.renamed", ("name",)),
     ApiKey.Rolled: ("api_key.rolled", ("successor_id", "expires_at")),
     ApiKey.Revoked: ("api_key.revoked", ("reason",)),
+    # An expiry keeps the message it always had: the system's revocation, in the expiry's
+    # words (`ApiKey.Expired.reason`), so consumers of `api_key.revoked` see it as before.
+    ApiKey.Expired: ("api_key.revoked", ("reason",)),
     ApiKey.AllowedIpsChanged: ("api_key.allowed_ips_changed", ("allowed_ips",)),
     ApiKey.Exposed: ("api_key.exposed", ("source", "detail")),
 }

@@ -26,7 +26,7 @@ PRIVATE_UMASK = 0o077
 SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 #: What this service keeps in a data dir: only these are tightened there, so a data dir
 #: pointed at a directory with other contents (a home directory, say) keeps their modes.
-OWN_ENTRIES = ("pepper", "bootstrap.json", "tls", "nats", "spool")
+OWN_ENTRIES = ("pepper", "bootstrap.json", "tls", "nats", "spool", "schema.lock")
 OWN_SUFFIXES = (".sqlite3", *(f".sqlite3{sidecar}" for sidecar in SQLITE_SIDECARS))
 
 

@@ -1,6 +1,5 @@
 """`RequestEventPublisher`, which batches request events to JetStream without making responses
-wait on NATS and without losing any (spilling to the spool of `adapters.request_event_spool`
-while NATS is away), and `NATS_OPTIONS`, the connection options it needs.
+wait on NATS and without losing any, and `NATS_OPTIONS`, the connection options it needs.
 """
 
 from __future__ import annotations
@@ -8,30 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from nats.aio.client import Client
-from nats.js.client import JetStreamContext
 
-from adapters.request_event_spool import (
-    SealedBatch,
-    SpoolClaim,
-    SpoolWriter,
-    claim_spool_file,
-    release_claim,
-    seal,
-    spool_files,
-)
+from adapters.request_event_backlog import RequestEventBacklog
+from adapters.request_event_queue import RequestEventQueue
+from adapters.request_event_spool import SealedBatch, spool_files
+from adapters.request_event_wal import RequestEventWal, sync_when_due
 from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT, RequestEvent
 
 log = structlog.get_logger()
-
-T = TypeVar("T")
 
 #: `nats.connect` options fit for the publisher: reconnect forever, and quickly.
 NATS_OPTIONS: dict[str, Any] = {
@@ -47,46 +35,41 @@ _MIN_BACKOFF, _MAX_BACKOFF = 0.05, 2.0
 
 
 class RequestEventPublisher:
-    """Batched, acknowledged, spill-to-disk publication of request events.
+    """Logged, batched, acknowledged, spill-to-disk publication of request events.
 
-    `publish()` only appends to an in-memory deque. A background task seals the events into
-    batches (at most `max_batch` events, and never more bytes than the server accepts in one
-    message), sends each batch as ONE JetStream message with a stable `Nats-Msg-Id`
-    (`batch_msg_id`: first event id + count) and awaits its PubAck: an acknowledged batch is
-    stored (with the stream's `sync: always`, on disk). One batch is in flight at a time; under
-    load batches simply fill up while the previous acknowledgement is awaited.
+    `publish()` appends the event to this process's write-ahead log (`RequestEventWal`), so
+    that it survives a crash of the process from the moment `publish()` returns, and queues it
+    in memory (`RequestEventQueue`). A background task seals the events into batches (at most
+    `max_batch` events, and never more bytes than the server accepts in one message), sends
+    each as ONE JetStream message with a stable `Nats-Msg-Id` (`batch_msg_id`) and awaits its
+    PubAck. One batch is in flight at a time: under load, batches fill up meanwhile.
 
-    When NATS is unreachable, a publish fails or an acknowledgement times out (unknown
-    outcome), the batch is kept exactly as sealed and sent again with the same `Nats-Msg-Id`,
-    which the stream drops as a duplicate within its two-minute window. When more than
-    `max_buffer` events wait in memory, all of them go to the spool in `spool_dir` (fsync'ed
-    once per spill, written by a single I/O thread), so memory stays bounded. Once NATS answers
-    again the spool is delivered first, oldest file first, each file deleted once every batch
-    in it is acknowledged; then memory. Spool files left by a process that crashed or shut down
-    while NATS was down are delivered by the next publisher started on the same directory.
+    A failed send or a timed-out acknowledgement (unknown outcome) is retried with the batch
+    exactly as sealed, which the stream drops as a duplicate within its two-minute window.
+    Beyond `max_buffer` events in memory, all of them are spilled to the spool in `spool_dir`;
+    once NATS answers again the spool is delivered first (`RequestEventBacklog`), then memory.
+    `aclose()` sends what it can within its timeout and spools the rest. Spool files, and the
+    logs of crashed processes, are delivered by the next publisher on the directory; what a
+    machine crash or a full disk can lose: docs/adr/0016.
 
-    `aclose()` sends what it can within its timeout and spools the rest: nothing stays in
-    memory. Only a crash of this process (kill -9, OOM) loses the events still in memory — at
-    most `max_buffer` plus what arrives during one acknowledgement timeout.
-
-    Delivery is at-least-once with stable ids: a batch may reach the stream twice when its
-    re-send falls outside the duplicate window (a long outage after an unknown outcome, or a
-    spool file re-delivered after a crash mid-file), always as the whole batch with the same
-    event ids. Consumers deduplicate by event `id` — the audit projection stores each id once —
-    so the read model is exactly-once.
+    Delivery is at-least-once with stable ids: a whole batch may reach the stream twice (a
+    re-send outside the duplicate window, a spool file re-delivered after a crash mid-file).
+    Consumers deduplicate by event `id`, so the read model is exactly-once.
 
     Counters: `published` (events acknowledged by the stream, duplicates included),
     `duplicates` (batches the stream acknowledged as already stored), `spooled` (events
-    written to the spool), `failures` (failed or timed-out sends); `pending` (events not yet
-    acknowledged: `in_memory` plus `spool_pending`, the spooled events this publisher wrote or
-    opened), `available` (False from a failed send until the next acknowledged one).
+    written to the spool), `failures` (failed or timed-out sends), `wal_failures` (events the
+    log could not take); `pending` (events not yet acknowledged: `in_memory` plus
+    `spool_pending`, the spooled events this publisher wrote or opened, WAL segments left by
+    others included), `available` (False from a failed send until the next acknowledged one),
+    `durable` (False from a failed log append until the next one that succeeds).
 
     Not thread-safe: call `publish()` from the event loop that runs `start()`.
     """
 
     def __init__(
         self,
-        connection: Client | JetStreamContext,
+        connection: Client,
         *,
         spool_dir: Path,
         max_batch: int = 256,
@@ -100,11 +83,10 @@ class RequestEventPublisher:
         ack_timeout: float = 1.0,
         max_message_bytes: int | None = None,
         rescan_interval: float = 60.0,
+        wal: bool = True,
+        wal_sync_interval: float | None = 1.0,
     ) -> None:
-        if isinstance(connection, JetStreamContext):
-            self._js, self._nc = connection, connection._nc
-        else:
-            self._js, self._nc = connection.jetstream(), connection
+        self._js, self._nc = connection.jetstream(), connection
         self.spool_dir = spool_dir
         self.max_batch = max_batch
         self.flush_interval = flush_interval
@@ -114,6 +96,7 @@ class RequestEventPublisher:
         self.ack_timeout = ack_timeout
         self.max_message_bytes = max_message_bytes
         self.rescan_interval = rescan_interval
+        self.wal_sync_interval = wal_sync_interval
 
         self.published = 0
         self.duplicates = 0
@@ -121,14 +104,10 @@ class RequestEventPublisher:
         self.failures = 0
         self.available = True
 
-        self._buffer: deque[RequestEvent] = deque()
-        self._outbox: deque[SealedBatch] = deque()
-        self._outbox_events = 0
-        self._spilling = 0  # events on their way to the spool
-        self._spool_counts: dict[Path, int] = {}
-        self._claim: SpoolClaim | None = None
-        self._writer = SpoolWriter(spool_dir)
-        self._io: ThreadPoolExecutor | None = None
+        self._wal = RequestEventWal(spool_dir) if wal else None
+        self._queue = RequestEventQueue(self._wal)
+        self._backlog = RequestEventBacklog(spool_dir, self._wal)
+        self._sync_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -141,33 +120,40 @@ class RequestEventPublisher:
         self._backoff = _MIN_BACKOFF
         self._next_attempt = 0.0
         self._rescan_at = 0.0
-        self._spill_retry_at = 0.0
-        self._late = False
 
     # -- public ---------------------------------------------------------------------------------
 
     @property
     def in_memory(self) -> int:
-        return len(self._buffer) + self._outbox_events + self._spilling
+        return len(self._queue)
 
     @property
     def spool_pending(self) -> int:
-        return sum(self._spool_counts.values())
+        return self._backlog.pending
 
     @property
     def pending(self) -> int:
         return self.in_memory + self.spool_pending
 
+    @property
+    def durable(self) -> bool:
+        return self._wal is None or self._wal.durable
+
+    @property
+    def wal_failures(self) -> int:
+        return 0 if self._wal is None else self._wal.failures
+
     def publish(self, event: RequestEvent) -> None:
-        """Queue one event. Synchronous and O(1): never waits on, nor raises for, NATS."""
-        if self._closed:
-            self._write_late(event)
+        """Log and queue one event. Synchronous and O(1): never waits on, nor raises for, NATS
+        or the disk. When it returns, the event survives a crash of this process (unless the
+        log could not be written: `durable` is then False, and an error logged)."""
+        if self._closed:  # straight to the spool, synchronously
+            self.spooled += self._backlog.append_late(event, self.max_batch, self._max_bytes)
             return
-        buffer = self._buffer
-        buffer.append(event)
+        buffered = self._queue.append(event)
         if self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(self.flush_interval, self._on_timer)
-        if len(buffer) >= self._wake_at:
+        if buffered >= self._wake_at:
             self._wake.set()
 
     async def start(self) -> None:
@@ -175,21 +161,26 @@ class RequestEventPublisher:
         if self._task is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="request-event-spool")
+        self._backlog.open()
         if self.max_message_bytes is None:
             self.max_message_bytes = max(64 * 1024, self._nc.max_payload - _HEADROOM)
         await self._rescan()
-        if self._spool_counts:
-            log.info("request_events.spool_found", files=len(self._spool_counts))
+        if self._backlog.files:
+            log.info("request_events.spool_found", files=self._backlog.files)
         self._due = True
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="request-event-publisher")
+        if self._wal is not None and self.wal_sync_interval:
+            self._sync_task = asyncio.create_task(
+                sync_when_due(self._wal, self.wal_sync_interval, self._backlog.in_io),
+                name="request-event-wal-sync",
+            )
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Wait until every event published so far is acknowledged (tests, operators)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.in_memory or self._spool_counts or self._claim or self._writer.path:
+        while self.in_memory or self._backlog.busy:
             if loop.time() > deadline:
                 raise TimeoutError(f"{self.pending} request events not yet acknowledged")
             self._due = True
@@ -204,6 +195,10 @@ class RequestEventPublisher:
         for timer in (self._timer, self._retry_timer):
             if timer is not None:
                 timer.cancel()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
         if self._task is not None:
             self._due = True
             self._wake.set()
@@ -215,23 +210,23 @@ class RequestEventPublisher:
                     await self._task
         self._loop = None
         for _ in range(3):  # events published meanwhile are spooled too
-            if not (self._buffer or self._outbox):
+            if not (self._queue.buffer or self._queue.outbox):
                 break
             await self._spill()
-        claim, self._claim = self._claim, None
-        if claim is not None:  # its acknowledged batches will be sent again: duplicates only
-            await self._in_io(release_claim, claim, False)
-            self._spool_counts.pop(claim.path, None)
-        await self._in_io(self._writer.seal)
-        if self._io is not None:
-            self._io.shutdown(wait=True)
-            self._io = None
+        await self._backlog.close()
         # From here on the spool is written synchronously, on this thread.
         self._closed = True
         await self._spill()
-        self._writer.seal()
+        self._backlog.writer.seal()
+        left_in_wal = 0 if self._wal is None else self._wal.close()
         if self.in_memory:
-            log.error("request_events.lost_at_shutdown", events=self.in_memory)
+            unlogged = self.in_memory - left_in_wal
+            (log.error if unlogged > 0 else log.warning)(
+                "request_events.left_at_shutdown",
+                events=self.in_memory,
+                in_the_log=left_in_wal,  # delivered by the next process on the spool dir
+                lost=max(unlogged, 0),
+            )
         log.info(
             "request_events.closed",
             published=self.published,
@@ -270,7 +265,7 @@ class RequestEventPublisher:
 
     async def _round(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.in_memory > self.max_buffer and time.monotonic() >= self._spill_retry_at:
+        if self.in_memory > self.max_buffer and time.monotonic() >= self._queue.spill_retry_at:
             await self._spill()
         if not self._nc.is_connected:
             self._unavailable("disconnected")
@@ -326,9 +321,10 @@ class RequestEventPublisher:
             self.duplicates += 1
 
     async def _deliver_memory(self) -> None:
+        queue = self._queue
         while True:
-            if not self._outbox:
-                buffered = len(self._buffer)
+            if not queue.outbox:
+                buffered = len(queue.buffer)
                 if not buffered:
                     return
                 if buffered < self.max_batch and not (self._due or self._closing):
@@ -337,94 +333,36 @@ class RequestEventPublisher:
                     return
                 if buffered < self.max_batch:
                     self._due = False
-                events = [self._buffer.popleft() for _ in range(min(buffered, self.max_batch))]
-                for batch in seal(events, self.max_batch, self._max_bytes):
-                    self._outbox.append(batch)
-                    self._outbox_events += batch.count
-            batch = self._outbox[0]
-            await self._send(batch)
-            self._outbox.popleft()
-            self._outbox_events -= batch.count
+                queue.seal(self.max_batch, self._max_bytes)
+            await self._send(queue.outbox[0])
+            queue.sent()
             if self.in_memory > self.max_buffer:
                 await self._spill()
 
     async def _deliver_spool(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._writer.path is not None:
-            await self._in_io(self._writer.seal)
-        if loop.time() >= self._rescan_at:
+        backlog = self._backlog
+        await backlog.seal()
+        if asyncio.get_running_loop().time() >= self._rescan_at:
             await self._rescan()
-        while self._claim is not None or self._spool_counts:
-            if self._closing:
-                return
-            claim = self._claim
-            if claim is None:
-                path = min(self._spool_counts)
-                claim = await self._in_io(claim_spool_file, path)
-                if claim is None:  # another process delivers it, or already did
-                    self._spool_counts.pop(path)
-                    continue
-                self._claim = claim
-                self._spool_counts[path] = sum(batch.count for batch in claim.batches)
+        while (backlog.claim is not None or backlog.files) and not self._closing:
+            claim = backlog.claim or await backlog.claim_oldest(self.max_batch, self._max_bytes)
+            if claim is None:  # another process delivers it, or already did
+                continue
             while claim.batches:
-                batch = claim.batches[0]
-                await self._send(batch)
-                claim.batches.popleft()
-                self._spool_counts[claim.path] -= batch.count
+                await self._send(claim.batches[0])
+                backlog.sent(claim)
                 if self.in_memory > self.max_buffer:
                     await self._spill()
-            await self._in_io(release_claim, claim, True)
-            self._claim = None
-            self._spool_counts.pop(claim.path, None)
-            log.info("request_events.spool_delivered", file=claim.path.name)
-
-    async def _rescan(self) -> None:
-        self._rescan_at = asyncio.get_running_loop().time() + self.rescan_interval
-        held = {self._writer.path, self._claim.path if self._claim else None}
-        for path in await self._in_io(spool_files, self.spool_dir):
-            if path not in held:
-                self._spool_counts.setdefault(path, 0)
+            await backlog.release(delivered=True)
 
     async def _spill(self) -> None:
         """Move everything in memory to the spool, oldest first; keep it if the disk fails."""
-        batches, events = list(self._outbox), list(self._buffer)
-        if not batches and not events:
-            return
-        self._outbox.clear()
-        self._buffer.clear()
-        outbox_events, self._outbox_events = self._outbox_events, 0
-        moving = outbox_events + len(events)
-        self._spilling += moving
-        try:
-            path, count = await self._in_io(
-                self._writer.append, batches, events, self.max_batch, self._max_bytes
-            )
-        except OSError as error:
-            self._buffer.extendleft(reversed(events))
-            self._outbox.extendleft(reversed(batches))
-            self._outbox_events += outbox_events
-            self._spill_retry_at = time.monotonic() + 1.0
-            log.error("request_events.spool_failed", error=str(error), in_memory=self.in_memory)
-            return
-        finally:
-            self._spilling -= moving
-        self.spooled += count
-        self._spool_counts[path] = self._spool_counts.get(path, 0) + count
-        log.info("request_events.spooled", events=count, file=path.name)
+        self.spooled += await self._queue.spill(self._backlog, self.max_batch, self._max_bytes)
 
-    def _write_late(self, event: RequestEvent) -> None:
-        """An event published after `aclose()`: straight to the spool, synchronously."""
-        if not self._late:
-            self._late = True
-            log.warning("request_events.published_after_close")
-        _, count = self._writer.append([], [event], self.max_batch, self._max_bytes)
-        self.spooled += count
+    async def _rescan(self) -> None:
+        self._rescan_at = asyncio.get_running_loop().time() + self.rescan_interval
+        await self._backlog.rescan()
 
     @property
     def _max_bytes(self) -> int:
         return self.max_message_bytes or 1024 * 1024 - _HEADROOM
-
-    async def _in_io(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._io is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)

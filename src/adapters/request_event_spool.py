@@ -1,5 +1,6 @@
 """The request-event spool: events sealed into wire batches (`seal`, `SealedBatch`), batches
-framed as length- and CRC-checked msgpack records, and the append-only spool files that a
+framed as length- and CRC-checked msgpack records (`frame_record`, `parse_records`, shared with
+the write-ahead log of `adapters.request_event_wal`), and the append-only spool files that a
 publisher writes (`SpoolWriter`) and claims for delivery (`claim_spool_file`,
 `release_claim`); each file is `flock`ed by its writer and by the one process delivering it,
 so several processes may share a spool directory.
@@ -18,6 +19,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import structlog
@@ -26,6 +28,8 @@ from adapters.private_files import private_dir
 from adapters.request_events import RequestEvent, RequestEventBatch, batch_msg_id
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 SPOOL_SUFFIX = ".spool"
 _FRAME = struct.Struct(">II")  # body length, CRC-32 of the body
@@ -76,17 +80,20 @@ def _seal_into(out: list[SealedBatch], events: list[RequestEvent], max_bytes: in
 # -- the spool: runs in the publisher's single I/O thread --------------------------------------
 
 
+def frame_record(body: bytes) -> bytes:
+    """One record: the length and CRC-32 of `body`, then `body`."""
+    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
 def _frame(batches: list[SealedBatch]) -> bytes:
-    parts: list[bytes] = []
-    for batch in batches:
-        body = _spool_encoder.encode(batch)
-        parts += (_FRAME.pack(len(body), zlib.crc32(body)), body)
-    return b"".join(parts)
+    return b"".join(frame_record(_spool_encoder.encode(batch)) for batch in batches)
 
 
-def _parse(data: bytes) -> tuple[list[SealedBatch], int]:
-    """The complete records at the start of `data`, and how many bytes after them are bad."""
-    batches: list[SealedBatch] = []
+def parse_records(data: bytes, decoder: msgspec.msgpack.Decoder[T]) -> tuple[list[T], int]:
+    """The complete records at the start of `data`, decoded, and how many bytes after them
+    are bad (a write cut short by a crash, or garbage): everything from the first bad record
+    on is ignored."""
+    records: list[T] = []
     pos = 0
     while pos + _FRAME.size <= len(data):
         length, crc = _FRAME.unpack_from(data, pos)
@@ -94,14 +101,19 @@ def _parse(data: bytes) -> tuple[list[SealedBatch], int]:
         if len(body) < length or zlib.crc32(body) != crc:
             break
         try:
-            batches.append(_spool_decoder.decode(body))
+            records.append(decoder.decode(body))
         except msgspec.DecodeError:
             break
         pos += _FRAME.size + length
-    return batches, len(data) - pos
+    return records, len(data) - pos
 
 
-def _fsync_dir(directory: Path) -> None:
+def _parse(data: bytes) -> tuple[list[SealedBatch], int]:
+    return parse_records(data, _spool_decoder)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (new, renamed or removed files) durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -149,7 +161,7 @@ class SpoolWriter:
         fcntl.flock(fd, fcntl.LOCK_EX)
         self.path = self.directory / f"{name}{SPOOL_SUFFIX}"
         os.rename(tmp, self.path)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._fd, self._size = fd, 0
 
     def seal(self) -> Path | None:
@@ -170,8 +182,9 @@ class SpoolClaim:
     batches: deque[SealedBatch] = field(default_factory=deque)
 
 
-def claim_spool_file(path: Path) -> SpoolClaim | None:
-    """Lock and read a spool file, unless another process holds it or it is already gone."""
+def read_locked(path: Path) -> tuple[int, bytes] | None:
+    """Lock `path` (without waiting) and read it: its open descriptor, which holds the lock,
+    and its contents; None when another process holds it or it is already gone."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -186,7 +199,16 @@ def claim_spool_file(path: Path) -> SpoolClaim | None:
     except OSError:
         os.close(fd)
         return None
-    batches, bad = _parse(b"".join(chunks))
+    return fd, b"".join(chunks)
+
+
+def claim_spool_file(path: Path) -> SpoolClaim | None:
+    """Lock and read a spool file, unless another process holds it or it is already gone."""
+    locked = read_locked(path)
+    if locked is None:
+        return None
+    fd, data = locked
+    batches, bad = _parse(data)
     if bad:
         log.warning("request_events.spool_truncated", file=path.name, bad_bytes=bad)
     return SpoolClaim(path, fd, deque(batches))

@@ -65,13 +65,15 @@ class ScopedRows:
         self.table = table
         self._names = [name for name, _ in columns]
         self._select = ", ".join([*self._names, "seq"])
-        if settings.database_url is None:
-            self._db: _SQLite | _Postgres = _SQLite(settings.data_dir / f"{table}.sqlite3")
+        # A new SQLite file's switch to WAL fails in the second of two processes doing it at
+        # once ("database is locked"), as PostgreSQL's table creation can: one at a time.
+        with schema_lock(settings):
+            self._db: _SQLite | _Postgres = (
+                _SQLite(settings.data_dir / f"{table}.sqlite3")
+                if settings.database_url is None
+                else _Postgres(settings.database_url)
+            )
             self._create(columns)
-        else:
-            with schema_lock(settings):
-                self._db = _Postgres(settings.database_url)
-                self._create(columns)
 
     def _create(self, columns: Sequence[tuple[str, str]]) -> None:
         definitions = ", ".join(f"{name} {sql_type}" for name, sql_type in columns)

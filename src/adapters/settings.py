@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -29,6 +30,9 @@ class Settings:
     stream_replicas: int = 1
     #: Shared secret authenticating leak reports (`POST /v1/leaks`); empty = endpoint disabled.
     leak_signing_key: bytes = field(default=b"", repr=False)
+    #: Workers on PostgreSQL wait for the store's NOTIFY (ADR 0018); `ICODRIP_STORE_WAKEUP=0`
+    #: makes them poll instead (behind a PgBouncer in transaction mode, which drops LISTEN).
+    store_wakeup: bool = True
 
     @property
     def is_embedded(self) -> bool:
@@ -69,15 +73,36 @@ class Settings:
             keys_subject=env.get("ICODRIP_KEYS_SUBJECT") or "icodrip.keys",
             stream_replicas=int(env.get("ICODRIP_STREAM_REPLICAS") or 1),
             leak_signing_key=(env.get("ICODRIP_LEAK_SIGNING_KEY") or "").encode(),
+            store_wakeup=(env.get("ICODRIP_STORE_WAKEUP") or "1").strip().lower()
+            not in ("0", "false", "no", "off"),
         )
 
 
 def _embedded_pepper(data_dir: Path) -> bytes:
-    """The data dir's pepper, generated (owner-readable only) on first use."""
+    """The data dir's pepper, generated (owner-readable only) on first use.
+
+    Written whole under a name of its own, then linked into place: of processes started at
+    the same moment on a new data dir, one makes it and every other reads that one, complete
+    (creating it in place let a second process fail on `FileExistsError` or read it empty).
+    """
     path = data_dir / "pepper"
     if not path.exists():
         private_dir(data_dir)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
+        draft = data_dir / f".pepper.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+        pepper = secrets.token_urlsafe(32)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(pepper)
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass  # another process's came first
+            except OSError:  # a filesystem without hard links: made in place, as before
+                with contextlib.suppress(FileExistsError):
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(pepper)
+        finally:
+            draft.unlink(missing_ok=True)
     return path.read_text().strip().encode()

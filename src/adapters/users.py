@@ -1,12 +1,8 @@
-"""Dashboard users' storage and password hashing (argon2id)."""
+"""Dashboard users' passwords: the rules and their hashing (argon2id)."""
 
 from __future__ import annotations
 
 import argon2
-
-from adapters.event_store import event_store_env, schema_lock
-from adapters.settings import Settings
-from application.users import UserDirectory
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
@@ -14,13 +10,6 @@ MAX_PASSWORD_LENGTH = 1024
 _hasher = argon2.PasswordHasher()  # argon2id with the library's (RFC 9106) defaults
 #: Verified against when no user has the email, so both cases take the same time.
 _DUMMY_HASH = _hasher.hash("icodrip-no-such-user")
-
-
-def open_user_directory(settings: Settings) -> UserDirectory:
-    """The users' store: its own SQLite file on the embedded default, its own table otherwise."""
-    env = event_store_env(settings, sqlite_file="users.sqlite3")
-    with schema_lock(settings):
-        return UserDirectory(env)
 
 
 def password_problem(password: str) -> str | None:

@@ -6,11 +6,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.utils import normalize_path
 
-from api.auth import ApiKeyAuthentication, access_guard
+from api.auth import NO_KEY, UNDECLARED
 from api.dashboard import DashboardPlugin
 from api.errors import EXCEPTION_HANDLERS
 from api.json_body import ApiRequest
@@ -27,8 +27,8 @@ from api.services import Services
 from api.store_health import StoreHealth
 
 #: Requests that present no key: probes, the schema, the dashboard (session login).
-NO_KEY_PATHS = ["^/healthz", "^/readyz", "^/schema", "^/dashboard", "^/favicon.ico"]
-NO_KEY_PATHS.append("^/v1/leaks")  # leak reports: signed with ICODRIP_LEAK_SIGNING_KEY instead
+#: Leak reports (`/v1/leaks`) are signed with ICODRIP_LEAK_SIGNING_KEY instead.
+NO_KEY_PATHS = ("/healthz", "/readyz", "/schema", "/dashboard", "/favicon.ico", "/v1/leaks")
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -40,8 +40,9 @@ def create_app(
 ) -> Litestar:
     """The API over these services (built and owned by the caller).
 
-    Serve it wrapped in `api.edge.EdgeMiddleware`, which must sit outside Litestar's own
-    exception handling to see (and stamp) every response.
+    Serve it wrapped in `api.auth.KeyGate` (which authenticates the routes `key_required`
+    names) and `api.edge.EdgeMiddleware`, which must sit outside Litestar's own exception
+    handling to see (and stamp) every response.
     """
     openapi = OpenAPIConfig(
         title="Icodrip Keys API",
@@ -75,17 +76,6 @@ def create_app(
             LeaksController,
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
-        middleware=[
-            DefineMiddleware(
-                ApiKeyAuthentication,
-                mirror=services.mirror,
-                limiter=services.limiter,
-                pepper=services.settings.key_pepper,
-                exclude=NO_KEY_PATHS,
-                exposure=services.exposure,
-            ),
-        ],
-        guards=[access_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=ApiRequest,  # JSON nested too deep is refused before it is decoded
         openapi_config=openapi,
@@ -98,3 +88,41 @@ def create_app(
     app.state.store_health = store_health
     document_errors(app)
     return app
+
+
+def route_commands(app: Litestar) -> Callable[[str, str], object]:
+    """What a request to (path, method) must be allowed: `NO_KEY`, or its route's command.
+
+    The command is the one the handler's `opt` declares (`None`: any valid key), or
+    `UNDECLARED` for a `/v1` handler that declares none. An unknown route or method is left
+    to Litestar (404/405 before any key is asked for), as are preflights (`OPTIONS`), the
+    paths in `NO_KEY_PATHS` and handlers marked `exclude_from_auth`. The router caches its
+    answers, so this costs a dict hit.
+    """
+    route = app.asgi_router.handle_routing
+    known: dict[tuple[str, str], object] = {}
+
+    def lookup(path: str, method: str) -> tuple[object, bool]:
+        """The answer, and whether the path may be remembered (a fixed one: no parameters)."""
+        if method == "OPTIONS" or path.startswith(NO_KEY_PATHS):
+            return NO_KEY, False
+        try:
+            _, handler, _, params, _ = route(path=normalize_path(path), method=method)
+        except Exception:
+            return NO_KEY, False
+        if handler.opt.get("exclude_from_auth", False):
+            return NO_KEY, not params
+        return handler.opt.get("command", UNDECLARED), not params
+
+    def command(path: str, method: str) -> object:
+        found = known.get((path, method), _UNKNOWN)
+        if found is _UNKNOWN:
+            found, fixed = lookup(path, method)
+            if fixed and len(known) < 1_000:  # the API's fixed paths are few
+                known[path, method] = found
+        return found
+
+    return command
+
+
+_UNKNOWN = object()

@@ -1,32 +1,30 @@
-"""Bearer-key authentication (Litestar's auth middleware) and permission guards."""
+"""The key gate: Bearer-key authentication, limits and the access policy, before Litestar."""
 
 from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
-from litestar.middleware.authentication import (
-    AbstractAuthenticationMiddleware,
-    AuthenticationResult,
-)
 
 from adapters.rate_limiter import RateLimiter
 from api.context import RequestContext, request_context
-from api.errors import ApiError, unauthorized
+from api.errors import ApiError, domain_error_status, send_error, unauthorized
 from api.exposure import ExposureFlagger
 from api.key_mirror import KeyMirror
-from domain.access import authorize
-from domain.api_key import ExposureSource
-from domain.key_format import KeyType, MalformedKey, hash_key, parse_key
+from domain.access import Command, authorize
+from domain.errors import DomainError
+from domain.key_format import KeyType, MalformedKey, hash_key, parse_key, redact_keys
+from domain.key_states import ExposureSource
 from domain.rate_limits import PER_ADDRESS, RateLimitDecision
-from projections.key_lookup import KeyRecord
+from projections.key_lookup import KeyRecord, Principal
 
-_UNDECLARED = object()
+#: `route_command` answers for a route that needs no key, and for a `/v1` handler that
+#: declares no command (refused: a route added without thought for access fails closed).
+NO_KEY, UNDECLARED = object(), object()
 log = structlog.get_logger()
 
 #: Failed-key attempts allowed per client address per minute before 429s.
@@ -38,67 +36,164 @@ PUBLIC_KEY_PER_ADDRESS_PER_MINUTE = 60
 PUBLIC_KEY_PATHS = frozenset({"/v1/events", "/v1/events/"})
 #: `Sec-Fetch-Mode` values only browsers send (server-side clients send none).
 BROWSER_FETCH_MODES = frozenset({"cors", "no-cors", "navigate", "same-origin", "websocket"})
+_SECRET, _PUBLIC = KeyType.SECRET.value, KeyType.PUBLIC.value
 
 
-class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
-    """`Authorization: Bearer <key>` → the key's Principal, rate-limited per key."""
+class KeyGate:
+    """Raw ASGI in front of Litestar: authenticates every request whose route needs a key,
+    and asks the access policy, once, whether that key may run the route's command.
+
+    A refusal is answered here, in the contract's error shape, without entering Litestar; an
+    admitted request reaches it with the principal in `scope["user"]` (Litestar's
+    `request.user`). `route_command(path, method)` (`api.app.route_commands`) tells what each
+    route needs: `NO_KEY`, a `Command`, `None` (any valid key) or `UNDECLARED` (refused, 500).
+    """
 
     def __init__(
         self,
         app: Any,
         *,
+        authenticator: KeyAuthenticator,
+        route_command: Callable[[str, str], object],
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.route_command = route_command
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            command = self.route_command(scope["path"], scope["method"])
+            if command is not NO_KEY:
+                context = request_context(scope)
+                try:
+                    principal = await self.authenticator.authenticate(scope, context)
+                    if command is UNDECLARED:
+                        log.error("access.undeclared_command", path=redact_keys(scope["path"]))
+                        raise ApiError(500, "internal_error", "this route declares no access rule")
+                    if command is not None:
+                        authorize(principal, cast(Command, command))
+                except ApiError as refusal:
+                    await _refuse(
+                        send,
+                        context,
+                        refusal.status_code,
+                        refusal.code,
+                        str(refusal.detail),
+                        refusal.headers,
+                    )
+                    return
+                except DomainError as refusal:
+                    await _refuse(
+                        send,
+                        context,
+                        domain_error_status(refusal),
+                        refusal.code,
+                        refusal.message,
+                        None,
+                    )
+                    return
+                scope["user"] = principal
+        await self.app(scope, receive, send)
+
+
+async def _refuse(
+    send: Any,
+    context: RequestContext,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None,
+) -> None:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send_error(send, status, code, message, context.request_id, raw)
+
+
+class KeyAuthenticator:
+    """`Authorization: Bearer <key>` → the key's Principal, rate-limited per key.
+
+    Called by `KeyGate` for every route that needs a key: one pass over the raw headers, and
+    the key's principal kept per key hash until the mirror changes, so a known key costs a
+    hash, a dict hit and its limit.
+    """
+
+    def __init__(
+        self,
+        *,
         mirror: KeyMirror,
         limiter: RateLimiter,
         pepper: bytes,
-        exclude: list[str] | None = None,
         exposure: ExposureFlagger | None = None,
     ) -> None:
-        super().__init__(app, exclude=exclude)
         self.mirror = mirror
         self.limiter = limiter
         self.pepper = pepper
         self.exposure = exposure
+        self._known: dict[str, tuple[KeyRecord, Principal]] = {}
+        mirror.listeners.append(self._forget)
 
-    async def authenticate_request(
-        self, connection: ASGIConnection[Any, Any, Any, Any]
-    ) -> AuthenticationResult:
-        context = request_context(connection.scope)
-        values = connection.headers.getall("authorization", [])
-        if not values:
+    def _forget(self, _changed: object) -> None:
+        # Any change may revoke, restrict or re-plan a key: start from the mirror again.
+        self._known.clear()
+
+    async def authenticate(self, scope: Any, context: RequestContext) -> Principal:
+        """The request's principal; raises `ApiError` (401/403/429/503) when refused."""
+        authorization: list[bytes] = []
+        origin_raw = fetch_raw = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization.append(value)
+            elif name == b"origin":
+                origin_raw = value
+            elif name == b"sec-fetch-mode":
+                fetch_raw = value
+        if not authorization:
             raise unauthorized("missing_api_key", "send your key as Authorization: Bearer <key>")
         context.presented_key = True
-        if len(values) > 1:
+        if len(authorization) > 1:
             raise unauthorized("malformed_api_key", "send exactly one Authorization header")
-        scheme, _, token = values[0].strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        scheme, _, token = authorization[0].decode("latin-1").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise unauthorized(
                 "malformed_api_key", "the Authorization header must be: Bearer <key>"
             )
-        try:
-            parsed = parse_key(token.strip())
-        except MalformedKey as error:
-            await self._count_failure(context.client_addr)
-            raise unauthorized("malformed_api_key", error.message) from None
-        context.key_hint = parsed.hint
-        key_hash = hash_key(parsed.text, self.pepper)
-        record = self.mirror.get(key_hash) or await self.mirror.find(key_hash)
-        if record is None:
-            await self._count_failure(context.client_addr)
-            raise unauthorized("invalid_api_key", "this API key is not valid")
+        # A key this process already admitted is known by its hash: no parsing again.
+        key_hash = hash_key(token, self.pepper) if token.isascii() else ""
+        known = self._known.get(key_hash)
+        if known is None:
+            try:
+                parsed = parse_key(token)
+            except MalformedKey as error:
+                await self._count_failure(context.client_addr)
+                raise unauthorized("malformed_api_key", error.message) from None
+            context.key_hint = parsed.hint
+            record = self.mirror.get(key_hash) or await self.mirror.find(key_hash)
+            if record is None:
+                await self._count_failure(context.client_addr)
+                raise unauthorized("invalid_api_key", "this API key is not valid")
+            principal = self.mirror.lookup.principal(record)
+            if not record.revoked:
+                if len(self._known) >= 100_000:
+                    self._known.clear()
+                self._known[key_hash] = (record, principal)
+        else:
+            record, principal = known
+            context.key_hint = principal.hint
         if record.revoked:
             if record.expired:  # retired by the expiry worker: the answer it had just before
                 raise unauthorized("api_key_expired", "this API key has expired")
             raise unauthorized("api_key_revoked", "this API key was revoked")
         if record.expires_at is not None and record.expires_at <= time.time():
             raise unauthorized("api_key_expired", "this API key has expired")
-        principal = self.mirror.lookup.principal(record)
         context.principal = principal
-        self._refuse_misuse(connection, record, context)
-        if record.type == KeyType.PUBLIC.value:
+        origin = None if origin_raw is None else origin_raw.decode("latin-1")
+        fetch_mode = "" if fetch_raw is None else fetch_raw.decode("latin-1").lower()
+        self._refuse_misuse(scope["path"], origin, fetch_mode, record, context)
+        if record.type == _PUBLIC:
             # The address's own limit first: a request it refuses must not spend the quota
             # that the key's other visitors share.
             per_address = await self.limiter.hit(
-                f"pk:{principal.key_id.hex}:{context.client_addr}",
+                f"pk:{principal.limit_key}:{context.client_addr}",
                 PUBLIC_KEY_PER_ADDRESS_PER_MINUTE,
             )
             if not per_address.allowed:
@@ -108,7 +203,7 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
                     f"this public key may make {per_address.limit} requests per minute from "
                     f"one address; retry in {per_address.retry_after} s",
                 )
-        decision = await self.limiter.hit(principal.key_id.hex, principal.rate_limit)
+        decision = await self.limiter.hit(principal.limit_key, principal.rate_limit)
         if not decision.allowed:
             raise _over_limit(
                 context,
@@ -117,18 +212,18 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
                 f"retry in {decision.retry_after} s",
             )
         context.rate_limit = decision
-        return AuthenticationResult(user=principal, auth=parsed)
+        return principal
 
     def _refuse_misuse(
         self,
-        connection: ASGIConnection[Any, Any, Any, Any],
+        path: str,
+        origin: str | None,
+        fetch_mode: str,
         record: KeyRecord,
         context: RequestContext,
     ) -> None:
         """403 for a key used where it must not be: see docs/adr/0009."""
-        origin = connection.headers.get("origin")
-        if record.type == KeyType.SECRET.value:
-            fetch_mode = (connection.headers.get("sec-fetch-mode") or "").lower()
+        if record.type == _SECRET:
             if origin is not None or fetch_mode in BROWSER_FETCH_MODES:
                 if self.exposure is not None:
                     detail = f"origin {origin[:200]}" if origin else f"sec-fetch-mode {fetch_mode}"
@@ -140,7 +235,7 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
                     "possibly exposed: roll it, and use a public key (pk_…) in client-side code",
                 )
         else:
-            if connection.scope["path"] not in PUBLIC_KEY_PATHS:
+            if path not in PUBLIC_KEY_PATHS:
                 raise ApiError(
                     403,
                     "public_key_not_allowed",
@@ -199,21 +294,3 @@ def _address_allowed(addr: str | None, networks: tuple[str, ...]) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(network) for network in networks)
-
-
-async def access_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    """Ask the access policy whether the key may run the command the handler's `opt` names.
-
-    A `/v1` handler that names none (not even `None`, "any valid key") is refused: a route
-    added without thought for access fails closed.
-    """
-    # Async on purpose: Litestar runs a sync guard in a worker thread, a thread hop per request.
-    command = handler.opt.get("command", _UNDECLARED)
-    if command is _UNDECLARED:
-        if connection.scope["path"].startswith("/v1"):
-            log.error("access.undeclared_command", route=connection.scope.get("path_template"))
-            raise ApiError(500, "internal_error", "this route declares no access rule")
-    elif command is not None:
-        authorize(connection.user, command)

@@ -1,13 +1,16 @@
 """The outermost layer: HTTPS only, request ids, security and rate-limit headers, request events.
 
-Pure ASGI so that it can see every response — including the 401s and 429s produced by
-authentication — and publish one request event for each request that presented a key,
-after the response is sent, without awaiting NATS.
+Pure ASGI (as is the key gate inside it, `api.auth.KeyGate`), so that the per-request path
+costs a few microseconds of Python, and so that it sees every response — including the 401s
+and 429s of authentication — and records one request event for each request that presented
+a key, durable before the response starts, without awaiting NATS
+(`RequestEventPublisher.publish`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,11 +20,10 @@ import structlog
 from adapters.request_events import RequestEvent, new_event_id
 from api.context import SCOPE_KEY, RequestContext
 from api.errors import send_error
-from api.rate_limit_headers import rate_limit_headers
+from api.rate_limit_headers import rate_limit_header_pairs
 from api.services import Services
-from domain.api_key import ExposureSource
-from domain.ids import format_key_id, format_org_id
 from domain.key_format import redact_keys
+from domain.key_states import ExposureSource
 
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 #: Paths a load balancer probes over plain HTTP.
@@ -57,18 +59,19 @@ class EdgeMiddleware:
             request_id=new_event_id(), started=started, client_addr=client_addr
         )
         scope[SCOPE_KEY] = context
-        status_holder = [0]
+        request_id_header = (b"x-request-id", context.request_id.encode())
+        status = 0
 
         async def send_with_headers(message: Any) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder[0] = message["status"]
-                headers = list(message.get("headers", ()))
-                headers.append(HSTS)
-                headers.append((b"x-request-id", context.request_id.encode()))
+                status = message["status"]
+                headers = [*message.get("headers", ()), HSTS, request_id_header]
                 if context.rate_limit is not None:
-                    for name, value in rate_limit_headers(context.rate_limit, time.time()).items():
-                        headers.append((name.lower().encode(), value.encode()))
+                    headers += rate_limit_header_pairs(context.rate_limit, time.time())
                 message = {**message, "headers": headers}
+                # Durable before the client hears of it: an answered request is audited.
+                self._record(scope, context, status)
             await send(message)
 
         if self.require_https and scheme != "https" and scope["path"] not in PLAIN_HTTP_ALLOWED:
@@ -76,25 +79,24 @@ class EdgeMiddleware:
             await self._refuse_plain_http(context, send_with_headers)
         else:
             await self.app(scope, receive, send_with_headers)
-        status = status_holder[0]
-        principal = context.principal
-        # Client-supplied text, logged and published: a key typed into it must not be.
-        method = redact_keys(scope["method"])
-        route = scope.get("path_template") or redact_keys(scope["path"])
-        # 2xx at debug (free when filtered out); every refusal and error at info.
-        (log.debug if 200 <= status < 400 else log.info)(
-            "request",
-            request_id=context.request_id,
-            method=method,
-            route=route,
-            status=status,
-            key_id=None if principal is None else format_key_id(principal.key_id),
-            key_hint=context.key_hint,
-            client_addr=context.client_addr,
-        )
+        # 2xx lines are at debug: not even built unless that level is on.
+        if status >= 400 or log.is_enabled_for(logging.DEBUG):
+            principal = context.principal
+            (log.debug if status < 400 else log.info)(
+                "request",
+                request_id=context.request_id,
+                method=_redacted(scope["method"]),
+                route=_route(scope),
+                status=status,
+                key_id=None if principal is None else principal.key_id_text,
+                key_hint=context.key_hint,
+                client_addr=context.client_addr,
+            )
+
+    def _record(self, scope: Any, context: RequestContext, status: int) -> None:
         publisher = self.services.publisher
         if context.presented_key and publisher is not None:
-            publisher.publish(self._event(scope, context, status, method, route))
+            publisher.publish(self._event(scope, context, status))
 
     def _origin(self, scope: Any) -> tuple[str, str | None]:
         """The scheme and client address, honouring `X-Forwarded-*` from trusted proxies only."""
@@ -146,29 +148,49 @@ class EdgeMiddleware:
             context.request_id,
         )
 
-    def _event(
-        self, scope: Any, context: RequestContext, status: int, method: str, route: str
-    ) -> RequestEvent:
+    def _event(self, scope: Any, context: RequestContext, status: int) -> RequestEvent:
         principal = context.principal
-        headers = scope["headers"]
-        user_agent = next((v for k, v in headers if k == b"user-agent"), b"")
+        user_agent = next((v for k, v in scope["headers"] if k == b"user-agent"), b"")
         return RequestEvent(
-            id=new_event_id(),
+            # A request has one event at most: its id, unique and time-ordered, serves for both.
+            id=context.request_id,
             request_id=context.request_id,
-            key_id=None if principal is None else format_key_id(principal.key_id),
+            key_id=None if principal is None else principal.key_id_text,
             key_hint=context.key_hint,
-            org_id=None if principal is None else format_org_id(principal.org_id),
+            org_id=None if principal is None else principal.org_id_text,
             env=None if principal is None else principal.env.value,
-            method=method,
-            route=route,
-            path=redact_keys(scope["path"]),
+            # Client-supplied text, logged and published: a key typed into it must not be.
+            method=_redacted(scope["method"]),
+            route=_route(scope),
+            path=_redacted(scope["path"]),
             status=status,
             client_addr=context.client_addr,
             # Redacted before it is cut: a key cut short would no longer be recognized.
-            user_agent=redact_keys(user_agent.decode("latin-1"))[:300] or None,
+            user_agent=_redacted(user_agent.decode("latin-1"))[:300] or None,
             latency_ms=(time.perf_counter() - context.started) * 1000,
             occurred_at=time.time(),
         )
+
+
+def _route(scope: Any) -> str:
+    """The route's template (`/v1/api-keys/{key_id:str}`), or the redacted path without one."""
+    return scope.get("path_template") or _redacted(scope["path"])
+
+
+_REDACTED: dict[str, str] = {}
+
+
+def _redacted(text: str) -> str:
+    """`redact_keys(text)`, remembered for texts without a key (never keeping a secret):
+    clients repeat the same methods, paths and agents."""
+    found = _REDACTED.get(text)
+    if found is None:
+        found = redact_keys(text)
+        if found == text:
+            if len(_REDACTED) >= 10_000:
+                _REDACTED.clear()
+            _REDACTED[text] = found
+    return found
 
 
 def _rightmost(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:

@@ -108,13 +108,17 @@ def handle_api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response
     return _respond(request, exc.status_code, exc.code, str(exc.detail), exc.headers)
 
 
+def domain_error_status(exc: DomainError) -> int:
+    """The HTTP status of a domain refusal: 404, 403, 422, or 409 for a conflict."""
+    if exc.code == "validation_error":
+        return 422
+    return next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), 409)
+
+
 def handle_domain_error(
     request: Request[Any, Any, Any], exc: DomainError
 ) -> Response[dict[str, Any]]:
-    status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), 409)
-    if exc.code == "validation_error":
-        status = 422
-    return _respond(request, status, exc.code, exc.message)
+    return _respond(request, domain_error_status(exc), exc.code, exc.message)
 
 
 def handle_validation(

@@ -18,6 +18,7 @@ from api.key_mirror import KeyMirror
 from application.registry import KeyRegistry
 from domain.ids import format_key_id
 from domain.key_format import KeyType, MalformedKey, hash_key, parse_key
+from domain.key_states import ExposureSource
 
 log = structlog.get_logger()
 
@@ -32,7 +33,7 @@ class ExposureFlagger:
         self._flagged: set[tuple[UUID, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def flag(self, key_id: UUID, source: str, detail: str) -> None:
+    def flag(self, key_id: UUID, source: ExposureSource, detail: str) -> None:
         """Flag the key soon; returns at once (a no-op when this process already did)."""
         if (key_id, source) in self._flagged:
             return
@@ -43,7 +44,7 @@ class ExposureFlagger:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def flag_token(self, token: str, source: str, detail: str) -> None:
+    def flag_token(self, token: str, source: ExposureSource, detail: str) -> None:
         """Flag the secret key `token` if the mirror knows it (no I/O; never logs the token)."""
         try:
             parsed = parse_key(token.strip())
@@ -55,7 +56,7 @@ class ExposureFlagger:
         if record is not None and not record.revoked:
             self.flag(record.key_id, source, detail)
 
-    async def _record(self, key_id: UUID, source: str, detail: str) -> None:
+    async def _record(self, key_id: UUID, source: ExposureSource, detail: str) -> None:
         try:
             flagged = await asyncio.to_thread(
                 self.registry.flag_exposed, key_id, source=source, detail=detail

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
+from uuid import UUID
 
 import structlog
 
@@ -51,6 +53,8 @@ class KeyMirror:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._subscription: Any = None
+        #: Called with the ids of the aggregates each applied batch changed.
+        self.listeners: list[Callable[[set[UUID]], None]] = []
 
     @property
     def lookup(self) -> KeyLookup:
@@ -105,6 +109,10 @@ class KeyMirror:
         async with self._lock:
             while batch := await asyncio.to_thread(self.updater.fetch, 2000):
                 self.updater.apply(batch)
+                if self.listeners:
+                    changed = {event.originator_id for event, _ in batch}
+                    for listener in self.listeners:
+                        listener(changed)
                 if any(isinstance(event, ApiKey.Created) for event, _ in batch):
                     self._missing.clear()
 

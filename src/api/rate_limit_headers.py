@@ -15,18 +15,37 @@ import math
 
 from domain.rate_limits import WINDOW_SECONDS, RateLimitDecision
 
+#: The contract's spelling of each header name.
+_NAMES = {
+    name.lower().encode(): name
+    for name in (
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "RateLimit-Policy",
+        "RateLimit",
+        "Retry-After",
+    )
+}
+
+
+def rate_limit_header_pairs(decision: RateLimitDecision, now: float) -> list[tuple[bytes, bytes]]:
+    """Raw ASGI header pairs (lower-case names) for a response answered at `now`;
+    `retry-after` only when refused. Built directly: every keyed response pays for them."""
+    seconds_to_reset = max(0, math.ceil(decision.reset_at - now))
+    limit, remaining, policy = decision.limit, decision.remaining, decision.policy
+    pairs = [
+        (b"x-ratelimit-limit", b"%d" % limit),
+        (b"x-ratelimit-remaining", b"%d" % remaining),
+        (b"x-ratelimit-reset", b"%d" % decision.reset_at),
+        (b"ratelimit-policy", f'"{policy}";q={limit};w={WINDOW_SECONDS}'.encode()),
+        (b"ratelimit", f'"{policy}";r={remaining};t={seconds_to_reset}'.encode()),
+    ]
+    if not decision.allowed:
+        pairs.append((b"retry-after", b"%d" % max(1, seconds_to_reset)))
+    return pairs
+
 
 def rate_limit_headers(decision: RateLimitDecision, now: float) -> dict[str, str]:
-    """Headers for a response answered at `now`; `Retry-After` only when refused."""
-    seconds_to_reset = max(0, math.ceil(decision.reset_at - now))
-    policy = decision.policy
-    headers = {
-        "X-RateLimit-Limit": str(decision.limit),
-        "X-RateLimit-Remaining": str(decision.remaining),
-        "X-RateLimit-Reset": str(decision.reset_at),
-        "RateLimit-Policy": f'"{policy}";q={decision.limit};w={WINDOW_SECONDS}',
-        "RateLimit": f'"{policy}";r={decision.remaining};t={seconds_to_reset}',
-    }
-    if not decision.allowed:
-        headers["Retry-After"] = str(max(1, seconds_to_reset))
-    return headers
+    """The same headers by their contract names (for readers other than the ASGI edge)."""
+    return {_NAMES[name]: value.decode() for name, value in rate_limit_header_pairs(decision, now)}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from nats.aio.client import Client
 
 from adapters.affiliates import AffiliateStore
 from adapters.rate_limiter import RateLimiter
@@ -11,18 +12,30 @@ from adapters.request_event_publisher import RequestEventPublisher
 from adapters.settings import Settings
 from adapters.tracked_events import TrackedEventStore
 from api.exposure import ExposureFlagger
+from api.key_cards import KeyCards
 from api.key_mirror import KeyMirror
 from application.registry import KeyRegistry
+from projections.live_key_lookup import LiveKeyLookupView
+from projections.request_audit_live import LiveRequestAuditStore
 
 
 @dataclass
 class Services:
+    """The process's parts, assembled by the composition root (`bootstrap.api`).
+
+    `nats_client` and `publisher` are the two made when the app starts (they need its event
+    loop): None before that, and for good when no NATS is configured.
+    """
+
     settings: Settings
     registry: KeyRegistry
+    key_lookup: LiveKeyLookupView
     mirror: KeyMirror
     limiter: RateLimiter
     affiliates: AffiliateStore
+    tracked_events: TrackedEventStore
+    cards: KeyCards
+    audit: LiveRequestAuditStore
+    exposure: ExposureFlagger
     publisher: RequestEventPublisher | None = None
-    nats_client: Any | None = None
-    exposure: ExposureFlagger | None = None
-    tracked_events: TrackedEventStore | None = None
+    nats_client: Client | None = None

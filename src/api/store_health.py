@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from api.errors import ApiError
+
 log = structlog.get_logger()
 
 #: Seconds between probes while the store is down.
@@ -70,8 +72,6 @@ class StoreHealth:
     async def gate(self, request: Any) -> None:
         """Litestar `before_request`: 503 at once for API handlers while the store is down."""
         if self.down_since is not None and request.scope["path"].startswith(GATED_PREFIX):
-            from api.errors import ApiError
-
             raise ApiError(
                 503,
                 "store_unavailable",

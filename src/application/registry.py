@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Mapper
 
+from application.stored_events import KeyStoreMapper
 from domain.access import (
     Command,
     KeyFacts,
@@ -22,9 +23,11 @@ from domain.access import (
     sees,
 )
 from domain.actors import SYSTEM, Actor, KeyActor
-from domain.api_key import LEAK_ROLL_GRACE, ApiKey, ExposureSource, clean_networks
+from domain.api_key import LEAK_ROLL_GRACE, ApiKey
 from domain.errors import DomainError, NotFound
 from domain.key_format import Environment, KeyType
+from domain.key_networks import clean_networks
+from domain.key_states import ExposureSource
 from domain.organization import LeakPolicy, Organization
 from domain.plans import Permission, Plan
 
@@ -45,7 +48,7 @@ class IssuedKey:
     """A key just created or rolled, with its plaintext: show it once, then drop it."""
 
     key: ApiKey
-    secret: str
+    secret: str = field(repr=False)  # never in a repr, a log or an error
 
 
 def utc_now() -> datetime:
@@ -73,6 +76,12 @@ class KeyRegistry(Application[UUID]):
         super().__init__(env)
         self._pepper = pepper
         self.clock = clock
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The library's mapper, reading expiries stored before `ApiKey.Expired` as such."""
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=KeyStoreMapper
+        )
 
     # -- organizations -----------------------------------------------------------------
 
@@ -214,7 +223,7 @@ class KeyRegistry(Application[UUID]):
 
         return self._retrying(attempt)
 
-    def flag_exposed(self, key_id: UUID, *, source: str, detail: str) -> bool:
+    def flag_exposed(self, key_id: UUID, *, source: ExposureSource, detail: str) -> bool:
         """Flag the key as possibly exposed (once per source); True when newly flagged."""
 
         def attempt() -> bool:
@@ -227,10 +236,11 @@ class KeyRegistry(Application[UUID]):
         return self._retrying(attempt)
 
     def expire_key(self, key_id: UUID) -> bool:
-        """Revoke the key if its expiry (or its roll's grace) has passed; True when it did.
+        """Retire the key (`ApiKey.Expired`) if its expiry, or its roll's grace, has passed;
+        True when it did.
 
         Safe to race: the loser of two concurrent expiries re-reads the key, finds it
-        revoked and does nothing.
+        retired and does nothing.
         """
 
         def attempt() -> bool:

@@ -20,9 +20,10 @@ from domain.errors import ValidationError
 from domain.ids import parse_org_id
 from projections.audit_chain import Comparison, compare_rows
 from projections.request_audit import NO_ORG
-from projections.request_audit_projection import copy_stream, open_live_audit_store
+from projections.request_audit_live import open_live_audit_store
 from projections.request_audit_query import ChainReport, RequestAuditStore
 from projections.request_audit_store import open_request_audit_store
+from projections.request_audit_stream import copy_stream
 
 BROKEN = 1
 

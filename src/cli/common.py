@@ -20,9 +20,9 @@ from typing import IO, Any, ParamSpec, TypeVar, cast
 import click
 from eventsourcing.persistence import PersistenceError
 
-from adapters.registry import open_registry
 from adapters.settings import Settings, SettingsError
 from application.registry import KeyRegistry
+from application.stores import open_registry
 from domain.errors import DomainError
 
 P = ParamSpec("P")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import secrets
-import threading
 from pathlib import Path
 
 import click
@@ -15,19 +15,19 @@ from adapters.affiliates import open_affiliate_store
 from adapters.embedded_nats import EmbeddedNats
 from adapters.logging import configure_logging
 from adapters.private_files import write_private
-from adapters.registry import open_registry
 from adapters.settings import Settings
 from adapters.tls import ensure_self_signed
-from adapters.users import hash_password, open_user_directory
+from adapters.users import hash_password
+from application.stores import open_registry, open_user_directory
 from application.views import organization_view
-from cli.serve import ensure_port_free, run_granian
+from cli.serve import bind_to_master, ensure_port_free, run_granian
 from domain.actors import OPERATOR
 from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
 from domain.user import Role
 from projections.live_key_lookup import LiveKeyLookupView
-from projections.request_audit_projection import open_live_audit_store
+from projections.request_audit_live import open_live_audit_store
 from workers.runner import run_workers
 
 
@@ -45,7 +45,7 @@ def create_read_models(settings: Settings) -> None:
 DEV_LOGIN = "owner@demo.icodrip.test"
 
 
-def bootstrap(settings: Settings) -> dict[str, str] | None:
+def first_start(settings: Settings) -> dict[str, str] | None:
     """On first start: a demo org, a test key and a dashboard login, printed once, not kept."""
     marker = settings.data_dir / "bootstrap.json"
     if marker.exists():
@@ -80,26 +80,36 @@ def bootstrap(settings: Settings) -> dict[str, str] | None:
     return {**facts, "key": issued.secret, "dashboard_password": password}
 
 
-class WorkersThread(threading.Thread):
-    """The relay and projection workers on an event loop of their own."""
+class WorkersProcess:
+    """The relay and projection workers in a process of their own, started fresh (spawned).
+
+    Not a thread of this process: granian forks the API worker from here, and a fork taken
+    while a workers' thread holds a SQLite lock leaves the child's SQLite convinced that
+    lock is still held by its own process, so every store it opens reports "database is
+    locked" forever. A spawned process shares no memory with the forked API worker.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(name="icodrip-workers", daemon=True)
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.stopping: asyncio.Event | None = None
-
-    def run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.stopping = asyncio.Event()
-        self.loop.run_until_complete(
-            run_workers(self.settings, [], stopping=self.stopping, handle_signals=False)
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_run_workers, args=(settings, os.getpid()), name="icodrip-workers"
         )
 
+    def start(self) -> None:
+        self.process.start()
+
     def stop(self) -> None:
-        if self.stopping is not None:
-            self.loop.call_soon_threadsafe(self.stopping.set)
-        self.join(10)
+        """SIGTERM (the workers finish what they hold), then SIGKILL after 10 s."""
+        self.process.terminate()
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _run_workers(settings: Settings, parent_pid: int) -> None:
+    bind_to_master(parent_pid)  # a `dev` killed outright takes its workers with it
+    configure_logging(json=False)
+    asyncio.run(run_workers(settings, []))
 
 
 @click.command("dev", epilog="Example: icodrip dev --port 8443")
@@ -122,9 +132,9 @@ def dev(ctx: click.Context, host: str, port: int) -> None:
         nats.start()
         os.environ["ICODRIP_NATS_URL"] = nats.url
     settings = Settings.from_env()
-    first = bootstrap(settings)
+    first = first_start(settings)
     create_read_models(settings)
-    workers = WorkersThread(settings)
+    workers = WorkersProcess(settings)
     workers.start()
     _announce(settings, host, port, certfile, first)
     try:

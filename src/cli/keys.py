@@ -15,10 +15,11 @@ from application.registry import utc_now
 from application.views import api_key_view
 from cli.common import DURATION, Group, emit, json_option, registry_from, when
 from domain.actors import OPERATOR
-from domain.api_key import MAX_ROLL_GRACE, clean_networks
+from domain.api_key import MAX_ROLL_GRACE
 from domain.errors import ValidationError
 from domain.ids import parse_key_id, parse_org_id
 from domain.key_format import Environment, KeyType
+from domain.key_networks import clean_networks
 from domain.naming import clean_name
 from domain.plans import Permission, parse_permissions
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import click
 
+from bootstrap.projections import PROJECTIONS
 from cli.common import CliError, Group, emit, friendly_errors, json_option, settings_from
-from projections import request_audit_projection  # noqa: F401 - registers `request-audit`
-from projections.catalog import PROJECTIONS
 from projections.generations import RebuildInProgress, SwitchConflict
 from projections.rebuilds import DEFAULT_GRACE_SECONDS, RebuildProgress
 
@@ -38,12 +37,28 @@ def _format_seconds(seconds: float | None) -> str:
     return f"{seconds}s"
 
 
+def _worker_text(worker: dict[str, Any] | None) -> str:
+    """`running (seen 2s ago)`, `not running (last seen 5m03s ago)`, `not running (never seen)`."""
+    if worker is None:
+        return "?"
+    if worker["last_seen"] is None:
+        return f"{worker['state']} (never seen)"
+    ago = _format_seconds(worker["seconds_ago"])
+    if worker["state"] == "not running":
+        return f"not running (last seen {ago} ago)"
+    many = f", {worker['instances']} processes" if worker["instances"] > 1 else ""
+    return f"{worker['state']} (seen {ago} ago{many})"
+
+
 @projections.command("status", epilog="Example: icodrip projections status --json")
 @json_option
 @click.pass_context
 @friendly_errors
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Each projection: live generation, position, lag behind its source, last error."""
+    """Each projection: live generation, position, lag, its worker (running?), last error.
+
+    A worker is running when its process wrote a heartbeat within the last 15 s.
+    """
     settings = settings_from(ctx)
     documents: list[dict[str, Any]] = []
     for projection in PROJECTIONS.values():
@@ -55,7 +70,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     def table() -> None:
         click.echo(
             f"{'NAME':<14}  {'GEN':>3}  {'VIEW':<18}  {'POSITION':>10}  {'HEAD':>10}  "
-            f"{'LAG':>8}  {'ROWS':>8}  LAST ERROR"
+            f"{'LAG':>8}  {'ROWS':>8}  {'WORKER':<34}  LAST ERROR"
         )
         for d in documents:
             if "error" in d:
@@ -65,9 +80,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
             if d["last_error_at"]:
                 error = f"{error} ({d['last_error_at']})"
             rows = "-" if d["rows"] is None else str(d["rows"])
+            worker = _worker_text(d.get("worker"))
             click.echo(
                 f"{d['name']:<14}  {d['generation']:>3}  {d['view']:<18}  {d['position']:>10}  "
-                f"{d['head']:>10}  {d['lag']:>8}  {rows:>8}  {error}"
+                f"{d['head']:>10}  {d['lag']:>8}  {rows:>8}  {worker:<34}  {error}"
             )
             if d["building"] is not None:
                 click.echo(

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from granian.constants import Interfaces
+from granian.log import LogLevels
+from granian.server import Server
 
 from cli.common import CliError
 
@@ -101,17 +104,13 @@ def run_granian(
     keyfile: Path | None,
     log_level: str = "warning",
 ) -> None:
-    """Serve `api.asgi:app` until interrupted (settings reach the workers via the env)."""
-    from granian.constants import Interfaces
-    from granian.log import LogLevels
-    from granian.server import Server
-
+    """Serve `bootstrap.asgi:app` until interrupted (settings reach the workers via the env)."""
     master_pid = os.getpid()
     # This process is granian's master from here on: each worker it forks is bound to it
     # before any of granian's code runs in the worker.
     os.register_at_fork(after_in_child=functools.partial(bind_to_master, master_pid))
     Server(
-        "api.asgi:app",
+        "bootstrap.asgi:app",
         address=host,
         port=port,
         interface=Interfaces.ASGI,

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from adapters.users import hash_password, open_user_directory, password_problem
+from adapters.users import hash_password, password_problem
+from application.stores import open_user_directory
 from application.views import iso
 from cli.common import CliError, Group, emit, json_option, registry_from, settings_from
 from domain.actors import OPERATOR

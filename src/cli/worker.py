@@ -19,7 +19,11 @@ from workers.runner import WORKERS, run_workers
 @click.argument("names", nargs=-1, type=click.Choice(sorted(WORKERS)))
 @click.pass_context
 def worker(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Run workers (all of them when none is named) until SIGINT or SIGTERM."""
+    """Run workers (all of them when none is named) until SIGINT or SIGTERM.
+
+    A worker whose store, NATS or Redis is not usable yet (or any more) starts again with
+    backoff; each worker's heartbeat shows in `icodrip projections status`.
+    """
     configure_logging()
     data_dir = (ctx.obj or {}).get("data_dir") if isinstance(ctx.obj, dict) else None
     settings = Settings.from_env(data_dir=Path(data_dir) if data_dir else None)

@@ -19,7 +19,6 @@ import secrets
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum
-from hashlib import sha256
 
 from domain.errors import ValidationError
 
@@ -140,7 +139,7 @@ def is_valid_key(text: str) -> bool:
 
 def hash_key(key: str, pepper: bytes) -> str:
     """The stored form of a key: hex HMAC-SHA256 under the server-side pepper."""
-    return hmac.new(pepper, key.encode("ascii"), sha256).hexdigest()
+    return hmac.digest(pepper, key.encode("ascii"), "sha256").hex()  # one-shot C: ~0.5 µs
 
 
 def hint_for(key: str) -> str:

@@ -1,7 +1,8 @@
 """The hash chain over audit rows: one chain per organization, and how it is built and checked.
 
-Pure (no I/O): the canonical encoding and hash of a row, `AuditChainer` (decoded request events
-→ chained rows, given the chain heads the durable store holds), `ChainVerifier` (a stored
+Pure (no I/O): the canonical encoding and hash of an entry (`AuditEntry`: what a row's hash
+covers, by name, in the order the struct declares), `AuditChainer` (normalized entries →
+chained rows, given the chain heads the durable store holds), `ChainVerifier` (a stored
 chain's first broken link) and `compare_rows` (a live model against a replayed copy). The rows
 themselves are `projections.request_audit`; see docs/adr/0006-audit-trail.md.
 """
@@ -11,28 +12,27 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 
-import msgspec
+from msgspec.structs import replace
 
-from adapters.request_events import RequestEvent
-from projections.request_audit import (
-    COLUMNS,
-    AuditRow,
-    ChainHead,
-    InvalidEvent,
-    LastUsed,
-    Rejected,
-    normalize,
-)
+from projections.request_audit import AuditEntry, AuditRow, ChainHead, LastUsed, Rejected
 
 HASH_VERSION = "icodrip-audit-v1"
 GENESIS_HASH = "0" * 64
-#: The fields covered by `row_hash`, in hashing order (everything but the hashes themselves
-#: and `stream_seq`, which records delivery, not the request).
-HASHED_FIELDS: tuple[str, ...] = COLUMNS[:15]
+#: The fields covered by `row_hash`, in hashing order: `AuditEntry`'s fields as it declares
+#: them (everything a row holds but the hashes themselves and `stream_seq`, which records
+#: delivery, not the request). Documented in ADR 0006 and pinned by a test:
+#: org_id, seq, event_id, request_id, key_id, key_hint, env, method, route, path, status,
+#: client_addr, user_agent, latency_ms, occurred_at.
+HASHED_FIELDS: tuple[str, ...] = AuditEntry.__struct_fields__
 #: The fields that describe the request itself (what a replay must reproduce exactly).
 CONTENT_FIELDS: tuple[str, ...] = tuple(f for f in HASHED_FIELDS if f != "seq")
 GENESIS = ChainHead(0, GENESIS_HASH)
+
+#: An entry's (or a row's) hashed values, by name, in `HASHED_FIELDS` order.
+hashed_values = attrgetter(*HASHED_FIELDS)
+_content_values = attrgetter(*CONTENT_FIELDS)
 
 
 # -- canonical encoding -------------------------------------------------------------------------
@@ -41,7 +41,8 @@ GENESIS = ChainHead(0, GENESIS_HASH)
 #
 #     row_hash = lowercase hex SHA-256 of UTF-8( "icodrip-audit-v1\n" + prev_hash + "\n" + FIELDS )
 #
-# where FIELDS is the concatenation, in `HASHED_FIELDS` order, of one item per field:
+# where FIELDS is the concatenation, in `HASHED_FIELDS` order (the order `AuditEntry` declares
+# its fields, read by name), of one item per field:
 #
 # * null              → `-`
 # * any other value   → `<n>:<text>,` where text is the value as text and n its length in
@@ -64,20 +65,20 @@ def _item(value: str | int | float | None) -> str:
     return f"{size}:{text},"
 
 
-def canonical(fields: Iterable[str | int | float | None]) -> str:
-    """FIELDS above: the netstring items of the hashed fields."""
-    return "".join(map(_item, fields))
+def canonical(entry: AuditEntry) -> str:
+    """FIELDS above: the netstring items of the entry's hashed fields, in `HASHED_FIELDS` order."""
+    return "".join(map(_item, hashed_values(entry)))
 
 
-def compute_hash(prev_hash: str, fields: Iterable[str | int | float | None]) -> str:
-    """The `row_hash` of a row whose hashed fields are `fields` (in `HASHED_FIELDS` order)."""
-    text = f"{HASH_VERSION}\n{prev_hash}\n{canonical(fields)}"
+def compute_hash(prev_hash: str, entry: AuditEntry) -> str:
+    """The `row_hash` of `entry` (an `AuditEntry` or a stored `AuditRow`) after `prev_hash`."""
+    text = f"{HASH_VERSION}\n{prev_hash}\n{canonical(entry)}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def row_hash_of(row: AuditRow) -> str:
     """What `row.row_hash` must be, recomputed from its stored fields."""
-    return compute_hash(row.prev_hash, row[:15])
+    return compute_hash(row.prev_hash, row)
 
 
 # -- building chains ----------------------------------------------------------------------------
@@ -85,7 +86,8 @@ def row_hash_of(row: AuditRow) -> str:
 
 @dataclass(slots=True)
 class Chained:
-    """What one ingest transaction writes: rows, new heads, last-used updates, rejects."""
+    """What one ingest transaction writes: rows, new heads, last-used updates, rejects (those
+    of decoding, which the store passes in)."""
 
     rows: list[AuditRow] = field(default_factory=list)
     heads: dict[str, ChainHead] = field(default_factory=dict)
@@ -96,11 +98,8 @@ class Chained:
     position: int = 0  # the highest stream sequence among the messages
 
 
-_event_encoder = msgspec.json.Encoder()
-
-
 class AuditChainer:
-    """Folds decoded messages into chain rows, skipping event ids already stored.
+    """Folds decoded messages (normalized entries) into chain rows, skipping stored event ids.
 
     `heads` are the current heads of the chains involved (missing = empty chain) and `known`
     the event ids among these messages that are already stored; both come from the store, read
@@ -111,47 +110,39 @@ class AuditChainer:
         self.heads = heads
         self.known = known
 
-    def chain(self, decoded: Iterable[tuple[int, list[RequestEvent]]]) -> Chained:
+    def chain(self, decoded: Iterable[tuple[int, list[AuditEntry]]]) -> Chained:
         """All the rows at once (and the rest of the result)."""
         out = Chained()
         out.rows.extend(self.rows(decoded, out))
         return out
 
     def rows(
-        self, decoded: Iterable[tuple[int, list[RequestEvent]]], out: Chained
+        self, decoded: Iterable[tuple[int, list[AuditEntry]]], out: Chained
     ) -> Iterator[AuditRow]:
-        """The new rows, lazily (a store can stream them); heads, last-used, rejects and
-        duplicates accumulate in `out` as they go."""
+        """The new rows, lazily (a store can stream them); heads, last-used and duplicates
+        accumulate in `out` as they go."""
         heads, known = self.heads, self.known
         last_used, touched = out.last_used, out.heads
-        for stream_seq, events in decoded:
+        for stream_seq, entries in decoded:
             out.position = max(out.position, stream_seq)
-            for item, event in enumerate(events):
-                try:
-                    values = normalize(event)
-                except InvalidEvent as error:
-                    out.rejected.append(
-                        Rejected.of(stream_seq, item, error.reason, _event_encoder.encode(event))
-                    )
-                    continue
-                event_id = values[1]
+            for entry in entries:
+                event_id = entry.event_id
                 if event_id in known:
                     out.duplicates += 1
                     continue
                 known.add(event_id)
-                org = values[0]
+                org = entry.org_id
                 head = heads.get(org) or GENESIS
-                seq = head.seq + 1
-                hashed = (org, seq, *values[1:])
-                digest = compute_hash(head.row_hash, hashed)
-                heads[org] = touched[org] = ChainHead(seq, digest)
-                key_id = values[3]
+                entry = replace(entry, seq=head.seq + 1)
+                digest = compute_hash(head.row_hash, entry)
+                heads[org] = touched[org] = ChainHead(entry.seq, digest)
+                key_id = entry.key_id
                 if key_id is not None:
                     seen = last_used.get(key_id)
-                    if seen is None or values[13] >= seen.at:
-                        last_used[key_id] = LastUsed(values[13], values[10])
+                    if seen is None or entry.occurred_at >= seen.at:
+                        last_used[key_id] = LastUsed(entry.occurred_at, entry.client_addr)
                 out.inserted += 1
-                yield AuditRow(*hashed, head.row_hash, digest, stream_seq)
+                yield AuditRow.chained(entry, head.row_hash, digest, stream_seq)
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -284,9 +275,6 @@ class Comparison:
             self.examples.append({"kind": kind, "event_id": event_id, **details})
 
 
-_CONTENT_INDEXES = tuple(COLUMNS.index(f) for f in CONTENT_FIELDS)
-
-
 def compare_rows(live: Iterator[AuditRow], replayed: Iterator[AuditRow]) -> Comparison:
     """Merge-walk two row streams, each ordered by event id."""
     result = Comparison()
@@ -303,8 +291,8 @@ def compare_rows(live: Iterator[AuditRow], replayed: Iterator[AuditRow]) -> Comp
             result.note("missing_in_live", b.event_id, org_id=b.org_id)
             b = next(replayed, None)
         else:
-            fields = [COLUMNS[i] for i in _CONTENT_INDEXES if a[i] != b[i]]
-            if fields:
+            if _content_values(a) != _content_values(b):
+                fields = [f for f in CONTENT_FIELDS if getattr(a, f) != getattr(b, f)]
                 result.changed += 1
                 result.note("changed", a.event_id, org_id=a.org_id, seq=a.seq, fields=fields)
             elif a.seq != b.seq:

@@ -4,6 +4,10 @@ Generation 1 of the key lookup is the view `KeyLookup`, generation n is `KeyLook
 pointer (one row per projection) also records which generation a rebuild is building and the
 last error; `GenerationStore` keeps it in `projections.sqlite3` in the data dir (embedded) or
 in the PostgreSQL table `icodrip_projections`.
+
+The same store keeps the workers' heartbeats (`icodrip_workers`, one row per worker and
+process, written every `HEARTBEAT_SECONDS`), so `icodrip projections status` can tell whether
+the worker that keeps each projection current is running (ADR 0014).
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from adapters.event_store import schema_lock
 from adapters.private_files import private_sqlite
@@ -26,6 +32,14 @@ from adapters.settings import Settings
 POINTER_CHECK_SECONDS = 1.0
 #: The pointer table (one row per projection).
 TABLE = "icodrip_projections"
+#: The workers' heartbeats (one row per worker and process).
+WORKERS_TABLE = "icodrip_workers"
+#: How often a worker process writes its heartbeats.
+HEARTBEAT_SECONDS = 5.0
+#: A worker whose heartbeat is older than this is not running (three missed beats).
+STALE_AFTER_SECONDS = 15.0
+#: Heartbeats of processes gone for longer than this are removed (by the next worker to start).
+FORGET_AFTER_SECONDS = 7 * 86400.0
 
 
 def view_name_for(base: str, generation: int) -> str:
@@ -75,6 +89,17 @@ class PointerRecord:
     last_error_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What one process running one worker last said about it."""
+
+    worker: str
+    instance: str
+    state: str
+    started_at: datetime
+    seen_at: datetime
+
+
 _COLUMNS = "generation, view_name, switched_at, building, building_since, last_error, last_error_at"
 
 
@@ -83,6 +108,7 @@ class GenerationStore(ABC):
 
     def __init__(self) -> None:
         self._ready = False
+        self._workers_ready = False
 
     # Backends run one statement at a time (`?` placeholders) and say how many rows changed.
     @abstractmethod
@@ -91,15 +117,31 @@ class GenerationStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional for backends that hold nothing open
         """Release what the store holds open."""
 
+    def _create(self, statement: str) -> None:
+        try:
+            self._run(statement, ())
+        except Exception:
+            # Two processes creating the table at once: PostgreSQL can refuse the second
+            # (a duplicate `pg_type` row) even with IF NOT EXISTS; by now the table is there.
+            self._run(statement, ())
+
     def _ensure_table(self) -> None:
         if not self._ready:
-            self._run(
+            self._create(
                 f"CREATE TABLE IF NOT EXISTS {TABLE} (projection TEXT PRIMARY KEY, "
                 "generation INTEGER NOT NULL, view_name TEXT NOT NULL, switched_at TEXT, "
-                "building INTEGER, building_since TEXT, last_error TEXT, last_error_at TEXT)",
-                (),
+                "building INTEGER, building_since TEXT, last_error TEXT, last_error_at TEXT)"
             )
             self._ready = True
+
+    def _ensure_workers_table(self) -> None:
+        if not self._workers_ready:
+            self._create(
+                f"CREATE TABLE IF NOT EXISTS {WORKERS_TABLE} (worker TEXT NOT NULL, "
+                "instance TEXT NOT NULL, state TEXT NOT NULL, started_at TEXT NOT NULL, "
+                "seen_at TEXT NOT NULL, PRIMARY KEY (worker, instance))"
+            )
+            self._workers_ready = True
 
     def _ensure(self, projection: str, default_view: str) -> None:
         self._ensure_table()
@@ -200,6 +242,48 @@ class GenerationStore(ABC):
             (message[:500], iso_time(_now()), projection),
         )
 
+    # -- workers' heartbeats ------------------------------------------------------------
+
+    def beat(self, instance: str, states: Mapping[str, str], started_at: datetime) -> None:
+        """Each of `instance`'s workers is in this state now (`running`, `stopped`, …)."""
+        self._ensure_workers_table()
+        seen_at = iso_time(_now())
+        for worker, state in states.items():
+            self._run(
+                f"INSERT INTO {WORKERS_TABLE} (worker, instance, state, started_at, seen_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (worker, instance) DO UPDATE "
+                "SET state = excluded.state, started_at = excluded.started_at, "
+                "seen_at = excluded.seen_at",
+                (worker, instance, state, iso_time(started_at), seen_at),
+            )
+
+    def heartbeats(self, worker: str | None = None) -> list[Heartbeat]:
+        """The heartbeats of `worker` (of every worker when None), latest first."""
+        self._ensure_workers_table()
+        query = f"SELECT worker, instance, state, started_at, seen_at FROM {WORKERS_TABLE}"
+        rows, _ = (
+            self._run(query, ())
+            if worker is None
+            else self._run(f"{query} WHERE worker = ?", (worker,))
+        )
+        beats = [
+            Heartbeat(name, instance, state, datetime.fromisoformat(started), seen)
+            for name, instance, state, started, seen_text in rows
+            if (seen := _parse_time(seen_text)) is not None
+        ]
+        return sorted(beats, key=lambda b: b.seen_at, reverse=True)
+
+    def forget_heartbeats(self, older_than: float = FORGET_AFTER_SECONDS) -> int:
+        """Remove heartbeats not renewed for `older_than` seconds; how many were removed."""
+        now = _now()
+        gone = [b for b in self.heartbeats() if (now - b.seen_at).total_seconds() > older_than]
+        for beat in gone:
+            self._run(
+                f"DELETE FROM {WORKERS_TABLE} WHERE worker = ? AND instance = ? AND seen_at = ?",
+                (beat.worker, beat.instance, iso_time(beat.seen_at)),
+            )
+        return len(gone)
+
     def clear_error(self, projection: str) -> None:
         self._ensure_table()
         self._run(
@@ -232,15 +316,11 @@ class PostgresGenerationStore(GenerationStore):
         self._lock = threading.Lock()
 
     def _connection(self) -> Any:
-        import psycopg
-
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
         return self._conn
 
     def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
-        import psycopg
-
         statement = sql.replace("?", "%s")
         with self._lock:
             for attempt in (1, 2):

@@ -17,7 +17,8 @@ from typing import Any
 from uuid import UUID
 
 from domain.actors import KeyActor
-from domain.api_key import ApiKey, is_expiry
+from domain.api_key import ApiKey
+from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
 from domain.organization import Organization
 from domain.plans import (
@@ -45,7 +46,7 @@ class KeyRecord:
     expires_at: float | None  # Unix seconds
     revoked: bool = False
     allowed_ips: tuple[str, ...] = ()  # CIDR networks; empty = from anywhere
-    expired: bool = False  # revoked by the expiry worker: it answers "expired", not "revoked"
+    expired: bool = False  # retired by the expiry worker: it answers "expired", not "revoked"
 
 
 @dataclass(slots=True)
@@ -57,11 +58,23 @@ class OrgRecord:
 
 @dataclass(frozen=True, slots=True)
 class Principal(KeyActor):
-    """An authenticated key: the actor a request acts as, and what authentication knows of it."""
+    """An authenticated key: the actor a request acts as, and what authentication knows of it.
+
+    Made once per key and kept while the mirror does not change, so the texts every request
+    needs (its limit's key, its ids as the contract spells them) are computed here, once.
+    """
 
     hint: str
     rate_limit: int
     allowed_origins: tuple[str, ...]
+    limit_key: str = field(init=False)  # the key's counter in the rate limiter
+    key_id_text: str = field(init=False)
+    org_id_text: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limit_key", self.key_id.hex)
+        object.__setattr__(self, "key_id_text", format_key_id(self.key_id))
+        object.__setattr__(self, "org_id_text", format_org_id(self.org_id))
 
 
 @dataclass(slots=True)
@@ -206,7 +219,12 @@ class KeyLookup:
             )
             self.add_key(touched_key)
         elif isinstance(
-            event, ApiKey.Renamed | ApiKey.Rolled | ApiKey.Revoked | ApiKey.AllowedIpsChanged
+            event,
+            ApiKey.Renamed
+            | ApiKey.Rolled
+            | ApiKey.Revoked
+            | ApiKey.Expired
+            | ApiKey.AllowedIpsChanged,
         ):
             touched_key = self.get_by_id(event.originator_id)
             if touched_key is not None:
@@ -216,9 +234,9 @@ class KeyLookup:
                     touched_key.name = event.name
                 elif isinstance(event, ApiKey.Rolled):
                     touched_key.expires_at = _timestamp(event.expires_at)
-                else:
+                else:  # stopped for good: revoked, or expired (which answers as such)
                     touched_key.revoked = True
-                    touched_key.expired = is_expiry(event.actor, event.reason)
+                    touched_key.expired = isinstance(event, ApiKey.Expired)
                 self.add_key(touched_key)  # a compact model stores a copy, not this object
         elif isinstance(event, Organization.Registered):
             touched_org = OrgRecord(event.originator_id, str(event.plan))

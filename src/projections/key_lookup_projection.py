@@ -7,28 +7,31 @@ one, switches the pointer, then removes the old copy with `drop_key_lookup_view`
 from __future__ import annotations
 
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import cast
 
-from adapters.registry import open_registry
+from psycopg.sql import SQL, Identifier
+
 from adapters.settings import Settings
-from projections.generations import open_generation_store
+from application.stores import open_registry
+from projections.generations import Generation, open_generation_store
 from projections.key_lookup import KeyLookup
+from projections.key_lookup_postgres import PostgresKeyLookupView
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.key_lookup_view import (
     KeyLookupView,
-    PostgresKeyLookupView,
     close_key_lookup_view,
     open_named_key_lookup_view,
 )
 from projections.live_key_lookup import KEY_LOOKUP, KEY_LOOKUP_VIEW
+from projections.rebuild_sequence import BuiltCopy, rebuild_generation
 from projections.rebuilds import (
     DEFAULT_GRACE_SECONDS,
     ProgressCallback,
     ProjectionStatus,
     RebuildProgress,
     RebuildReport,
+    WorkerStatus,
 )
 
 
@@ -41,8 +44,6 @@ def drop_key_lookup_view(settings: Settings, name: str) -> None:
         return
     view = cast(PostgresKeyLookupView, open_named_key_lookup_view(settings, name))
     try:
-        from psycopg.sql import SQL, Identifier
-
         tracking = SQL("{0}.{1}").format(
             Identifier(view.datastore.schema), Identifier(view.tracking_table_name)
         )
@@ -58,6 +59,7 @@ class KeyLookupProjection:
 
     name = KEY_LOOKUP
     description = "key hash → key and org records; authenticates every API request"
+    worker = "key-lookup"
 
     def status(self, settings: Settings) -> ProjectionStatus:
         store = open_generation_store(settings)
@@ -69,13 +71,20 @@ class KeyLookupProjection:
             position = view.max_tracking_id(registry.name) or 0
             rows = view.count()
             head = registry.recorder.max_notification_id() or 0
+            worker = WorkerStatus.of(self.worker, store.heartbeats(self.worker))
         finally:
             if view is not None:
                 close_key_lookup_view(view)
             registry.close()
             store.close()
         return ProjectionStatus.of(
-            self.name, "event store", record, position=position, head=head, rows=rows
+            self.name,
+            "event store",
+            record,
+            position=position,
+            head=head,
+            rows=rows,
+            worker=worker,
         )
 
     def rebuild(
@@ -92,16 +101,13 @@ class KeyLookupProjection:
         The live view is never written here; API processes keep serving from memory and
         follow the pointer, and the key-lookup worker reloads from the new generation.
         """
-        store = open_generation_store(settings)
+        pointers = open_generation_store(settings)
         registry = open_registry(settings)
-        new_view: KeyLookupView | None = None
-        try:
-            previous = store.live(KEY_LOOKUP, KEY_LOOKUP_VIEW)
-            target = store.claim(KEY_LOOKUP, KEY_LOOKUP_VIEW, force=force)
+
+        def build(target: Generation) -> BuiltCopy:
+            view = open_named_key_lookup_view(settings, target.view_name)
             try:
-                drop_key_lookup_view(settings, target.view_name)  # leftovers of a dead rebuild
-                new_view = open_named_key_lookup_view(settings, target.view_name)
-                updater = KeyLookupUpdater(registry, KeyLookup(), new_view)
+                updater = KeyLookupUpdater(registry, KeyLookup(), view)
                 started = time.monotonic()
                 head = registry.recorder.max_notification_id() or 0
                 events = 0
@@ -110,39 +116,22 @@ class KeyLookupProjection:
                     position = updater.lookup.position
                     head = max(head, position)
                     if progress is not None:
-                        progress(
-                            RebuildProgress(events, position, 0, head, time.monotonic() - started)
-                        )
-                live = store.switch(KEY_LOOKUP, expected=previous, new=target)
-            except BaseException as error:
-                store.abandon(KEY_LOOKUP, KEY_LOOKUP_VIEW, target.number, error)
-                if new_view is not None:
-                    close_key_lookup_view(new_view)
-                    new_view = None
-                with suppress(Exception):
-                    drop_key_lookup_view(settings, target.view_name)
-                raise
-            seconds = time.monotonic() - started
-            rows = new_view.count()
-            close_key_lookup_view(new_view)
-            new_view = None
-            # Readers re-check the pointer at least once a second: give them time to move.
-            time.sleep(max(0.0, grace))
-            drop_key_lookup_view(settings, previous.view_name)
-            with suppress(Exception):
-                store.clear_error(KEY_LOOKUP)
-            return RebuildReport(
-                name=self.name,
-                previous=previous,
-                live=live,
-                events=events,
-                position=updater.lookup.position,
-                rows=rows,
-                seconds=seconds,
-                removed=previous.view_name,
+                        elapsed = time.monotonic() - started
+                        progress(RebuildProgress(events, position, 0, head, elapsed))
+                return BuiltCopy(events, updater.lookup.position, view.count())
+            finally:
+                close_key_lookup_view(view)
+
+        try:
+            return rebuild_generation(
+                pointers,
+                KEY_LOOKUP,
+                KEY_LOOKUP_VIEW,
+                build=build,
+                drop=lambda name: drop_key_lookup_view(settings, name),
+                grace=grace,
+                force=force,
             )
         finally:
-            if new_view is not None:
-                close_key_lookup_view(new_view)
             registry.close()
-            store.close()
+            pointers.close()

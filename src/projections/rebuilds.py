@@ -7,16 +7,73 @@ inspect and rebuild it without stopping the API.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from adapters.settings import Settings
-from projections.generations import Generation, PointerRecord, iso_time
+from projections.generations import (
+    STALE_AFTER_SECONDS,
+    Generation,
+    Heartbeat,
+    PointerRecord,
+    iso_time,
+)
 
 #: How long a rebuild waits after the switch before it removes the old copy.
 DEFAULT_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """Whether the worker that keeps a projection current is running, from its heartbeats.
+
+    `state` is `running`, `retrying` (its process is up, its start is being retried) or
+    `not running` (no heartbeat within `STALE_AFTER_SECONDS`, or it stopped);
+    `instances` counts the processes running it now, `last_seen` is its latest heartbeat.
+    """
+
+    name: str
+    running: bool
+    state: str
+    instances: int
+    last_seen: datetime | None
+    seconds_ago: float | None
+
+    @classmethod
+    def of(cls, name: str, beats: Sequence[Heartbeat], now: datetime | None = None) -> WorkerStatus:
+        now = now or datetime.now(UTC)
+        alive = [
+            b
+            for b in beats
+            if b.state != "stopped" and (now - b.seen_at).total_seconds() <= STALE_AFTER_SECONDS
+        ]
+        running = [b for b in alive if b.state == "running"]
+        latest = max(beats, key=lambda b: b.seen_at, default=None)
+        if running:
+            state = "running"
+        elif alive:
+            state = max(alive, key=lambda b: b.seen_at).state
+        else:
+            state = "not running"
+        return cls(
+            name=name,
+            running=bool(running),
+            state=state,
+            instances=len(alive),
+            last_seen=None if latest is None else latest.seen_at,
+            seconds_ago=(
+                None if latest is None else max(0.0, (now - latest.seen_at).total_seconds())
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["last_seen"] = iso_time(self.last_seen)
+        if self.seconds_ago is not None:
+            document["seconds_ago"] = round(self.seconds_ago, 1)
+        return document
 
 
 @dataclass(frozen=True)
@@ -37,6 +94,8 @@ class ProjectionStatus:
     last_error: str | None = None
     last_error_at: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: The worker that keeps it current (None: not known to this status).
+    worker: WorkerStatus | None = None
 
     @classmethod
     def of(
@@ -49,6 +108,7 @@ class ProjectionStatus:
         head: int,
         rows: int | None,
         details: dict[str, Any] | None = None,
+        worker: WorkerStatus | None = None,
     ) -> ProjectionStatus:
         """The status from a projection's generation record and its position against `head`."""
         return cls(
@@ -66,12 +126,14 @@ class ProjectionStatus:
             last_error=record.last_error,
             last_error_at=record.last_error_at,
             details=details or {},
+            worker=worker,
         )
 
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)
         for name in ("switched_at", "building_since", "last_error_at"):
             document[name] = iso_time(document[name])
+        document["worker"] = None if self.worker is None else self.worker.to_dict()
         return document
 
 
@@ -143,6 +205,8 @@ class Projection(Protocol):
 
     name: str
     description: str
+    #: The worker that keeps it current (`icodrip worker NAME`), whose heartbeats status reads.
+    worker: str
 
     def status(self, settings: Settings) -> ProjectionStatus: ...
 

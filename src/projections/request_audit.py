@@ -1,9 +1,15 @@
 """Request events as audit rows: the row and its fields, normalization and message decoding.
 
-Pure (no I/O): the values of a request event as every backend stores and reads them back,
-the decoding of JetStream messages (and the `Rejected` record of what cannot be read), and
-the ids and chains a batch touches. The hash chain over the rows is `projections.audit_chain`,
-the durable store `projections.request_audit_store`; see docs/adr/0006-audit-trail.md.
+Pure (no I/O): the values of a request event as every backend stores and reads them back
+(`AuditEntry`, what the hash chain covers, and `AuditRow`, an entry with its place in its
+chain), the decoding of JetStream messages into entries (and the `Rejected` record of what
+cannot be read), and the ids and chains a batch touches. The hash chain over the rows is
+`projections.audit_chain`, the durable store `projections.request_audit_store`; see
+docs/adr/0006-audit-trail.md.
+
+A request event changes shape twice on its way into the model: `decode_messages` turns the
+wire's `RequestEvent`s into normalized `AuditEntry`s (or rejects), and `as_columns` /
+`AuditRow(*columns)` are the only conversions into and out of SQL, in `COLUMNS` order.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import msgspec
+from msgspec.structs import astuple
 
 from adapters.request_events import RequestEvent, RequestEventBatch
 from domain.key_format import redact_keys
@@ -24,11 +32,16 @@ NO_ORG = "none"
 MAX_TEXT = 4096  # characters kept of any text field (the publisher already caps at 2048)
 
 
-class AuditRow(NamedTuple):
-    """One stored request event, in column order (also the order of `COLUMNS`)."""
+class AuditEntry(msgspec.Struct, frozen=True, gc=False):
+    """One request event, normalized, at its place in its chain: exactly what `row_hash` covers.
 
-    org_id: str
-    seq: int
+    The declaration order IS the hashing order (`audit_chain.HASHED_FIELDS`, documented in
+    docs/adr/0006-audit-trail.md): reordering, adding or removing a field changes every hash,
+    and a test fails if it differs from the documented order.
+    """
+
+    org_id: str  # the chain (NO_ORG for events without an organization)
+    seq: int  # the position in the chain: 1, 2, 3, … (0 until the entry is chained)
     event_id: str
     request_id: str
     key_id: str | None
@@ -41,13 +54,30 @@ class AuditRow(NamedTuple):
     client_addr: str | None
     user_agent: str | None
     latency_ms: float
-    occurred_at: float
+    occurred_at: float  # Unix seconds
+
+
+class AuditRow(AuditEntry, frozen=True, gc=False):
+    """One stored request event: its entry, then its links and provenance (column order)."""
+
     prev_hash: str
     row_hash: str
     stream_seq: int  # the JetStream message that carried it (provenance; not hashed)
 
+    @classmethod
+    def chained(cls, entry: AuditEntry, prev_hash: str, row_hash: str, stream_seq: int) -> AuditRow:
+        """The row of a chained entry: a subclass's fields follow its base's, in their order."""
+        return cls(*(*astuple(entry), prev_hash, row_hash, stream_seq))
 
-COLUMNS: tuple[str, ...] = AuditRow._fields
+
+#: The stored columns, in `AuditRow` declaration order: every SELECT, INSERT and COPY list.
+#: A row read back is `AuditRow(*values)` of a `SELECT` of these columns.
+COLUMNS: tuple[str, ...] = AuditRow.__struct_fields__
+
+
+def as_columns(row: AuditRow) -> tuple[str | int | float | None, ...]:
+    """A row's values in `COLUMNS` order, for an INSERT or a COPY."""
+    return astuple(row)
 
 
 class ChainHead(NamedTuple):
@@ -62,6 +92,11 @@ class LastUsed(NamedTuple):
 
     at: float
     addr: str | None
+
+    @property
+    def moment(self) -> datetime:
+        """`at` as an aware UTC time (for `api_key_view(last_used_at=…)`)."""
+        return datetime.fromtimestamp(self.at, UTC)
 
 
 class InvalidEvent(ValueError):
@@ -118,26 +153,8 @@ def _redacted_payload(data: bytes) -> bytes:
     return data if redacted is text else redacted.encode("utf-8", "surrogateescape")
 
 
-Normalized = tuple[
-    str,  # org_id (chain)
-    str,  # event_id
-    str,  # request_id
-    str | None,  # key_id
-    str | None,  # key_hint
-    str | None,  # env
-    str,  # method
-    str,  # route
-    str,  # path
-    int,  # status
-    str | None,  # client_addr
-    str | None,  # user_agent
-    float,  # latency_ms
-    float,  # occurred_at
-]
-
-
-def normalize(event: RequestEvent) -> Normalized:
-    """The event's values as they are hashed and stored, or InvalidEvent."""
+def normalize(event: RequestEvent) -> AuditEntry:
+    """The event's values as hashed and stored (seq 0: not chained yet), or InvalidEvent."""
     if not 0 <= event.status <= 999:
         raise InvalidEvent(f"status {event.status} is not an HTTP status")
     latency, occurred = float(event.latency_ms), float(event.occurred_at)
@@ -146,21 +163,22 @@ def normalize(event: RequestEvent) -> Normalized:
     event_id = _required(event.id, "id")
     if len(event_id) > 200:
         raise InvalidEvent("id is longer than 200 characters")
-    return (
-        _text(event.org_id) or NO_ORG,
-        event_id,
-        _text(event.request_id) or "",
-        _text(event.key_id),
-        _text(event.key_hint),
-        _text(event.env),
-        _required(_client_text(event.method), "method"),
-        _client_text(event.route) or "",
-        _client_text(event.path) or "",
-        int(event.status),
-        _client_text(event.client_addr),
-        _client_text(event.user_agent),
-        round(latency, 3),
-        occurred,
+    return AuditEntry(
+        org_id=_text(event.org_id) or NO_ORG,
+        seq=0,
+        event_id=event_id,
+        request_id=_text(event.request_id) or "",
+        key_id=_text(event.key_id),
+        key_hint=_text(event.key_hint),
+        env=_text(event.env),
+        method=_required(_client_text(event.method), "method"),
+        route=_client_text(event.route) or "",
+        path=_client_text(event.path) or "",
+        status=int(event.status),
+        client_addr=_client_text(event.client_addr),
+        user_agent=_client_text(event.user_agent),
+        latency_ms=round(latency, 3),
+        occurred_at=occurred,
     )
 
 
@@ -229,28 +247,41 @@ class Message:
     redelivered: bool = False  # delivered before: its events may already be stored
 
 
-def event_ids(decoded: Iterable[tuple[int, list[RequestEvent]]]) -> list[str]:
+#: Per decoded message: its stream sequence and its events as (unchained) entries.
+Decoded = list[tuple[int, list[AuditEntry]]]
+
+_event_encoder = msgspec.json.Encoder()
+
+
+def event_ids(decoded: Iterable[tuple[int, list[AuditEntry]]]) -> list[str]:
     """The event ids the messages carry (to ask the store which are already known)."""
-    return [_text(e.id) or "" for _, events in decoded for e in events]
+    return [entry.event_id for _, entries in decoded for entry in entries]
 
 
-def orgs_of(decoded: Iterable[tuple[int, list[RequestEvent]]]) -> set[str]:
+def orgs_of(decoded: Iterable[tuple[int, list[AuditEntry]]]) -> set[str]:
     """The chains the messages touch (to read their heads)."""
-    return {_text(e.org_id) or NO_ORG for _, events in decoded for e in events}
+    return {entry.org_id for _, entries in decoded for entry in entries}
 
 
-def decode_messages(
-    messages: Iterable[Message],
-) -> tuple[list[tuple[int, list[RequestEvent]]], list[Rejected]]:
-    """Decoded events per message, and the messages that could not be decoded."""
-    decoded: list[tuple[int, list[RequestEvent]]] = []
+def decode_messages(messages: Iterable[Message]) -> tuple[Decoded, list[Rejected]]:
+    """Each message's events as normalized entries, and what is kept aside: the messages that
+    could not be decoded and the events that could not be decoded or stored faithfully."""
+    decoded: Decoded = []
     rejected: list[Rejected] = []
     for message in messages:
+        stream_seq = message.stream_seq
         try:
             events, bad = decode_loosely(message.data)
         except InvalidEvent as error:
-            rejected.append(Rejected.of(message.stream_seq, -1, error.reason, message.data))
+            rejected.append(Rejected.of(stream_seq, -1, error.reason, message.data))
             continue
-        decoded.append((message.stream_seq, events))
-        rejected.extend(Rejected.of(message.stream_seq, i, why, raw) for i, why, raw in bad)
+        rejected.extend(Rejected.of(stream_seq, i, why, raw) for i, why, raw in bad)
+        entries: list[AuditEntry] = []
+        for item, event in enumerate(events):  # item: the place among the decodable events
+            try:
+                entries.append(normalize(event))
+            except InvalidEvent as error:
+                payload = _event_encoder.encode(event)
+                rejected.append(Rejected.of(stream_seq, item, error.reason, payload))
+        decoded.append((stream_seq, entries))
     return decoded, rejected

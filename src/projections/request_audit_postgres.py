@@ -17,17 +17,19 @@ import psycopg.errors
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg.copy import QueuedLibpqWriter
-from psycopg.rows import tuple_row
+from psycopg.rows import args_row, tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
-from adapters.request_events import AUDIT_STREAM, RequestEvent
+from adapters.request_events import AUDIT_STREAM
 from projections.audit_chain import AuditChainer, Chained
 from projections.request_audit import (
     AuditRow,
     ChainHead,
+    Decoded,
     LastUsed,
     Message,
     Rejected,
+    as_columns,
     decode_messages,
     event_ids,
     orgs_of,
@@ -44,6 +46,8 @@ from projections.request_audit_query import (
 )
 
 _COPY_CHUNK = 2000  # rows per COPY write
+#: Rows selected in `COLUMN_LIST` order, read back as `AuditRow`s.
+_audit_row = args_row(AuditRow)
 
 
 def _copy_field(value: str | int | float | None) -> str:
@@ -59,14 +63,15 @@ def _copy_field(value: str | int | float | None) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def copy_text(rows: Iterable[Sequence[str | int | float | None]]) -> str:
-    """Rows in PostgreSQL's COPY text format (tab-separated, backslash escapes, `\\N` = null).
+def copy_text(rows: Iterable[AuditRow]) -> str:
+    """Rows in PostgreSQL's COPY text format (tab-separated, backslash escapes, `\\N` = null),
+    their values in `COLUMNS` order.
 
     Fast path: a row whose text holds no tab, newline, carriage return or backslash beyond
     the separators and null markers needs no escaping.
     """
     lines: list[str] = []
-    for row in rows:
+    for row in map(as_columns, rows):
         line = "\t".join(
             [
                 "\\N"
@@ -226,7 +231,7 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
     def _copy(
         self,
         cur: Any,
-        decoded: list[tuple[int, list[RequestEvent]]],
+        decoded: Decoded,
         rejected: list[Rejected],
         heads: dict[str, ChainHead],
         known: set[str],
@@ -246,11 +251,13 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
     def position(self) -> int:
         return self.max_tracking_id(AUDIT_STREAM) or 0
 
-    def _select(self, sql: Composed, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _select(
+        self, sql: Composed, params: Sequence[Any], row_factory: Any = tuple_row
+    ) -> list[Any]:
         with self.datastore.get_connection() as conn:
-            cur = conn.cursor(row_factory=tuple_row)
+            cur = conn.cursor(row_factory=row_factory)
             cur.execute(sql, params)
-            return cur.fetchall()
+            return list(cur.fetchall())
 
     def last_used(self, key_ids: Iterable[K]) -> dict[K, LastUsed]:
         wanted = {key_text(k): k for k in key_ids}
@@ -266,13 +273,13 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
 
     def page(self, query: AuditQuery, limit: int) -> list[AuditRow]:
         where, params = query.where("%s")
-        rows = self._select(
+        return self._select(
             SQL(
                 "SELECT " + COLUMN_LIST + " FROM {0} WHERE " + where + " ORDER BY seq DESC LIMIT %s"
             ).format(self.rows_table),
             [*params, limit],
+            _audit_row,
         )
-        return [AuditRow(*r) for r in rows]
 
     def count(self) -> int:
         rows = self._select(SQL("SELECT COUNT(*) FROM {0}").format(self.rows_table), ())
@@ -303,7 +310,7 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
                 params,
             )
             heads = {r[0]: ChainHead(int(r[1]), r[2]) for r in cur.fetchall()}
-            rows = conn.cursor("icodrip_audit_verify", row_factory=tuple_row)
+            rows = conn.cursor("icodrip_audit_verify", row_factory=_audit_row)
             rows.itersize = 5000
             rows.execute(
                 SQL("SELECT " + COLUMN_LIST + " FROM {0}{1} ORDER BY org_id, seq").format(
@@ -319,7 +326,7 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
     ) -> Iterator[Iterator[AuditRow]]:
         """Rows carried by messages in [min, max], ordered by event id (binary order)."""
         with self._snapshot() as conn:
-            rows = conn.cursor("icodrip_audit_compare", row_factory=tuple_row)
+            rows = conn.cursor("icodrip_audit_compare", row_factory=_audit_row)
             rows.itersize = 5000
             rows.execute(
                 SQL(
@@ -328,7 +335,7 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
                 ).format(self.rows_table),
                 (min_stream_seq, max_stream_seq),
             )
-            yield (AuditRow(*r) for r in rows)
+            yield iter(rows)
 
     def drop(self) -> None:
         with self.datastore.transaction(commit=True) as cur:

@@ -18,7 +18,8 @@ from projections.audit_chain import ChainBreak, ChainVerifier
 from projections.request_audit import COLUMNS, AuditRow, ChainHead, LastUsed, Message
 
 DEFAULT_NAME = "RequestAudit"
-#: The row columns in `AuditRow` order, for the stores' SELECT, INSERT and COPY lists.
+#: The row columns (`AuditRow`'s fields, in its order), for the stores' SELECT, INSERT and COPY
+#: lists: a selected row is `AuditRow(*values)`, an inserted one `as_columns(row)`.
 COLUMN_LIST = ", ".join(COLUMNS)
 
 K = TypeVar("K", UUID, str)
@@ -122,7 +123,7 @@ def key_text(key_id: UUID | str) -> str:
 
 def verify_scan(
     heads: dict[str, ChainHead],
-    rows: Iterable[Sequence[Any]],
+    rows: Iterable[AuditRow],
     progress: Callable[[int], None] | None,
 ) -> list[ChainReport]:
     """Check the chains whose rows come ordered by (org_id, seq)."""
@@ -134,8 +135,7 @@ def verify_scan(
         head = heads.get(v.org_id)
         reports.append(ChainReport(v.org_id, v.rows, head, v.finish(head)))
 
-    for done, raw in enumerate(rows, 1):
-        row = AuditRow(*raw)
+    for done, row in enumerate(rows, 1):
         if verifier is None or verifier.org_id != row.org_id:
             if verifier is not None:
                 finish(verifier)

@@ -23,6 +23,7 @@ from projections.request_audit import (
     ChainHead,
     LastUsed,
     Message,
+    as_columns,
     decode_messages,
     event_ids,
     orgs_of,
@@ -103,7 +104,8 @@ class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
             chained.rejected[:0] = rejected
             placeholders = ", ".join("?" * len(COLUMNS))
             c.executemany(
-                f"INSERT INTO {t}_rows ({COLUMN_LIST}) VALUES ({placeholders})", chained.rows
+                f"INSERT INTO {t}_rows ({COLUMN_LIST}) VALUES ({placeholders})",
+                map(as_columns, chained.rows),
             )
             c.executemany(
                 f"INSERT OR REPLACE INTO {t}_heads (org_id, seq, row_hash) VALUES (?, ?, ?)",
@@ -180,7 +182,7 @@ class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
                 + " ORDER BY org_id, seq",
                 [org_id] if org_id else [],
             )
-            return verify_scan(heads, c.sqlite_cursor, progress)
+            return verify_scan(heads, (AuditRow(*r) for r in c.sqlite_cursor), progress)
 
     @contextlib.contextmanager
     def rows_by_event_id(

@@ -3,7 +3,7 @@
 `open_request_audit_store` opens the SQLite store when the service runs embedded and the
 PostgreSQL one otherwise; another name opens another copy of the model (a rebuild's
 generation, a replay's scratch copy). Readers that follow the live copy go through
-`projections.request_audit_shared`.
+`projections.request_audit_live`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ def open_request_audit_store(
     if settings.is_embedded:
         path = settings.data_dir / f"{name.lower()}.sqlite3"
         factory = InfrastructureFactory.construct(Environment(name, env))
-        sqlite_store = cast(
-            SQLiteRequestAuditStore, factory.tracking_recorder(SQLiteRequestAuditStore)
-        )
+        # Processes started together must not create the model's tables at once (ADR 0014).
+        with schema_lock(settings):
+            sqlite_store = cast(
+                SQLiteRequestAuditStore, factory.tracking_recorder(SQLiteRequestAuditStore)
+            )
         sqlite_store.configure(name, path)
         return cast(RequestAuditStore, sqlite_store)
     env["POSTGRES_POOL_SIZE"] = str(pool_size)

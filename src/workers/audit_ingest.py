@@ -39,11 +39,10 @@ from nats.js.errors import NotFoundError
 from adapters import nats as nats_adapter
 from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT, ensure_audit_stream
 from adapters.settings import Settings
-from projections.generations import GenerationStore, open_generation_store
+from projections.generation_follower import GenerationFollower
 from projections.request_audit import Message
-from projections.request_audit_projection import live_audit_name, open_live_audit_store
+from projections.request_audit_live import live_audit_follower
 from projections.request_audit_query import IngestResult, RequestAuditStore
-from projections.request_audit_store import open_request_audit_store
 
 log = structlog.get_logger()
 
@@ -102,7 +101,8 @@ class AuditIngester:
         follow: Callable[[RequestAuditStore], RequestAuditStore | None] | None = None,
     ) -> None:
         self.store = store
-        # Given the current store, the live copy's store when a rebuild switched, else None.
+        # Given the current copy, the live one when a rebuild switched (else None); the
+        # follower (`GenerationFollower.newer_than`) owns the copies and closes the old one.
         self.follow = follow
         self._followed_at = 0.0
         self.nats_url = nats_url
@@ -168,14 +168,12 @@ class AuditIngester:
         self._followed_at = time.monotonic()
         try:
             store = await asyncio.to_thread(self.follow, self.store)
-        except Exception as error:
-            log.warning("audit.pointer_unavailable", error=type(error).__name__)
+        except Exception as error:  # the pointer or the new copy unreadable: next second
+            log.warning("audit.switch_unfollowed", error=type(error).__name__)
             return False
         if store is None:
             return False
-        previous, self.store = self.store, store
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(previous.close)
+        self.store = store  # the follower closes the copy left behind
         log.info("audit.switched", store=store.name)
         return True
 
@@ -347,33 +345,28 @@ async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
     """The audit-ingest worker: request events on JetStream → the request-audit model."""
     if not settings.nats_url:
         raise RuntimeError("ICODRIP_NATS_URL is not set (icodrip dev starts its own NATS)")
+    follower = live_audit_follower(settings)
     store: RequestAuditStore | None = None
     delay = 0.5
-    while store is None:
-        try:
-            store = await asyncio.to_thread(open_live_audit_store, settings)
-        except Exception as error:
-            log.warning("audit.store_unavailable", error=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=delay)
-            if stopping.is_set():
-                return
-            delay = min(delay * 2, 5.0)
-
-    pointers: list[GenerationStore] = []
-
-    def follow(current: RequestAuditStore) -> RequestAuditStore | None:
-        if not pointers:
-            pointers.append(open_generation_store(settings))
-        name = live_audit_name(settings, pointers[0])
-        return None if name == current.name else open_request_audit_store(settings, name)
-
-    ingester = AuditIngester(
-        store, settings.nats_url, AuditIngestSettings.from_env(), follow=follow
-    )
     try:
+        while store is None:
+            try:
+                store = await asyncio.to_thread(_live_copy, follower)
+            except Exception as error:
+                log.warning("audit.store_unavailable", error=type(error).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=delay)
+                if stopping.is_set():
+                    return
+                delay = min(delay * 2, 5.0)
+        ingester = AuditIngester(
+            store, settings.nats_url, AuditIngestSettings.from_env(), follow=follower.newer_than
+        )
         await ingester.run(stopping)
     finally:
-        ingester.store.close()
-        for held in pointers:
-            held.close()
+        await asyncio.to_thread(follower.close)
+
+
+def _live_copy(follower: GenerationFollower[RequestAuditStore]) -> RequestAuditStore:
+    with follower.using(force=True) as (_, copy):
+        return copy

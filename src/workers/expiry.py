@@ -1,13 +1,13 @@
-"""The expiry worker: revokes keys whose expiry time or roll grace period has passed.
+"""The expiry worker: retires keys whose expiry time or roll grace period has passed.
 
 It finds due keys with `ExpiryIndex`, a small in-memory projection folded from the key store's
 notification log (key id → expiry, for keys that have one and are not revoked). At start it
 is seeded from the durable key-lookup view (its unrevoked keys with an expiry, and its
 position), so only the events after the view's position are read; then it follows by
-polling. For each due key it calls `KeyRegistry.expire_key`, which writes `ApiKey.Revoked`
-with the system as actor. Idempotent and safe with several workers: the aggregate refuses a
-second revocation and optimistic concurrency makes the loser of a race re-read the key and do
-nothing.
+polling. For each due key it calls `KeyRegistry.expire_key`, which writes `ApiKey.Expired`
+with the system as actor (on the wire, still `api_key.revoked`: docs/events.md). Idempotent
+and safe with several workers: the aggregate does not expire a stopped key, and optimistic
+concurrency makes the loser of a race re-read the key and do nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from uuid import UUID
 
 import structlog
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
 from application.registry import KeyRegistry
+from application.stores import open_registry
 from domain.api_key import ApiKey
 from domain.ids import format_key_id
 from projections.key_lookup_view import KeyLookupView
@@ -54,7 +54,7 @@ class ExpiryIndex:
                 self.expiries[key_id] = event.expires_at.timestamp()
         elif isinstance(event, ApiKey.Rolled):
             self.expiries[key_id] = event.expires_at.timestamp()
-        elif isinstance(event, ApiKey.Revoked):
+        elif isinstance(event, ApiKey.Revoked | ApiKey.Expired):
             self.expiries.pop(key_id, None)
 
     def due(self, now: float) -> list[UUID]:
@@ -107,7 +107,7 @@ class ExpiryWorker:
                 return total
 
     def run_once(self) -> int:
-        """Catch up, then expire every due key; the number of keys this pass revoked."""
+        """Catch up, then expire every due key; the number of keys this pass retired."""
         self.catch_up()
         now = time.time()
         expired = 0
@@ -132,11 +132,13 @@ class ExpiryWorker:
 
 async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
     """Worker entry point (`icodrip worker expiry`)."""
-    registry = open_registry(settings)
-    view = open_key_lookup_view(settings)
-    worker = ExpiryWorker(registry, view)
-    log.info("expiry.started")
+    # In a thread: the store's open can wait seconds while it is not there.
+    registry = await asyncio.to_thread(open_registry, settings)
+    view: KeyLookupView | None = None
     try:
+        view = await asyncio.to_thread(open_key_lookup_view, settings)
+        worker = ExpiryWorker(registry, view)
+        log.info("expiry.started")
         while not stopping.is_set():
             try:
                 await asyncio.to_thread(worker.run_once)

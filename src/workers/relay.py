@@ -20,6 +20,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from adapters.key_events import encode, msg_id_for, position_of, subject_for, to_message
+from adapters.store_wakeup import StoreWakeup
 from application.registry import KeyRegistry
 
 log = structlog.get_logger()
@@ -41,7 +42,10 @@ class Relay:
         poll_interval: float = 0.05,
         batch_size: int = 500,
         publish_timeout: float = 5.0,
+        wakeup: StoreWakeup | None = None,
     ) -> None:
+        """Idle, it waits `poll_interval` s or until `wakeup` reports a recorded event
+        (PostgreSQL's NOTIFY, ADR 0018; without one it just sleeps)."""
         self.registry = registry
         self.js = js
         self.stream = stream
@@ -49,6 +53,7 @@ class Relay:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.publish_timeout = publish_timeout
+        self.wakeup = wakeup if wakeup is not None else StoreWakeup.sleeping("relay")
         self.position = 0  # the last store position known to be on the stream
         self.published = 0
         self._stopping = asyncio.Event()
@@ -73,7 +78,7 @@ class Relay:
             try:
                 notifications = await asyncio.to_thread(self._next_notifications)
                 if not notifications:
-                    await self._sleep(self.poll_interval)
+                    await self.wakeup.wait(self.poll_interval, until=self._stopping)
                     continue
                 await self._publish(notifications)
             except asyncio.CancelledError:

@@ -15,7 +15,7 @@ import pytest
 from adapters.embedded_nats import EmbeddedNats
 from adapters.settings import Settings
 from adapters.tls import ensure_self_signed
-from cli.dev import bootstrap, create_read_models
+from cli.dev import create_read_models, first_start
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def start_like_dev(data_dir: Path) -> Settings:
     nats = EmbeddedNats(data_dir)
     nats.start()
     try:
-        bootstrap(settings)
+        first_start(settings)
         create_read_models(settings)
     finally:
         nats.stop()

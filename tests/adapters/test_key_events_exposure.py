@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 from adapters.key_events import decode, encode, to_message
 from domain.actors import OPERATOR, SYSTEM
-from domain.api_key import ApiKey, ExposureSource
+from domain.api_key import ApiKey
 from domain.key_format import Environment, KeyType
+from domain.key_states import ExposureSource
 from domain.organization import LeakPolicy, Organization
 from domain.plans import Plan
 

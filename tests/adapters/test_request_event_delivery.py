@@ -30,30 +30,15 @@ from adapters.request_events import (
     RequestEvent,
     RequestEventBatch,
     ensure_audit_stream,
-    new_event_id,
 )
+from support.request_events import request_event
 from support.servers import NatsServer
 
 _decoder = msgspec.json.Decoder(RequestEventBatch)
 
 
 def event(n: int = 0) -> RequestEvent:
-    return RequestEvent(
-        id=new_event_id(),
-        request_id=f"req-{n}",
-        key_id="key_test",
-        key_hint=None,
-        org_id="org_test",
-        env="test",
-        method="GET",
-        route="/v1/affiliates",
-        path="/v1/affiliates",
-        status=200,
-        client_addr="127.0.0.1",
-        user_agent="pytest",
-        latency_ms=1.5,
-        occurred_at=time.time(),
-    )
+    return request_event(request_id=f"req-{n}", env="test", user_agent="pytest", latency_ms=1.5)
 
 
 async def stream_event_ids(js: JetStreamContext, stream: str) -> list[str]:
@@ -84,8 +69,8 @@ async def connected(server: NatsServer) -> AsyncIterator[tuple[Client, JetStream
 
 async def deliver_spool(server: NatsServer, spool: Path) -> list[str]:
     """What a new process finds in `spool` once NATS is back: the event ids then on the stream."""
-    async with connected(server) as (_, js):
-        successor = publisher(js, spool)
+    async with connected(server) as (client, js):
+        successor = publisher(client, spool)
         await successor.start()
         await successor.flush(timeout=20)
         await successor.aclose()
@@ -113,24 +98,25 @@ async def private(private_nats: NatsServer) -> AsyncIterator[tuple[Client, JetSt
         yield client, js
 
 
-def publisher(js: JetStreamContext, spool: Path, **options: Any) -> RequestEventPublisher:
-    return RequestEventPublisher(js, spool_dir=spool, **options)
+def publisher(client: Client, spool: Path, **options: Any) -> RequestEventPublisher:
+    return RequestEventPublisher(client, spool_dir=spool, **options)
 
 
 # -- delivery -------------------------------------------------------------------------------
 
 
 async def test_published_events_arrive_on_the_stream_each_id_once(
-    shared: tuple[JetStreamContext, str, str], tmp_path: Path
+    shared: tuple[JetStreamContext, str, str], nats_server: NatsServer, tmp_path: Path
 ) -> None:
     js, stream, subject = shared
-    pub = publisher(js, tmp_path / "spool", subject=subject, stream=stream, max_batch=64)
-    await pub.start()
     sent = [event(n) for n in range(1_000)]
-    for e in sent:
-        pub.publish(e)
-    await pub.flush(timeout=10)
-    await pub.aclose()
+    async with connected(nats_server) as (client, _):
+        pub = publisher(client, tmp_path / "spool", subject=subject, stream=stream, max_batch=64)
+        await pub.start()
+        for e in sent:
+            pub.publish(e)
+        await pub.flush(timeout=10)
+        await pub.aclose()
 
     info = await js.stream_info(stream)
     on_stream = []
@@ -150,8 +136,8 @@ async def test_published_events_arrive_on_the_stream_each_id_once(
 async def test_publish_returns_at_once_while_nats_is_down(
     private_nats: NatsServer, private: tuple[Client, JetStreamContext], tmp_path: Path
 ) -> None:
-    _, js = private
-    pub = publisher(js, tmp_path / "spool", ack_timeout=0.5)
+    client, _ = private
+    pub = publisher(client, tmp_path / "spool", ack_timeout=0.5)
     await pub.start()
     private_nats.kill()
     assert not inspect.iscoroutinefunction(pub.publish)
@@ -173,8 +159,8 @@ async def test_publish_returns_at_once_while_nats_is_down(
 async def test_every_event_survives_a_server_crash_once(
     private_nats: NatsServer, private: tuple[Client, JetStreamContext], tmp_path: Path
 ) -> None:
-    _, js = private
-    pub = publisher(js, tmp_path / "spool", ack_timeout=0.5)
+    client, js = private
+    pub = publisher(client, tmp_path / "spool", ack_timeout=0.5)
     await pub.start()
     ids: list[str] = []
 
@@ -213,8 +199,8 @@ async def test_every_event_survives_a_server_crash_once(
 async def test_a_batch_whose_ack_timed_out_lands_once_when_sent_again(
     private_nats: NatsServer, private: tuple[Client, JetStreamContext], tmp_path: Path
 ) -> None:
-    _, js = private
-    pub = publisher(js, tmp_path / "spool", ack_timeout=0.3)
+    client, js = private
+    pub = publisher(client, tmp_path / "spool", ack_timeout=0.3)
     await pub.start()
     assert private_nats.proc is not None
     private_nats.proc.send_signal(signal.SIGSTOP)  # alive but silent: every send times out
@@ -242,9 +228,9 @@ async def test_a_long_outage_spills_to_disk_and_the_next_process_delivers_it(
 ) -> None:
     spool = tmp_path / "spool"
     ids: list[str] = []
-    async with connected(private_nats) as (_, js):
+    async with connected(private_nats) as (client, js):
         await ensure_audit_stream(js)
-        pub = publisher(js, spool, max_batch=20, max_buffer=100, ack_timeout=0.2)
+        pub = publisher(client, spool, max_batch=20, max_buffer=100, ack_timeout=0.2)
         await pub.start()
         private_nats.kill()
         per_tick, tick = 20, 0.02
@@ -275,9 +261,9 @@ async def test_shutdown_while_nats_is_down_keeps_every_event_in_the_spool(
 ) -> None:
     spool = tmp_path / "spool"
     sent: list[str] = []
-    async with connected(private_nats) as (_, js):
+    async with connected(private_nats) as (client, js):
         await ensure_audit_stream(js)
-        pub = publisher(js, spool, max_batch=50, ack_timeout=0.3)
+        pub = publisher(client, spool, max_batch=50, ack_timeout=0.3)
         await pub.start()
         private_nats.kill()
         for n in range(777):

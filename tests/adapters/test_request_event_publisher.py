@@ -26,33 +26,15 @@ from adapters.request_event_publisher import NATS_OPTIONS, RequestEventPublisher
 from adapters.request_event_spool import spool_files, spooled_events
 from adapters.request_events import (
     AUDIT_STREAM,
-    RequestEvent,
     RequestEventBatch,
     batch_msg_id,
     ensure_audit_stream,
     new_event_id,
 )
+from support.request_events import publish_events, request_event
 from support.servers import NatsServer
 
-
-def event(**changes: Any) -> RequestEvent:
-    fields: dict[str, Any] = {
-        "id": new_event_id(),
-        "request_id": new_event_id(),
-        "key_id": "key_test",
-        "key_hint": None,
-        "org_id": "org_test",
-        "env": "live",
-        "method": "GET",
-        "route": "/v1/affiliates",
-        "path": "/v1/affiliates",
-        "status": 200,
-        "client_addr": "127.0.0.1",
-        "user_agent": "svc/1.0",
-        "latency_ms": 1.25,
-        "occurred_at": time.time(),
-    }
-    return RequestEvent(**{**fields, **changes})
+event = request_event
 
 
 @dataclass
@@ -148,11 +130,7 @@ async def test_every_published_event_is_stored_exactly_once_and_decodes(
     shared_audit: Audit, publishers: Any
 ) -> None:
     publisher = await publishers(shared_audit)
-    ids = []
-    for _ in range(2_000):
-        e = event()
-        ids.append(e.id)
-        publisher.publish(e)
+    ids = publish_events(publisher, 2_000)
     await publisher.flush()
 
     stored = await shared_audit.event_ids()
@@ -188,10 +166,7 @@ async def test_no_event_is_lost_when_nats_is_killed_and_restarted_mid_flow(
     async def steady_flow() -> None:  # 3,000 events over about 2 s
         nonlocal saw_outage
         for _ in range(100):
-            for _ in range(30):
-                e = event()
-                ids.append(e.id)
-                publisher.publish(e)
+            ids.extend(publish_events(publisher, 30))
             saw_outage = saw_outage or not publisher.available
             await asyncio.sleep(0.02)
 
@@ -221,10 +196,7 @@ async def test_a_batch_whose_ack_timed_out_is_sent_again_and_stored_once(
     ids = []
     private_nats.proc.send_signal(signal.SIGSTOP)  # frozen: sends wait, acks never come
     try:
-        for _ in range(100):
-            e = event()
-            ids.append(e.id)
-            publisher.publish(e)
+        ids.extend(publish_events(publisher, 100))
         await eventually(lambda: publisher.failures >= 2)
     finally:
         private_nats.proc.send_signal(signal.SIGCONT)
@@ -242,10 +214,7 @@ async def test_events_past_max_buffer_spill_to_spool_files_while_nats_is_down(
     private_nats.kill()
     ids = set()
     for _ in range(10):
-        for _ in range(100):
-            e = event()
-            ids.add(e.id)
-            publisher.publish(e)
+        ids.update(publish_events(publisher, 100))
         await asyncio.sleep(0.02)
 
     await eventually(lambda: publisher.in_memory <= 100)
@@ -260,11 +229,7 @@ async def test_shutdown_with_nats_down_leaves_every_event_in_the_spool(
 ) -> None:
     publisher = await publishers(private_audit)
     private_nats.kill()
-    ids = []
-    for _ in range(500):
-        e = event()
-        ids.append(e.id)
-        publisher.publish(e)
+    ids = publish_events(publisher, 500)
 
     await publisher.aclose(timeout=0.5)
 
@@ -277,11 +242,7 @@ async def test_the_spool_is_delivered_and_deleted_once_nats_is_back(
 ) -> None:
     publisher = await publishers(private_audit, max_buffer=100, max_batch=50)
     private_nats.kill()
-    ids = []
-    for _ in range(1_000):
-        e = event()
-        ids.append(e.id)
-        publisher.publish(e)
+    ids = publish_events(publisher, 1_000)
     await eventually(lambda: publisher.spooled >= 900)
 
     private_nats.start()
@@ -309,11 +270,7 @@ async def test_a_new_publisher_delivers_the_spool_left_by_a_previous_process(
 ) -> None:
     first = await publishers(private_audit, max_buffer=100)
     private_nats.kill()
-    ids = []
-    for _ in range(700):
-        e = event()
-        ids.append(e.id)
-        first.publish(e)
+    ids = publish_events(first, 700)
     await first.aclose(timeout=0.5)
     assert spool_files(tmp_path / "spool")
 
@@ -330,11 +287,7 @@ async def test_a_spool_file_cut_short_by_a_crash_still_delivers_its_whole_record
     shared_audit: Audit, publishers: Any, tmp_path: Path
 ) -> None:
     writer = await publishers(shared_audit, start=False, max_batch=100)
-    ids = []
-    for _ in range(300):
-        e = event()
-        ids.append(e.id)
-        writer.publish(e)
+    ids = publish_events(writer, 300)
     await writer.aclose()  # never started: everything goes to the spool
     [path] = spool_files(tmp_path / "spool")
     with path.open("ab") as f:
@@ -356,11 +309,7 @@ async def test_a_spool_file_still_being_written_is_not_taken_by_another_process(
 ) -> None:
     cut_off = await publishers(private_audit, max_buffer=10)
     private_nats.kill()
-    ids = []
-    for _ in range(200):
-        e = event()
-        ids.append(e.id)
-        cut_off.publish(e)
+    ids = publish_events(cut_off, 200)
     await eventually(lambda: cut_off.spooled == 200)
     [path] = spool_files(tmp_path / "spool")
 

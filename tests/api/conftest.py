@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.settings import Settings
-from api.process import ApiProcess
+from bootstrap.api import api_process
 from support.api import Api, serving
 from support.servers import NatsServer
 
@@ -20,6 +20,6 @@ def api_settings(settings: Settings, nats_server: NatsServer, redis_url: str) ->
 
 @pytest.fixture
 async def api(api_settings: Settings) -> AsyncIterator[Api]:
-    process = ApiProcess(api_settings, trusted_proxies=["10.0.0.0/8"])
+    process = api_process(api_settings, trusted_proxies=["10.0.0.0/8"])
     async with serving(process) as api:
         yield api

@@ -31,9 +31,10 @@ import httpx
 import pytest
 
 from adapters.settings import Settings
-from adapters.users import hash_password, open_user_directory
-from api.process import ApiProcess
+from adapters.users import hash_password
 from application.registry import IssuedKey
+from application.stores import open_user_directory
+from bootstrap.api import api_process
 from dashboard.asgi import PASSWORD, csrf_token_in
 from domain.actors import OPERATOR, UserActor
 from domain.ids import format_org_id
@@ -182,7 +183,7 @@ NOT_ACTIONS = {
 async def api(api_settings: Settings) -> AsyncIterator[Api]:
     """The API process, with leak reports switched on (so their refusal is the signature's)."""
     settings = dataclasses.replace(api_settings, leak_signing_key=b"matrix-" + uuid.uuid4().bytes)
-    async with serving(ApiProcess(settings)) as served:
+    async with serving(api_process(settings)) as served:
         yield served
 
 

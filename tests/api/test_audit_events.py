@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from adapters.settings import Settings
-from api.process import ApiProcess
+from bootstrap.api import api_process
 from domain.actors import OPERATOR, by_key
 from domain.key_format import hash_key
 from domain.plans import Plan
@@ -21,7 +21,7 @@ US = timedelta(microseconds=1)
 
 @pytest.fixture
 async def api(api_settings: Settings) -> AsyncIterator[Api]:
-    process = ApiProcess(api_settings, trusted_proxies=["10.0.0.0/8"])
+    process = api_process(api_settings, trusted_proxies=["10.0.0.0/8"])
     async with serving(process) as api:
         yield api
 

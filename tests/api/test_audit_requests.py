@@ -7,7 +7,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import msgspec
@@ -16,18 +16,14 @@ import pytest
 import api.routes.audit_requests as audit_routes
 from adapters.request_events import RequestEvent, RequestEventBatch, new_event_id
 from adapters.settings import Settings
-from api.process import ApiProcess
+from bootstrap.api import api_process
 from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment
 from domain.organization import Organization
 from domain.plans import Permission, Plan
 from projections.request_audit import Message
+from projections.request_audit_live import open_live_audit_store
 from projections.request_audit_query import RequestAuditStore
-from projections.request_audit_shared import (
-    close_request_audit_stores,
-    last_used,
-    request_audit_store_for,
-)
 from support.api import Api, assert_error, bearer, serving
 from support.servers import NatsServer
 from workers.audit_ingest import AuditIngester, AuditIngestSettings
@@ -37,17 +33,17 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 
 @pytest.fixture
 async def api(api_settings: Settings) -> AsyncIterator[Api]:
-    process = ApiProcess(api_settings, trusted_proxies=["10.0.0.0/8"])
-    try:
-        async with serving(process) as api:
-            yield api
-    finally:
-        close_request_audit_stores()
+    process = api_process(api_settings, trusted_proxies=["10.0.0.0/8"])
+    async with serving(process) as api:
+        yield api
 
 
 @pytest.fixture
-def store(api_settings: Settings) -> RequestAuditStore:
-    return request_audit_store_for(api_settings)
+def store(api_settings: Settings) -> Iterator[RequestAuditStore]:
+    """The audit model as the ingest worker writes it (the API reads it through its own)."""
+    opened = open_live_audit_store(api_settings)
+    yield opened
+    opened.close()
 
 
 class Rows:
@@ -130,7 +126,7 @@ async def test_the_auditor_sees_which_key_made_each_request(
     assert len(seen_ok["row_hash"]) == 64 and seen_ok["sequence"] >= 1
     assert worker.secret not in json.dumps(page)
 
-    used = last_used(api_settings, [worker.key.id, reader.key.id])
+    used = store.last_used([worker.key.id, reader.key.id])
     assert abs(used[worker.key.id].at - time.time()) < 60
     assert used[worker.key.id].addr == seen_ok["client_addr"]
     assert reader.key.id in used  # a 403 is still a use of an authenticated key
@@ -207,7 +203,7 @@ async def test_csv_export_streams_the_whole_filtered_set(
         "/v1/audit/requests", params={"key_id": key, "limit": 1}, headers=headers
     )
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert "attachment" in response.headers["content-disposition"]
     table = list(csv.DictReader(io.StringIO(response.text)))
     assert len(table) == 21  # every row, whatever `limit` says

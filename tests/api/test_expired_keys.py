@@ -9,8 +9,8 @@ import pytest
 
 from application.registry import IssuedKey
 from domain.actors import OPERATOR
-from domain.api_key import EXPIRED_AT_EXPIRY
 from domain.key_format import Environment, KeyType
+from domain.key_states import EXPIRED_AT_EXPIRY
 from support.api import Api, assert_error, bearer
 from workers.expiry import ExpiryWorker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from adapters.settings import Settings
-from api.process import ApiProcess
+from bootstrap.api import api_process
 from support.api import Api
 
 
@@ -16,7 +16,7 @@ async def test_healthz_answers_over_plain_http_for_load_balancers(api: Api) -> N
 
 
 async def test_readyz_is_503_until_the_mirror_has_loaded(settings: Settings) -> None:
-    process = ApiProcess(settings)
+    process = api_process(settings)
     transport = httpx.ASGITransport(app=process.app)
     async with httpx.AsyncClient(transport=transport, base_url="https://api.test") as client:
         before = await client.get("/readyz")

@@ -27,6 +27,7 @@ from adapters.settings import Settings
 from api.json_body import MAX_JSON_DEPTH
 from api.process import ApiProcess
 from application.registry import IssuedKey
+from bootstrap.api import api_process
 from domain.actors import OPERATOR
 from domain.key_format import (
     ALPHABET,
@@ -76,7 +77,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         # Every example here comes from one client address: lift the per-address limit on
         # failed keys so that the refusals keep their own codes (it is tested elsewhere).
         patch.setattr("api.auth.FAILED_ATTEMPTS_PER_MINUTE", 1_000_000)
-        process = ApiProcess(settings_)
+        process = api_process(settings_)
         registry = process.services.registry
         org = registry.register_organization("Hostile", Plan.AGENCY, OPERATOR)
         registry.set_rate_limit(org.id, 1_000_000, OPERATOR)

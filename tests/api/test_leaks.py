@@ -15,8 +15,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters.settings import Settings
-from api.process import ApiProcess
 from application.history import History
+from bootstrap.api import api_process
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType, generate_key
 from domain.organization import LeakPolicy
@@ -29,7 +29,7 @@ URL = "https://github.com/acme/shop/blob/abc123/config.py"
 @pytest.fixture
 async def api(api_settings: Settings) -> AsyncIterator[Api]:
     settings = dataclasses.replace(api_settings, leak_signing_key=SIGNING_KEY)
-    async with serving(ApiProcess(settings)) as api:
+    async with serving(api_process(settings)) as api:
         yield api
 
 
@@ -216,7 +216,7 @@ async def test_a_signed_body_that_is_not_a_report_is_422_validation_error(api: A
 async def test_without_a_configured_signing_key_reports_are_refused(
     api_settings: Settings,
 ) -> None:
-    async with serving(ApiProcess(api_settings)) as bare:
+    async with serving(api_process(api_settings)) as bare:
         body = report("anything")
         response = await post_report(bare, body, sign(body, SIGNING_KEY))
     assert_error(response, 503, "leak_reports_disabled")

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from adapters.settings import Settings
-from api.process import ApiProcess
+from bootstrap.api import api_process
 from domain.key_format import Environment, KeyType, generate_key
 from support.api import Api, assert_error, bearer, serving
 from support.servers import NatsServer, RedisServer
@@ -20,7 +20,7 @@ from support.servers import NatsServer, RedisServer
 async def api_on_private_redis(
     settings: Settings, nats_server: NatsServer, private_redis: RedisServer
 ) -> AsyncIterator[Api]:
-    process = ApiProcess(
+    process = api_process(
         dataclasses.replace(settings, nats_url=nats_server.url, redis_url=private_redis.url)
     )
     async with serving(process) as api:
@@ -53,7 +53,7 @@ async def test_requests_are_answered_and_limited_while_redis_is_down_and_after(
 async def fail_closed_api(
     settings: Settings, nats_server: NatsServer, private_redis: RedisServer
 ) -> AsyncIterator[Api]:
-    process = ApiProcess(
+    process = api_process(
         dataclasses.replace(settings, nats_url=nats_server.url, redis_url=private_redis.url),
         rate_limit_fail_closed=True,
     )

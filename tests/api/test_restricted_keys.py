@@ -12,10 +12,10 @@ import nats
 import pytest
 
 from adapters import nats as nats_adapter
-from adapters.registry import open_registry
 from adapters.settings import Settings
 from api import key_mirror
 from application.registry import IssuedKey
+from application.stores import open_registry
 from domain.actors import OPERATOR
 from domain.ids import format_key_id
 from domain.key_format import Environment, KeyType

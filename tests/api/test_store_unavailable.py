@@ -15,8 +15,8 @@ from eventsourcing.persistence import OperationalError
 from litestar.testing import TestClient
 
 from adapters.settings import Settings
-from api.process import ApiProcess
 from application.registry import IssuedKey
+from bootstrap.api import api_process
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
@@ -44,7 +44,7 @@ def served(tmp_path: Any) -> Iterator[tuple[TestClient[Any], IssuedKey, Outage]]
     settings = Settings.from_env(
         {"ICODRIP_DATA_DIR": str(tmp_path), "ICODRIP_KEY_PEPPER": "outage-" + uuid.uuid4().hex}
     )
-    process = ApiProcess(settings)
+    process = api_process(settings)
     registry = process.services.registry
     org = registry.register_organization("Outage", Plan.PRO, OPERATOR)
     key = registry.create_key(

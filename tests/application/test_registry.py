@@ -19,9 +19,10 @@ from eventsourcing.persistence import IntegrityError
 
 from application.registry import COMMAND_ATTEMPTS, Conflict, KeyRegistry
 from domain.actors import OPERATOR
-from domain.api_key import ApiKey, KeyStatus
+from domain.api_key import ApiKey
 from domain.errors import KeyRevoked, NotFound, PermissionExceeded, PlanDoesNotAllow
 from domain.key_format import Environment, KeyType, hash_key, hint_for, parse_key
+from domain.key_states import KeyStatus
 from domain.organization import LeakPolicy, Organization
 from domain.plans import PLAN_PERMISSIONS, Permission, Plan
 from support.actors import user_of

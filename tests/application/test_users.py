@@ -7,9 +7,9 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
-from adapters.users import hash_password, open_user_directory, verify_password
+from adapters.users import hash_password, verify_password
+from application.stores import open_registry, open_user_directory
 from application.users import UserDirectory
 from domain.actors import OPERATOR
 from domain.user import EmailTaken, Role

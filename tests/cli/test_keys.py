@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
+from application.stores import open_registry
 from cli.main import cli
 from domain.key_format import Environment, KeyType, parse_key
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
 from application.registry import KeyRegistry
+from application.stores import open_registry
 from cli.main import cli
 
 ONE_LINE_ERROR = re.compile(r"error: .+ \(([a-z_]+)\)")

@@ -15,16 +15,16 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
-from api.process import ApiProcess
 from application.registry import KeyRegistry
+from application.stores import open_registry
+from bootstrap.api import api_process
+from bootstrap.projections import PROJECTIONS
 from cli.projections import projections
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType, generate_key, hash_key
 from domain.organization import Organization
 from domain.plans import Plan
-from projections.catalog import PROJECTIONS
 from projections.generations import open_generation_store
 from projections.key_lookup import KeyLookup
 from projections.key_lookup_updater import KeyLookupUpdater
@@ -243,7 +243,7 @@ def test_every_projections_command_has_help() -> None:
 @pytest.fixture
 async def api(settings: Settings, nats_server: NatsServer, redis_url: str) -> AsyncIterator[Api]:
     api_settings = dataclasses.replace(settings, nats_url=nats_server.url, redis_url=redis_url)
-    process = ApiProcess(api_settings, trusted_proxies=["10.0.0.0/8"])
+    process = api_process(api_settings, trusted_proxies=["10.0.0.0/8"])
     async with serving(process) as api:
         yield api
 

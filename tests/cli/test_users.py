@@ -8,7 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from adapters.settings import Settings
-from adapters.users import open_user_directory, verify_password
+from adapters.users import verify_password
+from application.stores import open_user_directory
 from cli.main import cli
 
 PASSWORD = "correct horse battery staple"

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import httpx
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
-from adapters.users import hash_password, open_user_directory
+from adapters.users import hash_password
 from api.page_headers import CONTENT_SECURITY_POLICY
 from api.process import ApiProcess
 from application.registry import KeyRegistry
+from application.stores import open_registry, open_user_directory
 from application.users import UserDirectory
+from bootstrap.api import api_process
 from cli.dev import create_read_models
 from domain.actors import OPERATOR
 from domain.organization import Organization
@@ -89,7 +90,7 @@ def settings_for(data_dir: Path, redis_url: str | None) -> Settings:
 async def serving_dashboard(settings: Settings) -> AsyncIterator[Dashboard]:
     """Start an API process on `settings`; stop it (and close what was opened) afterwards."""
     create_read_models(settings)
-    process = ApiProcess(settings)
+    process = api_process(settings)
     registry = open_registry(settings)
     users = open_user_directory(settings)
     await process.start()

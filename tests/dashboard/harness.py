@@ -24,13 +24,13 @@ import httpx
 import uvicorn
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
 from adapters.tls import ensure_self_signed
-from adapters.users import hash_password, open_user_directory
-from api.process import ApiProcess
+from adapters.users import hash_password
 from application.registry import KeyRegistry
+from application.stores import open_registry, open_user_directory
 from application.users import UserDirectory
+from bootstrap.api import api_process
 from cli.dev import create_read_models
 from domain.actors import OPERATOR
 from domain.organization import Organization
@@ -89,7 +89,7 @@ class DashboardServer:
         create_read_models(settings)
         # X-Forwarded-For from 127.0.0.1 is trusted: each browser context claims an address of
         # its own, so per-address sign-in limits of one test do not reach another.
-        self.process = ApiProcess(settings, trusted_proxies=["127.0.0.1/32"])
+        self.process = api_process(settings, trusted_proxies=["127.0.0.1/32"])
         self.registry: KeyRegistry = open_registry(settings)
         self.users: UserDirectory = open_user_directory(settings)
         self.workers = _Workers(settings)

@@ -10,9 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.actors import OPERATOR, Actor, UserActor
-from domain.api_key import MAX_ALLOWED_ORIGINS, MAX_ROLL_GRACE, ApiKey, KeyStatus
+from domain.api_key import MAX_ROLL_GRACE, ApiKey
 from domain.errors import KeyAlreadyRolled, KeyRevoked, PermissionExceeded, ValidationError
 from domain.key_format import Environment, KeyType, hash_key, hint_for, parse_key
+from domain.key_networks import MAX_ALLOWED_ORIGINS
+from domain.key_states import KeyStatus
 from domain.organization import Organization
 from domain.plans import PLAN_PERMISSIONS, PUBLIC_KEY_PERMISSIONS, Permission, Plan
 from domain.roles import Role

@@ -7,16 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain.actors import OPERATOR, SYSTEM
-from domain.api_key import (
-    EXPIRED_AFTER_GRACE,
-    EXPIRED_AT_EXPIRY,
-    MAX_ALLOWED_IPS,
-    ApiKey,
-    ExposureSource,
-    KeyStatus,
-)
+from domain.api_key import ApiKey
 from domain.errors import KeyRevoked, ValidationError
 from domain.key_format import Environment, KeyType
+from domain.key_networks import MAX_ALLOWED_IPS
+from domain.key_states import EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY, ExposureSource, KeyStatus
 from domain.organization import LeakPolicy, Organization, parse_leak_policy
 from domain.plans import Plan
 
@@ -160,16 +155,16 @@ def test_a_key_is_not_expired_before_its_time() -> None:
     assert key.revoked_at is None
 
 
-def test_a_key_at_its_expiry_time_is_revoked_by_the_system() -> None:
+def test_a_key_at_its_expiry_time_is_retired_by_the_system() -> None:
     key = issue(expires_at=NOW + HOUR)
     key.collect_events()
     assert key.expire(NOW + HOUR, SYSTEM)
     (event,) = key.collect_events()
-    assert isinstance(event, ApiKey.Revoked)
+    assert isinstance(event, ApiKey.Expired)
     assert (event.actor, event.reason) == ("system", EXPIRED_AT_EXPIRY)
 
 
-def test_a_rolled_key_at_the_end_of_its_grace_is_revoked_with_that_reason() -> None:
+def test_a_rolled_key_at_the_end_of_its_grace_expires_with_that_reason() -> None:
     org = an_org()
     key = issue(org)
     key.roll(org, pepper=PEPPER, grace=HOUR, actor=OPERATOR, now=NOW)
@@ -190,7 +185,7 @@ def test_a_key_without_expiry_never_expires() -> None:
     assert not key.expire(NOW + timedelta(days=36500), SYSTEM)
 
 
-def test_a_key_revoked_by_expiry_reads_expired_not_revoked() -> None:
+def test_an_expired_key_reads_expired_not_revoked() -> None:
     key = issue(expires_at=NOW + HOUR)
     key.expire(NOW + HOUR, SYSTEM)
     assert key.status_at(NOW + 2 * HOUR) == KeyStatus.EXPIRED

@@ -109,7 +109,28 @@ class Child:
 
     def describe(self) -> str:
         status = "running" if self.alive else f"exited {self.proc and self.proc.returncode}"
-        return f"{self.name} ({status}); last output:\n{self.output()[-3000:]}"
+        described = f"{self.name} ({status}); last output:\n{self.output()[-3000:]}"
+        if self.alive:
+            described += self.stacks()
+        return described
+
+    def stacks(self) -> str:
+        """Where each process of the group stands (py-spy), for a child stuck on its way up."""
+        assert self.proc is not None
+        found = subprocess.run(
+            ["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        dumps = []
+        for pid in found.stdout.split():
+            dump = subprocess.run(
+                [str(Path(sys.executable).parent / "py-spy"), "dump", "--pid", pid],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            dumps.append(f"\n--- stacks of {pid}:\n{dump.stdout or dump.stderr}")
+        return "".join(dumps)
 
     def wait_for_output(self, text: str, timeout: float = 30.0) -> str:
         """Block until `text` appears in the output; the output so far."""

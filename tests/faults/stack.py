@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
+from application.stores import open_registry
 from domain.actors import OPERATOR
 from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
@@ -82,17 +82,18 @@ class Stack:
         self.worker.wait_for_output("key_lookup.started", timeout=60)
         return self.worker
 
-    def start_serve(self) -> Child:
-        """An API process on the stack's port (the same one after a restart)."""
+    def start_serve(self, workers: int = 1, name: str | None = None) -> Child:
+        """An API process on the stack's port (the same one after a restart); its data dir is
+        its `name`'s, a new one per start unless a name is given again."""
         self.serves += 1
         self.serve = self.children.start(
-            f"serve-{self.serves}",
+            name or f"serve-{self.serves}",
             self.env,
             "serve",
             "--port",
             str(self.port),
             "--workers",
-            "1",
+            str(workers),
             "--certfile",
             str(self.pki.server_cert),
             "--keyfile",

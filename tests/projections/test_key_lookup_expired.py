@@ -12,8 +12,9 @@ import pytest
 from adapters.settings import Settings
 from application.registry import KeyRegistry
 from domain.actors import OPERATOR
-from domain.api_key import EXPIRED_AT_EXPIRY
+from domain.api_key import ApiKey
 from domain.key_format import Environment, KeyType, hash_key
+from domain.key_states import EXPIRED_AT_EXPIRY
 from domain.plans import Plan
 from projections.key_lookup import KeyLookup
 from projections.key_lookup_compact import CompactKeyLookup
@@ -51,12 +52,32 @@ EXPECTED = {"expired": (True, True), "revoked": (True, False), "active": (False,
 
 
 @pytest.mark.parametrize("model", [KeyLookup, CompactKeyLookup])
-def test_the_expiry_workers_revocation_reads_expired_in_both_models(
+def test_the_expiry_workers_expiry_reads_expired_in_both_models(
     registry: KeyRegistry, hashes: dict[str, str], model: type[KeyLookup]
 ) -> None:
     lookup = model()
     KeyLookupUpdater(registry, lookup, view=None).catch_up_fully()
     assert fates(lookup, hashes) == EXPECTED
+
+
+@pytest.mark.parametrize("model", [KeyLookup, CompactKeyLookup])
+def test_an_expiry_stored_before_the_expired_event_reads_expired_in_both_models(
+    registry: KeyRegistry, settings: Settings, model: type[KeyLookup]
+) -> None:
+    org = registry.register_organization("Acme", Plan.PRO, OPERATOR)
+    issued = registry.create_key(
+        org.id, name="old", env=Environment.LIVE, key_type=KeyType.SECRET, actor=OPERATOR
+    )
+    key = registry.get_key(issued.key.id)  # as the expiry worker stored it before issue 12:
+    key.trigger_event(ApiKey.Revoked, reason=EXPIRED_AT_EXPIRY, org_id=org.id, actor="system")
+    registry.save(key)
+
+    lookup = model()
+    KeyLookupUpdater(registry, lookup, view=None).catch_up_fully()
+
+    assert fates(lookup, {"old": hash_key(issued.secret, settings.key_pepper)}) == {
+        "old": (True, True)
+    }
 
 
 def test_the_durable_view_remembers_expired_apart_from_revoked(

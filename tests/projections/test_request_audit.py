@@ -13,6 +13,7 @@ import msgspec
 import psycopg
 import pytest
 from click.testing import CliRunner
+from msgspec.structs import replace
 
 from adapters.request_events import RequestEvent, RequestEventBatch, new_event_id
 from adapters.settings import Settings
@@ -25,7 +26,7 @@ from projections.audit_chain import (
     compute_hash,
     row_hash_of,
 )
-from projections.request_audit import AuditRow, Message, decode_messages
+from projections.request_audit import AuditEntry, AuditRow, Message, decode_messages
 from projections.request_audit_query import AuditQuery, RequestAuditStore
 from projections.request_audit_store import open_request_audit_store
 
@@ -102,8 +103,11 @@ def verify_cli(settings: Settings, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_the_row_hash_is_the_documented_sha256() -> None:
-    fields = ("org_x", 2, "e1", "r1", None, "ak_live_…ab", "live", "GET", "/a", "/a?b", 200,
-              None, "ua", 0.5, 1712345678.25)  # fmt: skip
+    fields = AuditEntry(
+        org_id="org_x", seq=2, event_id="e1", request_id="r1", key_id=None,
+        key_hint="ak_live_…ab", env="live", method="GET", route="/a", path="/a?b", status=200,
+        client_addr=None, user_agent="ua", latency_ms=0.5, occurred_at=1712345678.25,
+    )  # fmt: skip
     expected_fields = (
         "5:org_x,1:2,2:e1,2:r1,-13:ak_live_…ab,4:live,3:GET,2:/a,4:/a?b,3:200,-2:ua,3:0.5,"
         "13:1712345678.25,"
@@ -113,16 +117,25 @@ def test_the_row_hash_is_the_documented_sha256() -> None:
     assert compute_hash("f" * 64, fields) == hashlib.sha256(text.encode()).hexdigest()
 
 
+DOCUMENTED_HASHED_FIELDS = (
+    "org_id", "seq", "event_id", "request_id", "key_id", "key_hint", "env", "method", "route",
+    "path", "status", "client_addr", "user_agent", "latency_ms", "occurred_at",
+)  # fmt: skip
+
+
 def test_every_field_and_the_position_are_inside_the_hash() -> None:
-    row = AuditRow(ORG_A, 1, "e", "r", "k", "h", "live", "GET", "/a", "/a", 200, "ip", "ua", 1.0,
-                   2.0, GENESIS_HASH, "", 7)  # fmt: skip
-    row = row._replace(row_hash=row_hash_of(row))
-    for index, field in enumerate(AuditRow._fields[:15]):
-        value = row[index]
+    row = AuditRow(
+        org_id=ORG_A, seq=1, event_id="e", request_id="r", key_id="k", key_hint="h", env="live",
+        method="GET", route="/a", path="/a", status=200, client_addr="ip", user_agent="ua",
+        latency_ms=1.0, occurred_at=2.0, prev_hash=GENESIS_HASH, row_hash="", stream_seq=7,
+    )  # fmt: skip
+    row = replace(row, row_hash=row_hash_of(row))
+    for field in DOCUMENTED_HASHED_FIELDS:
+        value = getattr(row, field)
         changed = value + 1 if isinstance(value, int | float) else f"{value}x"
-        assert row_hash_of(row._replace(**{field: changed})) != row.row_hash, field
-    assert row_hash_of(row._replace(prev_hash="1" * 64)) != row.row_hash
-    assert row_hash_of(row._replace(stream_seq=8)) == row.row_hash  # delivery, not content
+        assert row_hash_of(replace(row, **{field: changed})) != row.row_hash, field
+    assert row_hash_of(replace(row, prev_hash="1" * 64)) != row.row_hash
+    assert row_hash_of(replace(row, stream_seq=8)) == row.row_hash  # delivery, not content
 
 
 # -- ingestion ---------------------------------------------------------------------------------
@@ -293,7 +306,7 @@ def test_verify_catches_an_edit_that_recomputed_its_own_hash(
     store: RequestAuditStore, sql: Sql, chain: list[RequestEvent]
 ) -> None:
     [row] = [r for r in store.page(_query(ORG_A), 10) if r.event_id == chain[1].id]
-    forged = row._replace(client_addr="198.51.100.1")
+    forged = replace(row, client_addr="198.51.100.1")
     sql(
         "UPDATE ROWS SET client_addr = ?, row_hash = ? WHERE event_id = ?",
         forged.client_addr,

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from adapters.settings import Settings
 from cli.main import cli
 from projections.generations import open_generation_store
-from projections.request_audit_projection import (
+from projections.request_audit_live import (
     REQUEST_AUDIT,
     LiveRequestAuditStore,
     open_live_audit_store,

@@ -66,8 +66,13 @@ class PostgresCluster:
 
     def crash(self) -> None:
         """`pg_ctl -m immediate stop`: no shutdown checkpoint, as a crash would leave it."""
+        self.stop("immediate")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`pg_ctl -m MODE stop`: `fast` is a clean restart's stop (sessions are told, then
+        closed), `immediate` a crash's."""
         subprocess.run(
-            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"),
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "stop"),
             check=False,
             capture_output=True,
             timeout=60,

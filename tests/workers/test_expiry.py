@@ -8,13 +8,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from adapters.registry import open_registry
 from adapters.settings import Settings
 from application.history import History
 from application.registry import KeyRegistry
+from application.stores import open_registry
 from domain.actors import OPERATOR
-from domain.api_key import EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY, KeyStatus
 from domain.key_format import Environment, KeyType
+from domain.key_states import EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY, KeyStatus
 from domain.plans import Plan
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.live_key_lookup import open_key_lookup_view

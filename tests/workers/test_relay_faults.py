@@ -12,8 +12,8 @@ from pathlib import Path
 import nats
 
 from adapters.key_events import position_of
-from adapters.registry import open_registry
 from adapters.settings import Settings
+from application.stores import open_registry
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan

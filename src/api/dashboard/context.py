@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterable
+from uuid import UUID
 
-from adapters.users import open_user_directory
 from api.dashboard.security import SignInThrottle
 from api.services import Services
+from application.stores import open_user_directory
 from application.users import UserDirectory
+from domain.errors import NotFound
+
+_USER_ACTOR = "user:usr_"
 
 
 class DashboardContext:
@@ -27,6 +32,18 @@ class DashboardContext:
             if self._users is None:
                 self._users = open_user_directory(self.services.settings)
             return self._users
+
+    def people(self, actors: Iterable[str | None]) -> dict[str, str]:
+        """Actor names → what people recognize: a dashboard user's email (others left out)."""
+        names: dict[str, str] = {}
+        for actor in actors:
+            if actor and actor.startswith(_USER_ACTOR):
+                try:
+                    user = self.users.get_user(UUID(hex=actor.removeprefix(_USER_ACTOR)))
+                except (NotFound, ValueError):
+                    continue
+                names[actor] = user.email
+        return names
 
     def close(self) -> None:
         """Close the users' directory (at shutdown)."""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.di import NamedDependency, Provide
@@ -17,7 +18,8 @@ from litestar.utils.scope.state import ScopeState
 from redis.exceptions import RedisError
 
 from api.dashboard.context import DashboardContext
-from domain.access import Command, allows
+from api.dashboard.views import ErrorPage, Frame, View, flash_of, user_view
+from domain.access import KEY_CHANGES, Command, allows, authorize
 from domain.actors import UserActor
 from domain.errors import DomainError, NotFound
 from domain.user import NotAllowed, User, UserDisabled
@@ -67,25 +69,33 @@ def session_of(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return session if isinstance(session, dict) else {}
 
 
+def declared_command(request: Request[Any, Any, Any]) -> Command | None:
+    """The command the page's handler declares (`opt={"command": …}`, as `/v1` handlers do)."""
+    command = request.route_handler.opt.get("command")
+    return command if isinstance(command, Command) else None
+
+
 async def acting_user(
     request: Request[Any, Any, Any],
     dashboard: NamedDependency[DashboardContext],
     user: NamedDependency[User],
 ) -> UserActor:
-    """The signed-in user as an actor, under its organization's current plan."""
+    """The signed-in user as an actor, under its organization's current plan.
+
+    The handler's command is asked of the policy here, before any form is read, so a refusal
+    is a 403 page, never a complaint about the form; a command on one key is asked with the
+    key's facts (`key_pages.owned_key`). The registry asks again when it runs the command.
+    """
     org = await asyncio.to_thread(dashboard.services.registry.get_organization, user.org_id)
     actor = user.acting(org.permissions)
     request.state.actor = actor  # for what every page shows (the menu)
+    command = declared_command(request)
+    if command is not None and command not in KEY_CHANGES:
+        authorize(actor, command)
     return actor
 
 
 USER_DEPENDENCY = {"user": Provide(signed_in_user), "actor": Provide(acting_user)}
-
-
-def form_text(form: Any, name: str, default: str = "") -> str:
-    """A form field as text (`default` when absent or a file)."""
-    value = form.get(name, default)
-    return value if isinstance(value, str) else default
 
 
 def csrf_token(request: Request[Any, Any, Any]) -> str:
@@ -97,25 +107,27 @@ def csrf_token(request: Request[Any, Any, Any]) -> str:
 def page(
     request: Request[Any, Any, Any],
     template: str,
+    view: View | None = None,
     *,
     status_code: int = 200,
     user: User | None = None,
-    **context: Any,
 ) -> Template:
-    """`template` with what every page shows: the user, the flash message, the CSRF token."""
-    flash = session_of(request).pop("flash", None)
+    """`template` showing `view`, with the `Frame` every page shows (user, flash, CSRF token)."""
     actor = getattr(request.state, "actor", None)
+    frame = Frame(
+        user=user_view(user),
+        may_audit=isinstance(actor, UserActor) and allows(actor, Command.READ_AUDIT),
+        flash=flash_of(session_of(request).pop("flash", None)),
+        csrf_token=csrf_token(request),
+        path=request.url.path,
+    )
+    context = msgspec.structs.asdict(frame)
+    if view is not None:
+        context.update(msgspec.structs.asdict(view))
     return Template(
         template_name=template,
         status_code=status_code,
-        context={
-            "user": user,
-            "may_audit": actor is not None and allows(actor, Command.READ_AUDIT),
-            "flash": flash,
-            "csrf_token": csrf_token(request),
-            "path": request.url.path,
-            **context,
-        },
+        context=context,
         media_type=MediaType.HTML,
     )
 
@@ -141,14 +153,6 @@ def when(value: str | float | datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def actor(value: str | None) -> str:
-    """`user:usr_…` → `user usr_…`; `key:key_…` → `API key key_…`; others as they are."""
-    if not value:
-        return "—"
-    kind, _, who = value.partition(":")
-    return {"user": f"user {who}", "key": f"API key {who}"}.get(kind, value)
-
-
 def show(value: Any) -> str:
     """A changed value for people: lists joined with commas, none as `—`."""
     if value is None:
@@ -160,7 +164,7 @@ def show(value: Any) -> str:
     return str(value)
 
 
-FILTERS = {"when": when, "actor": actor, "show": show}
+FILTERS = {"when": when, "show": show}
 
 
 # -- errors as pages ---------------------------------------------------------------------------
@@ -170,15 +174,9 @@ def _error_page(
     request: Request[Any, Any, Any], status: int, title: str, message: str
 ) -> Response[Any]:
     template = "_error.html.j2" if is_htmx(request) else "error.html.j2"
-    response = page(
-        request,
-        template,
-        status_code=status,
-        title=title,
-        message=message,
-        signed_in=bool(session_of(request).get(SESSION_USER)),
-    )
-    return response
+    signed_in = bool(session_of(request).get(SESSION_USER))
+    view = ErrorPage(title=title, message=message, signed_in=signed_in)
+    return page(request, template, view, status_code=status)
 
 
 def handle_login_required(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:

@@ -14,12 +14,10 @@ from litestar.response import Redirect, Template
 from adapters.users import verify_password
 from api.context import request_context
 from api.dashboard.context import DashboardContext
-from api.dashboard.pages import (
-    SESSION_USER,
-    form_text,
-    page,
-)
+from api.dashboard.forms import form_text
+from api.dashboard.pages import SESSION_USER, page
 from api.dashboard.security import SESSION_COOKIE, SESSION_STORE
+from api.dashboard.views import LoginPage
 from domain.errors import ValidationError
 from domain.ids import USER_PREFIX, format_id
 from domain.user import normalize_email
@@ -40,7 +38,7 @@ class SessionPages(Controller):
     @get("/login")
     async def login_form(self, request: Request[Any, Any, Any]) -> Template:
         """The sign-in form."""
-        return page(request, "login.html.j2", email="", error=None)
+        return page(request, "login.html.j2", LoginPage())
 
     @post("/login", status_code=200)
     async def login(
@@ -70,13 +68,10 @@ class SessionPages(Controller):
             locked = await throttle.failed(email, address)
             if locked is not None:
                 return _refused_sign_in(request, email_text, locked)
-            return page(
-                request,
-                "login.html.j2",
-                status_code=401,
-                email=email_text,
-                error="That email and password do not match an account.",
+            failed = LoginPage(
+                email=email_text, error="That email and password do not match an account."
             )
+            return page(request, "login.html.j2", failed, status_code=401)
         # A fresh session id on sign-in: an id planted before sign-in is worth nothing.
         old_id = request.cookies.pop(SESSION_COOKIE, None)
         if old_id:
@@ -95,10 +90,5 @@ class SessionPages(Controller):
 
 def _refused_sign_in(request: Request[Any, Any, Any], email: str, seconds: int) -> Template:
     log.info("dashboard.sign_in_locked", client_addr=request_context(request.scope).client_addr)
-    return page(
-        request,
-        "login.html.j2",
-        status_code=429,
-        email=email,
-        error=f"Too many failed sign-ins. Try again in {seconds} seconds.",
-    )
+    error = f"Too many failed sign-ins. Try again in {seconds} seconds."
+    return page(request, "login.html.j2", LoginPage(email=email, error=error), status_code=429)

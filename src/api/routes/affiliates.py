@@ -14,7 +14,6 @@ from adapters.affiliates import Affiliate, decode_cursor, encode_cursor
 from api.errors import ApiError
 from api.services import Services
 from domain.access import Command
-from domain.ids import format_org_id
 from projections.key_lookup import Principal
 
 
@@ -55,7 +54,7 @@ class AffiliatesController(Controller):
             raise ApiError(422, "validation_error", "cursor: not a cursor from this API") from None
         rows = await asyncio.to_thread(
             services.affiliates.page,
-            format_org_id(principal.org_id),
+            principal.org_id_text,
             principal.env.value,
             after,
             limit + 1,
@@ -79,7 +78,7 @@ class AffiliatesController(Controller):
         principal = request.user
         affiliate = await asyncio.to_thread(
             services.affiliates.add,
-            format_org_id(principal.org_id),
+            principal.org_id_text,
             principal.env.value,
             data.name,
             data.email,
@@ -97,7 +96,7 @@ class AffiliatesController(Controller):
         principal = request.user
         affiliate = await asyncio.to_thread(
             services.affiliates.get,
-            format_org_id(principal.org_id),
+            principal.org_id_text,
             principal.env.value,
             affiliate_id,
         )

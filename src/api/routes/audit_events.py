@@ -11,9 +11,8 @@ from litestar.params import FromPath, QueryParameter
 
 from api.services import Services
 from application.history import MAX_FEED_LIMIT, History
+from application.key_management import key_ref
 from domain.access import Command
-from domain.errors import NotFound, ValidationError
-from domain.ids import parse_key_id
 from projections.key_lookup import Principal
 
 
@@ -66,10 +65,6 @@ class ApiKeyHistoryController(Controller):
         key_id: FromPath[str],
     ) -> dict[str, Any]:
         """Every lifecycle event of one of the organization's keys: who, when, what changed."""
-        try:
-            uuid = parse_key_id(key_id)
-        except ValidationError:
-            raise NotFound("no such API key") from None
-
-        events = await asyncio.to_thread(History(services.registry, request.user).key_history, uuid)
+        history = History(services.registry, request.user)
+        events = await asyncio.to_thread(history.key_history, key_ref(key_id))
         return {"object": "list", "data": events, "next_cursor": None}

@@ -30,12 +30,12 @@ from api.errors import ApiError
 from api.services import Services
 from domain.access import Command, visible_envs
 from domain.errors import ValidationError
-from domain.ids import format_org_id, parse_key_id
+from domain.ids import parse_key_id
 from domain.key_format import Environment
 from projections.key_lookup import Principal
 from projections.request_audit import NO_ORG, AuditRow
-from projections.request_audit_query import AuditQuery, RequestAuditStore
-from projections.request_audit_shared import request_audit_store_for
+from projections.request_audit_live import LiveRequestAuditStore
+from projections.request_audit_query import AuditQuery
 
 CSV = "text/csv"
 NDJSON = "application/x-ndjson"
@@ -202,7 +202,7 @@ def build_query(
     if since_ts is not None and until_ts is not None and since_ts >= until_ts:
         raise ApiError(422, "validation_error", "since must be before until")
     return AuditQuery(
-        org_id=format_org_id(principal.org_id),
+        org_id=principal.org_id_text,
         env=env,
         key_id=key_id,
         status_min=status_min,
@@ -216,7 +216,7 @@ def build_query(
 
 
 async def export_rows(
-    store: RequestAuditStore, query: AuditQuery, media_type: str
+    store: LiveRequestAuditStore, query: AuditQuery, media_type: str
 ) -> AsyncIterator[bytes]:
     """The whole filtered set, newest first, page by page (keyset on the chain sequence)."""
     first = True
@@ -274,14 +274,13 @@ class AuditRequestsController(Controller):
             env=env,
             cursor=cursor,
         )
-        # Opened once per process (tables created on first use), then shared.
-        audit_store = await asyncio.to_thread(request_audit_store_for, services.settings)
+        audit_store = services.audit
         media_type = request.accept.best_match([MediaType.JSON.value, CSV, NDJSON])
         if media_type in (CSV, NDJSON):
             suffix = "csv" if media_type == CSV else "ndjson"
             return Stream(
                 export_rows(audit_store, query, media_type),
-                media_type=f"{media_type}; charset=utf-8" if media_type == CSV else media_type,
+                media_type=media_type,  # Litestar adds `; charset=utf-8` to text types
                 headers={
                     "Content-Disposition": f'attachment; filename="audit-requests.{suffix}"',
                     "Cache-Control": "no-store",

@@ -23,7 +23,6 @@ from api.errors import ApiError, handle_api_error, handle_http
 from api.services import Services
 from application.views import iso
 from domain.access import Command
-from domain.ids import format_key_id, format_org_id
 from projections.key_lookup import Principal
 
 EVENTS_MAX_BODY_BYTES = 16 * 1024
@@ -91,9 +90,9 @@ class EventsController(Controller):
         principal = request.user
         stored = await asyncio.to_thread(
             store.add,
-            format_org_id(principal.org_id),
+            principal.org_id_text,
             principal.env.value,
-            format_key_id(principal.key_id),
+            principal.key_id_text,
             data.event,
             _encoder.encode(data.properties).decode(),
             occurred,
