@@ -59,18 +59,19 @@ def ensure_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def bind_to_master(master_pid: int) -> None:
-    """Right after fork, in a worker: stop when the master dies, even if it dies by SIGKILL."""
-    # The worker inherits the master's SIGTERM handler, which only sets an event of the
+def bind_to_master(master_pid: int, death_signal: int = signal.SIGTERM) -> None:
+    """Right after fork, in a child: stop when the master dies, even if it dies by SIGKILL."""
+    # The child inherits the master's SIGTERM handler, which only sets an event of the
     # master's: until granian installs the worker's own, a SIGTERM would be ignored.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _notice_master_death(master_pid)
+    _notice_master_death(master_pid, death_signal)
 
 
-def _notice_master_death(master_pid: int) -> None:
+def _notice_master_death(master_pid: int, death_signal: int) -> None:
     if _prctl is not None:
         # The kernel's notice is immediate and needs nothing of this process to be responsive.
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # Set by the main thread: the kernel sends each thread's own choice.
+        _prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
     if os.getppid() != master_pid:  # it died before the notice was asked for
         os._exit(1)
 
@@ -85,8 +86,8 @@ def _exit_when_orphaned(master_pid: int) -> None:
 
 def _load_app(master_pid: int, target: str) -> Any:
     # Again here for workers that were spawned rather than forked (no fork hook ran).
-    _notice_master_death(master_pid)
-    # Elsewhere than Linux the only notice; on Linux the bound on a drain that hangs.
+    _notice_master_death(master_pid, signal.SIGKILL)
+    # Elsewhere than Linux the only notice (on Linux the kernel's SIGKILL comes first).
     watch = threading.Thread(
         target=_exit_when_orphaned, args=(master_pid,), name="icodrip-master-watch", daemon=True
     )
@@ -107,8 +108,14 @@ def run_granian(
     """Serve `bootstrap.asgi:app` until interrupted (settings reach the workers via the env)."""
     master_pid = os.getpid()
     # This process is granian's master from here on: each worker it forks is bound to it
-    # before any of granian's code runs in the worker.
-    os.register_at_fork(after_in_child=functools.partial(bind_to_master, master_pid))
+    # before any of granian's code runs in the worker. An orphan is killed outright, not
+    # asked to drain: a SIGTERM can hang a granian 2.8 worker for good inside its signal
+    # handler (seen under load, starting and serving: the handler holds the GIL, so not
+    # even the orphan watch runs). Nothing answered is lost: request events are on disk
+    # before the response (ADR 0016); requests in flight fail as in any crash.
+    os.register_at_fork(
+        after_in_child=functools.partial(bind_to_master, master_pid, signal.SIGKILL)
+    )
     Server(
         "bootstrap.asgi:app",
         address=host,

@@ -95,7 +95,9 @@ def test_killing_the_serve_master_takes_its_workers_and_the_port_with_it(
 
     took = poll(lambda: not any(is_running(pid) for pid in workers), timeout=10, interval=0.1)
     left = {pid for pid in workers if is_running(pid)}
-    assert took is not None, f"workers {left} outlived their master: {serve.describe()}"
+    assert took is not None, (
+        f"workers {left} outlived their master: {serve.describe()}{serve.stacks()}"
+    )
     assert not answers(port), "the port still answers after its serve was killed"
 
 
