@@ -27,6 +27,10 @@ PR_SET_PDEATHSIG = 1
 #: How long an orphaned worker may drain after SIGTERM before it exits regardless (seconds).
 ORPHAN_GRACE = 5.0
 _PARENT_POLL = 0.5
+#: How long the master waits for a stopping worker before it kills it (seconds): above the
+#: worker's own bounded drain (publisher 5 s + NATS 5 s + exposure flags), for a worker hung
+#: in granian's SIGTERM handler (ADR 0013), whose answered requests are on disk already.
+WORKER_STOP_TIMEOUT = 30
 # Looked up in the master: a dlopen in a child forked from a process with threads could
 # wait forever on a loader lock another thread held at the fork.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
@@ -126,6 +130,7 @@ def run_granian(
         ssl_key=keyfile,
         log_level=LogLevels(log_level),
         respawn_failed_workers=True,
+        workers_kill_timeout=WORKER_STOP_TIMEOUT,
     ).serve(target_loader=functools.partial(_load_app, master_pid))
 
 
