@@ -68,10 +68,16 @@ class ApiKey(Aggregate):
         @property
         def is_old_style_expiry(self) -> bool:
             """Whether this is an expiry stored before `Expired` existed: the system's
-            revocation in an expiry's words. The one place those words are matched; the key
-            store's mapper reads such an event as an `Expired` (`application.stored_events`).
+            revocation in an expiry's words. The key store's mapper reads such an event as an
+            `Expired` (`application.stored_events`).
             """
-            return self.actor == SYSTEM.name and expiry_cause_in(self.reason) is not None
+            return self.reads_as_expiry(self.actor, self.reason)
+
+        @staticmethod
+        def reads_as_expiry(actor: str, reason: str) -> bool:
+            """Whether a revocation by `actor` for `reason` reads as an old expiry: the one
+            place those words are matched (`revoke` refuses them, so none is stored again)."""
+            return actor == SYSTEM.name and expiry_cause_in(reason) is not None
 
     class Expired(Aggregate.Event):
         """The system retired the key: its roll's grace ended, or its expiry time came.
@@ -301,7 +307,7 @@ class ApiKey(Aggregate):
         self._refuse_if_revoked("revoked again")
         if len(reason) > 500:
             raise ValidationError("the revocation reason must be at most 500 characters")
-        if actor.name == SYSTEM.name and expiry_cause_in(reason) is not None:
+        if self.Revoked.reads_as_expiry(actor.name, reason):
             # Kept apart so that a stored `Revoked` in these words is always an old expiry.
             raise ValidationError("the system retires a key with `expire`, not by revoking it")
         self._revoked(reason=reason, org_id=self.org_id, actor=actor.name)

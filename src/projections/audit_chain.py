@@ -16,7 +16,7 @@ from operator import attrgetter
 
 from msgspec.structs import replace
 
-from projections.request_audit import AuditEntry, AuditRow, ChainHead, LastUsed, Rejected
+from projections.request_audit import AuditEntry, AuditRow, ChainHead, LastUsed
 
 HASH_VERSION = "icodrip-audit-v1"
 GENESIS_HASH = "0" * 64
@@ -86,13 +86,12 @@ def row_hash_of(row: AuditRow) -> str:
 
 @dataclass(slots=True)
 class Chained:
-    """What one ingest transaction writes: rows, new heads, last-used updates, rejects (those
-    of decoding, which the store passes in)."""
+    """What one ingest transaction writes of the decoded entries: rows, new heads, last-used
+    updates (what decoding rejected, the store writes aside itself)."""
 
     rows: list[AuditRow] = field(default_factory=list)
     heads: dict[str, ChainHead] = field(default_factory=dict)
     last_used: dict[str, LastUsed] = field(default_factory=dict)
-    rejected: list[Rejected] = field(default_factory=list)
     duplicates: int = 0
     inserted: int = 0
     position: int = 0  # the highest stream sequence among the messages

@@ -16,11 +16,20 @@ from projections.key_lookup_rows import (
     EXPIRING_QUERY,
     KEY_COLUMNS,
     KEYS_QUERY,
+    KEYS_QUERY_BY_HASH,
+    ORG_COLUMNS,
     ORGS_QUERY,
+    ORGS_QUERY_BY_ID,
     key_params,
     key_record,
+    org_params,
     org_record,
 )
+
+
+def _postgres(query: str) -> SQL:
+    """A shared query (`?` placeholders, `{0}` for the table) in psycopg's terms."""
+    return SQL(query.replace("?", "%s"))
 
 
 def _stream(curs: Any, query: Composed) -> Iterator[tuple[Any, ...]]:
@@ -80,11 +89,11 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
             if changes.orgs:
                 curs.executemany(
                     SQL(
-                        "INSERT INTO {0} (org_id, plan, rate_limit) VALUES (%s, %s, %s) "
+                        "INSERT INTO {0} (" + ORG_COLUMNS + ") VALUES (%s, %s, %s) "
                         "ON CONFLICT (org_id) DO UPDATE SET plan = EXCLUDED.plan, "
                         "rate_limit = EXCLUDED.rate_limit"
                     ).format(self.orgs_table),
-                    [(o.org_id.hex, o.plan, o.rate_limit) for o in changes.orgs.values()],
+                    [org_params(o) for o in changes.orgs.values()],
                 )
             self._insert_tracking(curs, tracking)
 
@@ -103,22 +112,12 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
 
     def find(self, key_hash: str) -> tuple[KeyRecord, OrgRecord | None] | None:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                SQL("SELECT " + KEY_COLUMNS + " FROM {0} WHERE key_hash = %s").format(
-                    self.keys_table
-                ),
-                (key_hash,),
-            )
+            curs.execute(_postgres(KEYS_QUERY_BY_HASH).format(self.keys_table), (key_hash,))
             row = curs.fetchone()
             if row is None:
                 return None
             key = key_record(row.values())
-            curs.execute(
-                SQL("SELECT org_id, plan, rate_limit FROM {0} WHERE org_id = %s").format(
-                    self.orgs_table
-                ),
-                (key.org_id.hex,),
-            )
+            curs.execute(_postgres(ORGS_QUERY_BY_ID).format(self.orgs_table), (key.org_id.hex,))
             org_row = curs.fetchone()
         return key, None if org_row is None else org_record(org_row.values())
 

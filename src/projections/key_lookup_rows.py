@@ -15,7 +15,11 @@ KEY_COLUMNS = (
 )
 
 KEYS_QUERY = "SELECT " + KEY_COLUMNS + " FROM {0}"
-ORGS_QUERY = "SELECT org_id, plan, rate_limit FROM {0}"
+ORG_COLUMNS = "org_id, plan, rate_limit"
+
+KEYS_QUERY_BY_HASH = KEYS_QUERY + " WHERE key_hash = ?"
+ORGS_QUERY = "SELECT " + ORG_COLUMNS + " FROM {0}"
+ORGS_QUERY_BY_ID = ORGS_QUERY + " WHERE org_id = ?"
 EXPIRING_QUERY = "SELECT key_id, expires_at FROM {0} WHERE expires_at IS NOT NULL AND NOT revoked"
 
 
@@ -58,6 +62,11 @@ def key_record(row: Iterable[Any]) -> KeyRecord:
         allowed_ips=tuple(json.loads(ips)) if ips else (),
         expired=bool(expired),  # NULL in rows written before the column existed
     )
+
+
+def org_params(record: OrgRecord) -> tuple[Any, ...]:
+    """An org record as the row values `ORG_COLUMNS` names."""
+    return (record.org_id.hex, record.plan, record.rate_limit)
 
 
 def org_record(row: Iterable[Any]) -> OrgRecord:

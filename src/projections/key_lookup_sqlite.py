@@ -13,9 +13,13 @@ from projections.key_lookup_rows import (
     EXPIRING_QUERY,
     KEY_COLUMNS,
     KEYS_QUERY,
+    KEYS_QUERY_BY_HASH,
+    ORG_COLUMNS,
     ORGS_QUERY,
+    ORGS_QUERY_BY_ID,
     key_params,
     key_record,
+    org_params,
     org_record,
 )
 
@@ -53,8 +57,8 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
                 [key_params(k) for k in changes.keys.values()],
             )
             c.executemany(
-                "INSERT OR REPLACE INTO lookup_orgs (org_id, plan, rate_limit) VALUES (?, ?, ?)",
-                [(o.org_id.hex, o.plan, o.rate_limit) for o in changes.orgs.values()],
+                f"INSERT OR REPLACE INTO lookup_orgs ({ORG_COLUMNS}) VALUES (?, ?, ?)",
+                [org_params(o) for o in changes.orgs.values()],
             )
             self._insert_tracking(c, tracking)
 
@@ -74,18 +78,12 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
 
     def find(self, key_hash: str) -> tuple[KeyRecord, OrgRecord | None] | None:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT {KEY_COLUMNS} FROM lookup_keys WHERE key_hash = ?",
-                (key_hash,),
-            )
+            c.execute(KEYS_QUERY_BY_HASH.format("lookup_keys"), (key_hash,))
             row = c.fetchone()
             if row is None:
                 return None
             key = key_record(tuple(row))
-            c.execute(
-                "SELECT org_id, plan, rate_limit FROM lookup_orgs WHERE org_id = ?",
-                (key.org_id.hex,),
-            )
+            c.execute(ORGS_QUERY_BY_ID.format("lookup_orgs"), (key.org_id.hex,))
             org_row = c.fetchone()
         return key, None if org_row is None else org_record(tuple(org_row))
 

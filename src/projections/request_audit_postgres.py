@@ -28,7 +28,6 @@ from projections.request_audit import (
     Decoded,
     LastUsed,
     Message,
-    Rejected,
     as_columns,
     decode_messages,
     event_ids,
@@ -191,13 +190,13 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
                 # does): insert optimistically, and let the UNIQUE constraint say otherwise.
                 try:
                     with conn.transaction():  # a savepoint
-                        chained = self._copy(cur, decoded, rejected, dict(heads), set())
+                        chained = self._copy(cur, decoded, dict(heads), set())
                 except psycopg.errors.UniqueViolation:
                     chained = None
             if chained is None:
                 ids = list(dict.fromkeys(event_ids(decoded)))
                 known = {r[0] for r in cur.execute(self._select_known, (ids,))} if ids else set()
-                chained = self._copy(cur, decoded, rejected, heads, known)
+                chained = self._copy(cur, decoded, heads, known)
             if chained.heads:
                 items = list(chained.heads.items())
                 cur.execute(
@@ -214,10 +213,10 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
                     self._upsert_last_used,
                     ([k for k, _ in used], [u.at for _, u in used], [u.addr for _, u in used]),
                 )
-            if chained.rejected:
+            if rejected:
                 cur.executemany(
                     self._insert_rejects,
-                    [(r.stream_seq, r.item, r.reason, r.payload) for r in chained.rejected],
+                    [(r.stream_seq, r.item, r.reason, r.payload) for r in rejected],
                 )
             position = max([chained.position, *(m.stream_seq for m in messages)])
             tracking_cursor = conn.cursor()
@@ -225,18 +224,17 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
             if position > current:
                 self._insert_tracking(tracking_cursor, Tracking(AUDIT_STREAM, position))
         return IngestResult(
-            chained.inserted, chained.duplicates, len(chained.rejected), max(position, current)
+            chained.inserted, chained.duplicates, len(rejected), max(position, current)
         )
 
     def _copy(
         self,
         cur: Any,
         decoded: Decoded,
-        rejected: list[Rejected],
         heads: dict[str, ChainHead],
         known: set[str],
     ) -> Chained:
-        chained = Chained(rejected=list(rejected))
+        chained = Chained()
         rows = AuditChainer(heads, known).rows(decoded, chained)
         # Big batches stream in chunks from a writer thread: PostgreSQL inserts one while the
         # next is hashed. A small batch (the steady state under live traffic) is not worth

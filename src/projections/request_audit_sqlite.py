@@ -101,7 +101,6 @@ class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
                 )
             }
             chained = AuditChainer(heads, known).chain(decoded)
-            chained.rejected[:0] = rejected
             placeholders = ", ".join("?" * len(COLUMNS))
             c.executemany(
                 f"INSERT INTO {t}_rows ({COLUMN_LIST}) VALUES ({placeholders})",
@@ -121,14 +120,14 @@ class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
             c.executemany(
                 f"INSERT OR IGNORE INTO {t}_rejects (stream_seq, item, reason, payload) "
                 "VALUES (?, ?, ?, ?)",
-                [(r.stream_seq, r.item, r.reason, r.payload) for r in chained.rejected],
+                [(r.stream_seq, r.item, r.reason, r.payload) for r in rejected],
             )
             position = max([chained.position, *(m.stream_seq for m in messages)])
             current = self._max_tracking_id(AUDIT_STREAM, c) or 0
             if position > current:
                 self._insert_tracking(c, Tracking(AUDIT_STREAM, position))
         return IngestResult(
-            len(chained.rows), chained.duplicates, len(chained.rejected), max(position, current)
+            len(chained.rows), chained.duplicates, len(rejected), max(position, current)
         )
 
     def position(self) -> int:

@@ -36,6 +36,7 @@ from application.registry import IssuedKey
 from application.stores import open_user_directory
 from bootstrap.api import api_process
 from dashboard.asgi import PASSWORD, csrf_token_in
+from domain.access import Command
 from domain.actors import OPERATOR, UserActor
 from domain.ids import format_org_id
 from domain.key_format import Environment, KeyType
@@ -216,6 +217,20 @@ def test_every_v1_handler_names_its_command(api: Api) -> None:
             if set(handler.http_methods) == {"OPTIONS"}:
                 continue  # Litestar's own answer to OPTIONS (CORS preflights)
             assert "command" in handler.opt, f"{route.path}: declare opt={{'command': …}}"
+
+
+def test_every_dashboard_action_names_its_command(api: Api) -> None:
+    for route in api.process.litestar.routes:
+        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path).rstrip("/") or "/"
+        if not path.startswith("/dashboard"):
+            continue
+        for handler in getattr(route, "route_handlers", ()):
+            actions = {(m, path) for m in handler.http_methods if m != "OPTIONS"}
+            if not actions or actions <= NOT_ACTIONS.keys():
+                continue
+            assert isinstance(handler.opt.get("command"), Command), (
+                f"{sorted(actions)}: a dashboard action declares opt={{'command': …}}"
+            )
 
 
 # -- the actors and their targets ----------------------------------------------------------
