@@ -29,14 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from adapters.settings import Settings
 from application.registry import utc_now
 from application.stores import open_registry
+from bootstrap.projections import assemble_projections
 from domain.actors import OPERATOR
 from domain.api_key import ApiKey
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
 from projections.key_lookup import KeyLookup
-from projections.key_lookup_projection import KeyLookupProjection
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.live_key_lookup import open_key_lookup_view
+from projections.live_key_lookup import KEY_LOOKUP, open_key_lookup_view
 
 CHUNK = 500
 
@@ -120,7 +120,7 @@ def main() -> None:
                 last[0] = now
                 print(f"\r  rebuilding: {p.position:,}/{p.target:,}", end="", file=sys.stderr)  # type: ignore[attr-defined]
 
-        report = KeyLookupProjection().rebuild(settings, progress=progress, grace=0.0)
+        report = assemble_projections(settings)[KEY_LOOKUP].rebuild(progress=progress, grace=0.0)
         print(file=sys.stderr)
         print(f"\n{args.keys:,} keys in {args.keys // args.keys_per_org} orgs; {events:,} events\n")
         print("| step | seconds | events/s |")

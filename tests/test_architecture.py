@@ -130,6 +130,7 @@ def test_imports_are_at_the_top_of_a_module_not_hidden_in_functions() -> None:
 #: sequence are handed their stores; persistence and messaging live beside them.)
 PURE_READ_MODEL_MODULES = (
     "projections.key_lookup",
+    "projections.key_listing",
     "projections.key_lookup_compact",
     "projections.key_lookup_rows",
     "projections.audit_chain",
@@ -176,6 +177,40 @@ def test_the_read_models_pure_parts_do_no_io() -> None:
                 if library_io or ours_io:
                     impure.add(f"{module}:{line} imports {name} (reached from {pure})")
     assert sorted(impure) == []
+
+
+#: The packages that are handed their stores, never open one: the composition root
+#: (`bootstrap`) opens them from settings.
+HANDED_THEIR_STORES = ("workers",)
+#: The modules that open stores from settings.
+STORE_OPENERS = (
+    "application.stores",
+    "projections.generation_store",
+    "projections.key_lookup_view",
+    "projections.live_key_lookup",
+    "projections.request_audit_live",
+    "projections.request_audit_store",
+)
+
+
+def test_workers_and_projections_operations_open_no_store_of_their_own() -> None:
+    handed = [
+        module
+        for module in MODULES
+        if module.startswith(tuple(f"{p}." for p in HANDED_THEIR_STORES))
+        or module.endswith("_projection")
+    ]
+    opening = sorted(
+        f"{MODULES[module].relative_to(SRC)}:{node.lineno} imports {target}"
+        for module in handed
+        for node, target, _ in _imports(MODULES[module])
+        if target in STORE_OPENERS
+        and not (
+            isinstance(node, ast.ImportFrom)
+            and all(not alias.name.startswith("open_") for alias in node.names)
+        )
+    )
+    assert opening == []
 
 
 def test_no_module_is_longer_than_one_sitting() -> None:

@@ -12,9 +12,18 @@ import structlog
 
 from adapters.rate_limiter import RateLimiter
 from api.context import RequestContext, request_context
-from api.errors import ApiError, domain_error_status, send_error, unauthorized
+from api.errors import (
+    STORE_ERRORS,
+    ApiError,
+    domain_error_status,
+    internal_error,
+    send_error,
+    store_unavailable,
+    unauthorized,
+)
 from api.exposure import ExposureFlagger
 from api.key_mirror import KeyMirror
+from api.store_health import StoreHealth
 from domain.access import Command, authorize
 from domain.errors import DomainError
 from domain.key_format import KeyType, MalformedKey, hash_key, parse_key, redact_keys
@@ -47,6 +56,8 @@ class KeyGate:
     admitted request reaches it with the principal in `scope["user"]` (Litestar's
     `request.user`). `route_command(path, method)` (`api.app.route_commands`) tells what each
     route needs: `NO_KEY`, a `Command`, `None` (any valid key) or `UNDECLARED` (refused, 500).
+    A failure on the way (the store unreachable on a mirror miss) is answered as Litestar's
+    own handlers would: 503 `store_unavailable` (and the store marked down), else 500.
     """
 
     def __init__(
@@ -55,10 +66,12 @@ class KeyGate:
         *,
         authenticator: KeyAuthenticator,
         route_command: Callable[[str, str], object],
+        store_health: StoreHealth | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.route_command = route_command
+        self.store_health = store_health
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -92,8 +105,25 @@ class KeyGate:
                         None,
                     )
                     return
+                except Exception as failure:
+                    await self._fail(send, context, failure)
+                    return
                 scope["user"] = principal
         await self.app(scope, receive, send)
+
+    async def _fail(self, send: Any, context: RequestContext, failure: Exception) -> None:
+        error = type(failure).__name__
+        if isinstance(failure, STORE_ERRORS):
+            log.warning("api.store_unavailable", error=error, request_id=context.request_id)
+            if self.store_health is not None:  # later misses answer at once until it is back
+                self.store_health.mark_down()
+            answer = store_unavailable()
+        else:
+            log.error("api.unhandled_error", error=error, request_id=context.request_id)
+            answer = internal_error()
+        await _refuse(
+            send, context, answer.status_code, answer.code, str(answer.detail), answer.headers
+        )
 
 
 async def _refuse(
@@ -123,11 +153,13 @@ class KeyAuthenticator:
         limiter: RateLimiter,
         pepper: bytes,
         exposure: ExposureFlagger | None = None,
+        store_health: StoreHealth | None = None,
     ) -> None:
         self.mirror = mirror
         self.limiter = limiter
         self.pepper = pepper
         self.exposure = exposure
+        self.store_health = store_health
         self._known: dict[str, tuple[KeyRecord, Principal]] = {}
         mirror.listeners.append(self._forget)
 
@@ -167,7 +199,7 @@ class KeyAuthenticator:
                 await self._count_failure(context.client_addr)
                 raise unauthorized("malformed_api_key", error.message) from None
             context.key_hint = parsed.hint
-            record = self.mirror.get(key_hash) or await self.mirror.find(key_hash)
+            record = self.mirror.get(key_hash) or await self._find(key_hash)
             if record is None:
                 await self._count_failure(context.client_addr)
                 raise unauthorized("invalid_api_key", "this API key is not valid")
@@ -213,6 +245,13 @@ class KeyAuthenticator:
             )
         context.rate_limit = decision
         return principal
+
+    async def _find(self, key_hash: str) -> KeyRecord | None:
+        """A key the mirror lacks, from the durable view; while the store is down, 503 at once
+        (rather than a thread held for the store's half-minute of retries)."""
+        if self.store_health is not None and self.store_health.down:
+            raise store_unavailable()
+        return await self.mirror.find(key_hash)
 
     def _refuse_misuse(
         self,

@@ -47,6 +47,32 @@ class ApiError(HTTPException):
         self.code = code
 
 
+#: What an unreachable event store or read model raises (PostgreSQL down, pool exhausted).
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    StoreOperationalError,
+    StoreInterfaceError,
+    psycopg.OperationalError,  # psycopg_pool.PoolTimeout included
+    psycopg.InterfaceError,
+)
+
+
+def store_unavailable() -> ApiError:
+    """503 `store_unavailable`, with the Retry-After every store outage answers with."""
+    return ApiError(
+        503,
+        "store_unavailable",
+        "the key store is unavailable right now; retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
+def internal_error() -> ApiError:
+    """500 `internal_error`: a failure of ours, told without its details."""
+    return ApiError(
+        HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "something went wrong on our side"
+    )
+
+
 def unauthorized(code: str, message: str) -> ApiError:
     """401 with the `WWW-Authenticate: Bearer` challenge the contract promises."""
     challenge = f'Bearer realm="icodrip", error="invalid_token", error_description="{code}"'
@@ -159,23 +185,12 @@ def handle_store_unavailable(
     health = getattr(request.app.state, "store_health", None)
     if health is not None:  # answer the next requests at once, until the store is back
         health.mark_down()
-    return _respond(
-        request,
-        503,
-        "store_unavailable",
-        "the key store is unavailable right now; retry shortly",
-        {"Retry-After": "5"},
-    )
+    return handle_api_error(request, store_unavailable())
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.error("api.unhandled_error", error=type(exc).__name__, request_id=_request_id(request))
-    return _respond(
-        request,
-        HTTP_500_INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "something went wrong on our side",
-    )
+    return handle_api_error(request, internal_error())
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
@@ -183,9 +198,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DomainError: handle_domain_error,
     ValidationException: handle_validation,
     HTTPException: handle_http,
-    StoreOperationalError: handle_store_unavailable,
-    StoreInterfaceError: handle_store_unavailable,
-    psycopg.OperationalError: handle_store_unavailable,  # psycopg_pool.PoolTimeout included
-    psycopg.InterfaceError: handle_store_unavailable,
+    **dict.fromkeys(STORE_ERRORS, handle_store_unavailable),
     Exception: handle_unexpected,
 }

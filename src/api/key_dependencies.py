@@ -35,6 +35,10 @@ def provide_key_management(unavailable: str) -> Provide:
     """A `KeyManagement` over the app's services per request; last-use failures logged so."""
 
     def key_management(services: NamedDependency[Services]) -> KeyManagement:
-        return KeyManagement(services.registry, last_use_reader(services, unavailable))
+        return KeyManagement(
+            services.registry,
+            last_use_reader(services, unavailable),
+            services.listing.keys,
+        )
 
     return Provide(key_management, sync_to_thread=False)

@@ -36,6 +36,7 @@ class ApiProcess:
         self.litestar: Litestar = create_app(
             services, on_startup=[self.start], on_shutdown=[self.stop]
         )
+        store_health = self.litestar.state.store_health
         gate = KeyGate(
             self.litestar,
             authenticator=KeyAuthenticator(
@@ -43,8 +44,10 @@ class ApiProcess:
                 limiter=services.limiter,
                 pepper=settings.key_pepper,
                 exposure=services.exposure,
+                store_health=store_health,
             ),
             route_command=route_commands(self.litestar),
+            store_health=store_health,
         )
         self.app = EdgeMiddleware(
             CorsMiddleware(gate, mirror=services.mirror),

@@ -15,6 +15,7 @@ from api.exposure import ExposureFlagger
 from api.key_cards import KeyCards
 from api.key_mirror import KeyMirror
 from application.registry import KeyRegistry
+from projections.key_listing_reader import KeyListingReader
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import LiveRequestAuditStore
 
@@ -30,6 +31,7 @@ class Services:
     settings: Settings
     registry: KeyRegistry
     key_lookup: LiveKeyLookupView
+    listing: KeyListingReader
     mirror: KeyMirror
     limiter: RateLimiter
     affiliates: AffiliateStore

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from api.errors import ApiError
+from api.errors import store_unavailable
 
 log = structlog.get_logger()
 
@@ -72,9 +72,4 @@ class StoreHealth:
     async def gate(self, request: Any) -> None:
         """Litestar `before_request`: 503 at once for API handlers while the store is down."""
         if self.down_since is not None and request.scope["path"].startswith(GATED_PREFIX):
-            raise ApiError(
-                503,
-                "store_unavailable",
-                "the key store is unavailable right now; retry shortly",
-                headers={"Retry-After": "5"},
-            )
+            raise store_unavailable()

@@ -6,8 +6,8 @@ what it reads in the same attempt. The last use comes from a read model this lay
 know (`LastUseReader`, given by the caller); a reader that cannot answer returns nothing, so
 keys still list while the audit model is away.
 
-Keys are read one aggregate at a time (`KeyRegistry.keys_for`); a listing read model would
-take the place of `org_keys`' loop without changing its callers.
+A listing reads its keys through a `KeyReader`: the key listing read model where the caller
+has one (`projections.key_listing_reader`, ADR 0021), else one aggregate load per key.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class KeyUse(Protocol):
 
 #: The last use of each of these keys (a key never used, or not yet seen, is absent).
 LastUseReader = Callable[[list[UUID]], Mapping[UUID, KeyUse]]
+
+
+#: These keys, in this order, as loading each would give.
+KeyReader = Callable[[Sequence[UUID]], list[ApiKey]]
 
 
 def no_last_use(key_ids: list[UUID]) -> Mapping[UUID, KeyUse]:
@@ -130,16 +134,22 @@ def expiry_after(days: int, now: datetime) -> datetime | None:
 class KeyManagement:
     """An organization's keys as people and scripts manage them, for one actor per call."""
 
-    def __init__(self, registry: KeyRegistry, last_use: LastUseReader = no_last_use) -> None:
+    def __init__(
+        self,
+        registry: KeyRegistry,
+        last_use: LastUseReader = no_last_use,
+        read_keys: KeyReader | None = None,
+    ) -> None:
         self.registry = registry
         self._last_use = last_use
+        self._read_keys = read_keys or (lambda ids: [registry.get_key(i) for i in ids])
 
     # -- reads ---------------------------------------------------------------------------
 
     def org_keys(self, actor: Actor, org_id: UUID, *, with_use: bool = True) -> OrgKeys:
         """The organization and the keys of it `actor` may see, oldest first, with last use."""
-        org = self.registry.get_organization(org_id)
-        keys = self.registry.keys_for(actor, org.id)
+        org = self.registry.readable_org(actor, org_id)
+        keys = self.registry.visible_keys(actor, org, self._read_keys(org.key_ids))
         used = self._last_use([k.id for k in keys]) if with_use and keys else {}
         return OrgKeys(org, tuple(ManagedKey(k, org, used.get(k.id)) for k in keys))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -308,9 +308,17 @@ class KeyRegistry(Application[UUID]):
 
     def keys_for(self, actor: Actor, org_id: UUID) -> list[ApiKey]:
         """The organization's keys that `actor` may see, oldest first."""
+        org = self.readable_org(actor, org_id)
+        return self.visible_keys(actor, org, [self.get_key(key_id) for key_id in org.key_ids])
+
+    def readable_org(self, actor: Actor, org_id: UUID) -> Organization:
+        """The organization whose keys `actor` asks to list (the policy asked first)."""
         authorize(actor, Command.READ_KEYS, org_id=org_id)
-        org = self.get_organization(org_id)
-        keys = [self.get_key(key_id) for key_id in org.key_ids]
+        return self.get_organization(org_id)
+
+    @staticmethod
+    def visible_keys(actor: Actor, org: Organization, keys: Iterable[ApiKey]) -> list[ApiKey]:
+        """Of these keys of `org` (however read), those `actor` may see."""
         return [key for key in keys if sees(actor, KeyFacts.of(key, org))]
 
     def facts(self, key: ApiKey) -> KeyFacts:

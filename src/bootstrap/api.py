@@ -24,6 +24,7 @@ from api.key_mirror import KeyMirror
 from api.process import ApiProcess
 from api.services import Services
 from application.stores import open_registry
+from projections.key_listing_reader import KeyListingReader
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import LiveRequestAuditStore
 
@@ -55,6 +56,7 @@ def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) ->
             settings=settings,
             registry=registry,
             key_lookup=key_lookup,
+            listing=KeyListingReader(registry, key_lookup),
             mirror=mirror,
             limiter=rate_limiter_for(settings.redis_url, fail_closed=rate_limit_fail_closed),
             affiliates=affiliates,

@@ -20,6 +20,7 @@ from adapters.tls import ensure_self_signed
 from adapters.users import hash_password
 from application.stores import open_registry, open_user_directory
 from application.views import organization_view
+from bootstrap.workers import run_workers
 from cli.serve import bind_to_master, ensure_port_free, run_granian
 from domain.actors import OPERATOR
 from domain.ids import format_key_id, format_org_id
@@ -28,7 +29,6 @@ from domain.plans import Plan
 from domain.user import Role
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import open_live_audit_store
-from workers.runner import run_workers
 
 
 def create_read_models(settings: Settings) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bootstrap.projections import PROJECTIONS
+from bootstrap.projections import PROJECTION_NAMES, assemble_projections
 from cli.common import CliError, Group, emit, friendly_errors, json_option, settings_from
 from projections.generations import RebuildInProgress, SwitchConflict
 from projections.rebuilds import DEFAULT_GRACE_SECONDS, RebuildProgress
@@ -61,9 +61,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     settings = settings_from(ctx)
     documents: list[dict[str, Any]] = []
-    for projection in PROJECTIONS.values():
+    for projection in assemble_projections(settings).values():
         try:
-            documents.append(projection.status(settings).to_dict())
+            documents.append(projection.status().to_dict())
         except Exception as error:  # one broken projection must not hide the others
             documents.append({"name": projection.name, "error": f"{type(error).__name__}"})
 
@@ -144,7 +144,7 @@ class _Progress:
     "rebuild",
     epilog="Example: icodrip projections rebuild key-lookup",
 )
-@click.argument("name", type=click.Choice(sorted(PROJECTIONS)))
+@click.argument("name", type=click.Choice(sorted(PROJECTION_NAMES)))
 @click.option(
     "--grace",
     type=click.FloatRange(min=0),
@@ -172,7 +172,7 @@ def rebuild(
     Progress (events/s, ETA) goes to stderr.
     """
     settings = settings_from(ctx)
-    projection = PROJECTIONS[name]
+    projection = assemble_projections(settings)[name]
     reporter = _Progress(name)
     last: list[RebuildProgress] = []
 
@@ -182,7 +182,7 @@ def rebuild(
 
     try:
         report = projection.rebuild(
-            settings, progress=progress, grace=grace, batch_size=batch_size, force=force
+            progress=progress, grace=grace, batch_size=batch_size, force=force
         )
     except (RebuildInProgress, SwitchConflict) as error:
         raise CliError(str(error), "rebuild_refused") from error

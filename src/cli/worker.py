@@ -9,7 +9,7 @@ import click
 
 from adapters.logging import configure_logging
 from adapters.settings import Settings
-from workers.runner import WORKERS, run_workers
+from bootstrap.workers import WORKERS, run_workers
 
 
 @click.command(

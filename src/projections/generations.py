@@ -2,8 +2,9 @@
 
 Generation 1 of the key lookup is the view `KeyLookup`, generation n is `KeyLookup_g<n>`. The
 pointer (one row per projection) also records which generation a rebuild is building and the
-last error; `GenerationStore` keeps it in `projections.sqlite3` in the data dir (embedded) or
-in the PostgreSQL table `icodrip_projections`.
+last error; `GenerationStore` keeps it in `projections.sqlite3` in the data dir (embedded,
+`generations_sqlite`) or in the PostgreSQL table `icodrip_projections` (`generations_postgres`);
+`generation_store.open_generation_store` opens the one the settings name.
 
 The same store keeps the workers' heartbeats (`icodrip_workers`, one row per worker and
 process, written every `HEARTBEAT_SECONDS`), so `icodrip projections status` can tell whether
@@ -12,21 +13,12 @@ the worker that keeps each projection current is running (ADR 0014).
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from contextlib import closing, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-import psycopg
-
-from adapters.event_store import schema_lock
-from adapters.private_files import private_sqlite
-from adapters.settings import Settings
 
 #: How often a reader re-reads the pointer (a rebuild waits longer before removing a copy).
 POINTER_CHECK_SECONDS = 1.0
@@ -291,63 +283,3 @@ class GenerationStore(ABC):
             "WHERE projection = ? AND last_error IS NOT NULL",
             (projection,),
         )
-
-
-class SQLiteGenerationStore(GenerationStore):
-    """`projections.sqlite3` in the data dir; one short connection per statement."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-
-    def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
-        with closing(sqlite3.connect(private_sqlite(self.path), timeout=10)) as conn, conn:
-            cursor = conn.execute(sql, tuple(params))
-            return [tuple(row) for row in cursor.fetchall()], cursor.rowcount
-
-
-class PostgresGenerationStore(GenerationStore):
-    """The table `icodrip_projections` in the store's database; one connection, reopened on loss."""
-
-    def __init__(self, database_url: str) -> None:
-        super().__init__()
-        self.database_url = database_url
-        self._conn: Any = None
-        self._lock = threading.Lock()
-
-    def _connection(self) -> Any:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
-        return self._conn
-
-    def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
-        statement = sql.replace("?", "%s")
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    cursor = self._connection().execute(statement, tuple(params))
-                    rows = cursor.fetchall() if cursor.description else []
-                    return [tuple(r) for r in rows], cursor.rowcount
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    self.close_locked()
-                    if attempt == 2:
-                        raise
-        raise AssertionError("unreachable")
-
-    def close_locked(self) -> None:
-        if self._conn is not None:
-            with suppress(Exception):
-                self._conn.close()
-            self._conn = None
-
-    def close(self) -> None:
-        with self._lock:
-            self.close_locked()
-
-
-def open_generation_store(settings: Settings) -> GenerationStore:
-    """The pointer store on the backend the settings name."""
-    if settings.database_url is None:
-        return SQLiteGenerationStore(settings.data_dir / "projections.sqlite3")
-    with schema_lock(settings):
-        return PostgresGenerationStore(settings.database_url)

@@ -83,9 +83,11 @@ class Changes:
 
     keys: dict[UUID, KeyRecord] = field(default_factory=dict)
     orgs: dict[UUID, OrgRecord] = field(default_factory=dict)
+    #: The listing's states of the keys the batch changed (`projections.key_listing`).
+    states: dict[UUID, bytes] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.keys or self.orgs)
+        return bool(self.keys or self.orgs or self.states)
 
 
 def _timestamp(moment: datetime | None) -> float | None:

@@ -49,6 +49,7 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
         schema = Identifier(self.datastore.schema)
         self.keys_table = SQL("{0}.{1}").format(schema, Identifier(f"{prefix}_keys"))
         self.orgs_table = SQL("{0}.{1}").format(schema, Identifier(f"{prefix}_orgs"))
+        self.states_table = SQL("{0}.{1}").format(schema, Identifier(f"{prefix}_key_states"))
         self.sql_create_statements.extend(
             [
                 SQL(
@@ -62,6 +63,9 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
                     "CREATE TABLE IF NOT EXISTS {0} (org_id text PRIMARY KEY, "
                     "plan text NOT NULL, rate_limit integer NOT NULL)"
                 ).format(self.orgs_table),
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {0} (key_id text PRIMARY KEY, state bytea NOT NULL)"
+                ).format(self.states_table),
                 # Views created before per-key IP allowlists (NULL = from anywhere).
                 SQL("ALTER TABLE {0} ADD COLUMN IF NOT EXISTS allowed_ips text").format(
                     self.keys_table
@@ -95,6 +99,14 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
                     ).format(self.orgs_table),
                     [org_params(o) for o in changes.orgs.values()],
                 )
+            if changes.states:
+                curs.executemany(
+                    SQL(
+                        "INSERT INTO {0} (key_id, state) VALUES (%s, %s) "
+                        "ON CONFLICT (key_id) DO UPDATE SET state = EXCLUDED.state"
+                    ).format(self.states_table),
+                    [(key_id.hex, state) for key_id, state in changes.states.items()],
+                )
             self._insert_tracking(curs, tracking)
 
     def load(self, application_name: str, into: KeyLookup | None = None) -> KeyLookup:
@@ -120,6 +132,21 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
             curs.execute(_postgres(ORGS_QUERY_BY_ID).format(self.orgs_table), (key.org_id.hex,))
             org_row = curs.fetchone()
         return key, None if org_row is None else org_record(org_row.values())
+
+    def key_states(
+        self, application_name: str, key_ids: list[UUID]
+    ) -> tuple[int, dict[UUID, bytes]]:
+        """The view's position, then the listing's state of each of these keys it holds."""
+        with self.datastore.transaction(commit=False) as curs:
+            position = self._max_tracking_id(application_name, curs) or 0
+            curs.execute(
+                SQL("SELECT key_id, state FROM {0} WHERE key_id = ANY(%s)").format(
+                    self.states_table
+                ),
+                ([key_id.hex for key_id in key_ids],),
+            )
+            rows = curs.fetchall()
+        return position, {UUID(hex=row["key_id"]): bytes(row["state"]) for row in rows}
 
     def count(self) -> int:
         with self.datastore.transaction(commit=False) as curs:

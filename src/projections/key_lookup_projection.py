@@ -1,28 +1,20 @@
 """The key lookup as a projection operators can inspect and rebuild without downtime.
 
 `KeyLookupProjection.rebuild` folds the event store into the next generation beside the live
-one, switches the pointer, then removes the old copy with `drop_key_lookup_view`.
+one, switches the pointer, then removes the old copy. It opens nothing itself: the stores
+come as openers from the composition root (`bootstrap.projections`).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import cast
+from collections.abc import Callable
 
-from psycopg.sql import SQL, Identifier
-
-from adapters.settings import Settings
-from application.stores import open_registry
-from projections.generations import Generation, open_generation_store
+from application.registry import KeyRegistry
+from projections.generations import Generation, GenerationStore
 from projections.key_lookup import KeyLookup
-from projections.key_lookup_postgres import PostgresKeyLookupView
 from projections.key_lookup_updater import KeyLookupUpdater
-from projections.key_lookup_view import (
-    KeyLookupView,
-    close_key_lookup_view,
-    open_named_key_lookup_view,
-)
+from projections.key_lookup_view import KeyLookupView, close_key_lookup_view
 from projections.live_key_lookup import KEY_LOOKUP, KEY_LOOKUP_VIEW
 from projections.rebuild_sequence import BuiltCopy, rebuild_generation
 from projections.rebuilds import (
@@ -35,39 +27,33 @@ from projections.rebuilds import (
 )
 
 
-def drop_key_lookup_view(settings: Settings, name: str) -> None:
-    """Remove the durable key-lookup copy `name` (its file, or its three tables)."""
-    if settings.is_embedded:
-        base = settings.data_dir / f"{name.lower()}.sqlite3"
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{base}{suffix}").unlink(missing_ok=True)
-        return
-    view = cast(PostgresKeyLookupView, open_named_key_lookup_view(settings, name))
-    try:
-        tracking = SQL("{0}.{1}").format(
-            Identifier(view.datastore.schema), Identifier(view.tracking_table_name)
-        )
-        with view.datastore.transaction(commit=True) as curs:
-            for table in (view.keys_table, view.orgs_table, tracking):
-                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(table))
-    finally:
-        close_key_lookup_view(view)
-
-
 class KeyLookupProjection:
     """The hashed-key lookup: event store → `KeyLookup*` views (and every API mirror)."""
 
     name = KEY_LOOKUP
-    description = "key hash → key and org records; authenticates every API request"
+    description = "key hash → key and org records, key listing; authenticates every request"
     worker = "key-lookup"
 
-    def status(self, settings: Settings) -> ProjectionStatus:
-        store = open_generation_store(settings)
-        registry = open_registry(settings)
+    def __init__(
+        self,
+        *,
+        pointers: Callable[[], GenerationStore],
+        registry: Callable[[], KeyRegistry],
+        view: Callable[[str], KeyLookupView],
+        drop: Callable[[str], None],
+    ) -> None:
+        self._pointers = pointers
+        self._registry = registry
+        self._view = view
+        self._drop = drop
+
+    def status(self) -> ProjectionStatus:
+        store = self._pointers()
+        registry = self._registry()
         view: KeyLookupView | None = None
         try:
             record = store.record(KEY_LOOKUP, KEY_LOOKUP_VIEW)
-            view = open_named_key_lookup_view(settings, record.live.view_name)
+            view = self._view(record.live.view_name)
             position = view.max_tracking_id(registry.name) or 0
             rows = view.count()
             head = registry.recorder.max_notification_id() or 0
@@ -89,7 +75,6 @@ class KeyLookupProjection:
 
     def rebuild(
         self,
-        settings: Settings,
         *,
         progress: ProgressCallback | None = None,
         grace: float = DEFAULT_GRACE_SECONDS,
@@ -101,11 +86,11 @@ class KeyLookupProjection:
         The live view is never written here; API processes keep serving from memory and
         follow the pointer, and the key-lookup worker reloads from the new generation.
         """
-        pointers = open_generation_store(settings)
-        registry = open_registry(settings)
+        pointers = self._pointers()
+        registry = self._registry()
 
         def build(target: Generation) -> BuiltCopy:
-            view = open_named_key_lookup_view(settings, target.view_name)
+            view = self._view(target.view_name)
             try:
                 updater = KeyLookupUpdater(registry, KeyLookup(), view)
                 started = time.monotonic()
@@ -128,7 +113,7 @@ class KeyLookupProjection:
                 KEY_LOOKUP,
                 KEY_LOOKUP_VIEW,
                 build=build,
-                drop=lambda name: drop_key_lookup_view(settings, name),
+                drop=self._drop,
                 grace=grace,
                 force=force,
             )

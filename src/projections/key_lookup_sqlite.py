@@ -36,6 +36,8 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             "allowed_origins TEXT NOT NULL, expires_at REAL, revoked INTEGER NOT NULL)",
             "CREATE TABLE IF NOT EXISTS lookup_orgs (org_id TEXT PRIMARY KEY, "
             "plan TEXT NOT NULL, rate_limit INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS lookup_key_states (key_id TEXT PRIMARY KEY, "
+            "state BLOB NOT NULL)",
         ]
 
     def _create_table(self, c: Any) -> None:
@@ -59,6 +61,10 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             c.executemany(
                 f"INSERT OR REPLACE INTO lookup_orgs ({ORG_COLUMNS}) VALUES (?, ?, ?)",
                 [org_params(o) for o in changes.orgs.values()],
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO lookup_key_states (key_id, state) VALUES (?, ?)",
+                [(key_id.hex, state) for key_id, state in changes.states.items()],
             )
             self._insert_tracking(c, tracking)
 
@@ -87,6 +93,22 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             org_row = c.fetchone()
         return key, None if org_row is None else org_record(tuple(org_row))
 
+    def key_states(
+        self, application_name: str, key_ids: list[UUID]
+    ) -> tuple[int, dict[UUID, bytes]]:
+        """The view's position, then the listing's state of each of these keys it holds."""
+        states: dict[UUID, bytes] = {}
+        with self.datastore.transaction(commit=False) as c:
+            position = self._max_tracking_id(application_name, c) or 0
+            for chunk in _chunks(key_ids):
+                marks = ", ".join("?" * len(chunk))
+                c.execute(
+                    f"SELECT key_id, state FROM lookup_key_states WHERE key_id IN ({marks})",
+                    [key_id.hex for key_id in chunk],
+                )
+                states.update((UUID(hex=key_id), bytes(state)) for key_id, state in c.fetchall())
+        return position, states
+
     def count(self) -> int:
         with self.datastore.transaction(commit=False) as c:
             c.execute("SELECT COUNT(*) FROM lookup_keys")
@@ -98,3 +120,8 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             c.execute(EXPIRING_QUERY.format("lookup_keys"))
             keys = [(UUID(hex=key_id), float(at)) for key_id, at in c.fetchall()]
             return self._max_tracking_id(application_name, c) or 0, keys
+
+
+def _chunks(key_ids: list[UUID], size: int = 500) -> list[list[UUID]]:
+    """SQLite caps a statement's parameters (999 in older builds)."""
+    return [key_ids[i : i + size] for i in range(0, len(key_ids), size)]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Tracking
 
 from application.registry import KeyRegistry
+from domain.api_key import ApiKey
+from projections.key_listing import fold_keys, key_from, states_of
 from projections.key_lookup import Changes, KeyLookup
 from projections.key_lookup_view import KeyLookupView
 
@@ -54,6 +58,7 @@ class KeyLookupUpdater:
         changes = self.apply(batch)
         if self.view is not None:
             try:
+                changes.states = self._listing(self.view, batch)
                 self.view.write(changes, Tracking(self.registry.name, self.lookup.position))
             except Exception:
                 # The model ran ahead of the durable view: start again from the view, on the
@@ -62,6 +67,28 @@ class KeyLookupUpdater:
                 self._reload = True
                 raise
         return len(batch)
+
+    def _listing(self, view: KeyLookupView, batch: Batch) -> dict[UUID, bytes]:
+        """The listing's new states of the keys the batch changed (one read of their old ones)."""
+        earlier = list(
+            {
+                event.originator_id
+                for event, _ in batch
+                if isinstance(event, ApiKey.Event) and not isinstance(event, ApiKey.Created)
+            }
+        )
+        stored = view.key_states(self.registry.name, earlier)[1] if earlier else {}
+        keys = {key_id: key_from(state) for key_id, state in stored.items()}
+        changed = fold_keys((event for event, _ in batch), keys, self._key_at)
+        return states_of(keys, changed)
+
+    def _key_at(self, key_id: UUID, version: int) -> ApiKey | None:
+        """A key the listing lacks (a view older than the listing), as it was at `version`."""
+        try:
+            key: object = self.registry.repository.get(key_id, version=version)
+        except AggregateNotFoundError:
+            return None
+        return key if isinstance(key, ApiKey) else None
 
     def catch_up_fully(self, batch_size: int = 1000) -> int:
         """Apply everything stored so far; returns the number of events read."""

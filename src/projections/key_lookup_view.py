@@ -8,11 +8,13 @@ library's own projections store theirs; one module per backend (`key_lookup_sqli
 from __future__ import annotations
 
 from contextlib import suppress
+from pathlib import Path
 from typing import Protocol, cast
 from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Identifier
 
 from adapters.event_store import event_store_env, schema_lock
 from adapters.settings import Settings
@@ -30,6 +32,9 @@ class KeyLookupView(Protocol):
     def max_tracking_id(self, application_name: str) -> int | None: ...
     def count(self) -> int: ...
     def expiring(self, application_name: str) -> tuple[int, list[tuple[UUID, float]]]: ...
+    def key_states(
+        self, application_name: str, key_ids: list[UUID]
+    ) -> tuple[int, dict[UUID, bytes]]: ...
 
 
 def open_named_key_lookup_view(settings: Settings, name: str) -> KeyLookupView:
@@ -52,3 +57,22 @@ def close_key_lookup_view(view: KeyLookupView) -> None:
     if datastore is not None:
         with suppress(Exception):
             datastore.close()
+
+
+def drop_key_lookup_view(settings: Settings, name: str) -> None:
+    """Remove the durable key-lookup copy `name` (its file, or its four tables)."""
+    if settings.is_embedded:
+        base = settings.data_dir / f"{name.lower()}.sqlite3"
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{base}{suffix}").unlink(missing_ok=True)
+        return
+    view = cast(PostgresKeyLookupView, open_named_key_lookup_view(settings, name))
+    try:
+        tracking = SQL("{0}.{1}").format(
+            Identifier(view.datastore.schema), Identifier(view.tracking_table_name)
+        )
+        with view.datastore.transaction(commit=True) as curs:
+            for table in (view.keys_table, view.orgs_table, view.states_table, tracking):
+                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(table))
+    finally:
+        close_key_lookup_view(view)

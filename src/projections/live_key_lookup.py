@@ -17,12 +17,8 @@ from eventsourcing.persistence import Tracking
 
 from adapters.settings import Settings
 from projections.generation_follower import GenerationFollower
-from projections.generations import (
-    POINTER_CHECK_SECONDS,
-    Generation,
-    GenerationStore,
-    open_generation_store,
-)
+from projections.generation_store import open_generation_store
+from projections.generations import POINTER_CHECK_SECONDS, Generation, GenerationStore
 from projections.key_lookup import Changes, KeyLookup, KeyRecord, OrgRecord
 from projections.key_lookup_view import (
     KeyLookupView,
@@ -128,6 +124,11 @@ class LiveKeyLookupView:
 
     def expiring(self, application_name: str) -> tuple[int, list[tuple[UUID, float]]]:
         return self._follower.read(lambda v: v.expiring(application_name))
+
+    def key_states(
+        self, application_name: str, key_ids: list[UUID]
+    ) -> tuple[int, dict[UUID, bytes]]:
+        return self._follower.read(lambda v: v.key_states(application_name, key_ids))
 
     def close(self) -> None:
         self._follower.close()

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from adapters.settings import Settings
 from projections.generations import (
     STALE_AFTER_SECONDS,
     Generation,
@@ -208,11 +207,10 @@ class Projection(Protocol):
     #: The worker that keeps it current (`icodrip worker NAME`), whose heartbeats status reads.
     worker: str
 
-    def status(self, settings: Settings) -> ProjectionStatus: ...
+    def status(self) -> ProjectionStatus: ...
 
     def rebuild(
         self,
-        settings: Settings,
         *,
         progress: ProgressCallback | None = None,
         grace: float = DEFAULT_GRACE_SECONDS,

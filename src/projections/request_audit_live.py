@@ -13,7 +13,7 @@ from contextlib import suppress
 
 from adapters.settings import Settings
 from projections.generation_follower import GenerationFollower
-from projections.generations import open_generation_store
+from projections.generation_store import open_generation_store
 from projections.request_audit import AuditRow, ChainHead, LastUsed
 from projections.request_audit_query import (
     DEFAULT_NAME,

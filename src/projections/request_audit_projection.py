@@ -17,17 +17,14 @@ checks it like any other.
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from adapters.request_events import AUDIT_STREAM
 from adapters.settings import Settings
-from projections.generations import (
-    Generation,
-    open_generation_store,
-)
+from projections.generations import Generation, GenerationStore
 from projections.rebuild_sequence import BuiltCopy, rebuild_generation
 from projections.rebuilds import (
     DEFAULT_GRACE_SECONDS,
@@ -37,21 +34,10 @@ from projections.rebuilds import (
     WorkerStatus,
 )
 from projections.request_audit_live import REQUEST_AUDIT
-from projections.request_audit_query import DEFAULT_NAME
-from projections.request_audit_store import open_request_audit_store
+from projections.request_audit_query import DEFAULT_NAME, RequestAuditStore
 from projections.request_audit_stream import catch_up, stream_head
 
 log = structlog.get_logger()
-
-
-def drop_audit_copy(settings: Settings, name: str) -> None:
-    """Remove the durable audit copy `name` (nothing if it does not exist)."""
-    store = open_request_audit_store(settings, name)
-    try:
-        store.drop()
-    finally:
-        with suppress(Exception):
-            store.close()
 
 
 class RequestAuditProjection:
@@ -61,14 +47,28 @@ class RequestAuditProjection:
     description = "request events → audit rows, hash chains and last use per key"
     worker = "audit"
 
-    def status(self, settings: Settings) -> ProjectionStatus:
-        store = open_generation_store(settings)
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pointers: Callable[[], GenerationStore],
+        copy: Callable[[str], RequestAuditStore],
+        drop: Callable[[str], None],
+    ) -> None:
+        self.settings = settings  # where the stream is (`ICODRIP_NATS_URL`)
+        self._pointers = pointers
+        self._copy = copy
+        self._drop = drop
+
+    def status(self) -> ProjectionStatus:
+        settings = self.settings
+        store = self._pointers()
         try:
             record = store.record(REQUEST_AUDIT, DEFAULT_NAME)
             worker = WorkerStatus.of(self.worker, store.heartbeats(self.worker))
         finally:
             store.close()
-        audit = open_request_audit_store(settings, record.live.view_name)
+        audit = self._copy(record.live.view_name)
         try:
             position, rows = audit.position(), audit.count()
         finally:
@@ -95,7 +95,6 @@ class RequestAuditProjection:
 
     def rebuild(
         self,
-        settings: Settings,
         *,
         progress: ProgressCallback | None = None,
         grace: float = DEFAULT_GRACE_SECONDS,
@@ -103,12 +102,13 @@ class RequestAuditProjection:
         force: bool = False,
     ) -> RebuildReport:
         """Fill the next generation from the stream beside the live one, switch, remove the old."""
+        settings = self.settings
         if not settings.nats_url:
             raise RuntimeError("ICODRIP_NATS_URL is not set (the stream to rebuild from)")
-        pointers = open_generation_store(settings)
+        pointers = self._pointers()
 
         def build(target: Generation) -> BuiltCopy:
-            copy = open_request_audit_store(settings, target.view_name)
+            copy = self._copy(target.view_name)
             try:
                 batch = max(1, min(batch_size, 1000))
                 events = asyncio.run(catch_up(settings, copy, progress, batch=batch))
@@ -122,7 +122,7 @@ class RequestAuditProjection:
                 REQUEST_AUDIT,
                 DEFAULT_NAME,
                 build=build,
-                drop=lambda name: drop_audit_copy(settings, name),
+                drop=self._drop,
                 grace=grace,
                 force=force,
             )

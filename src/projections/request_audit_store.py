@@ -8,6 +8,7 @@ generation, a replay's scratch copy). Readers that follow the live copy go throu
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import cast
 
 from eventsourcing.persistence import InfrastructureFactory
@@ -44,3 +45,13 @@ def open_request_audit_store(
         )
     store.name = name
     return cast(RequestAuditStore, store)
+
+
+def drop_audit_copy(settings: Settings, name: str) -> None:
+    """Remove the durable audit copy `name` (nothing if it does not exist)."""
+    store = open_request_audit_store(settings, name)
+    try:
+        store.drop()
+    finally:
+        with suppress(Exception):
+            store.close()

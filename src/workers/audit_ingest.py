@@ -38,10 +38,7 @@ from nats.js.errors import NotFoundError
 
 from adapters import nats as nats_adapter
 from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT, ensure_audit_stream
-from adapters.settings import Settings
-from projections.generation_follower import GenerationFollower
 from projections.request_audit import Message
-from projections.request_audit_live import live_audit_follower
 from projections.request_audit_query import IngestResult, RequestAuditStore
 
 log = structlog.get_logger()
@@ -339,34 +336,3 @@ async def _close(client: Client) -> None:
         await client.flush(timeout=5)
     with contextlib.suppress(Exception):
         await client.close()
-
-
-async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
-    """The audit-ingest worker: request events on JetStream → the request-audit model."""
-    if not settings.nats_url:
-        raise RuntimeError("ICODRIP_NATS_URL is not set (icodrip dev starts its own NATS)")
-    follower = live_audit_follower(settings)
-    store: RequestAuditStore | None = None
-    delay = 0.5
-    try:
-        while store is None:
-            try:
-                store = await asyncio.to_thread(_live_copy, follower)
-            except Exception as error:
-                log.warning("audit.store_unavailable", error=type(error).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=delay)
-                if stopping.is_set():
-                    return
-                delay = min(delay * 2, 5.0)
-        ingester = AuditIngester(
-            store, settings.nats_url, AuditIngestSettings.from_env(), follow=follower.newer_than
-        )
-        await ingester.run(stopping)
-    finally:
-        await asyncio.to_thread(follower.close)
-
-
-def _live_copy(follower: GenerationFollower[RequestAuditStore]) -> RequestAuditStore:
-    with follower.using(force=True) as (_, copy):
-        return copy

@@ -20,13 +20,10 @@ from uuid import UUID
 
 import structlog
 
-from adapters.settings import Settings
 from application.registry import KeyRegistry
-from application.stores import open_registry
 from domain.api_key import ApiKey
 from domain.ids import format_key_id
 from projections.key_lookup_view import KeyLookupView
-from projections.live_key_lookup import LiveKeyLookupView, open_key_lookup_view
 
 log = structlog.get_logger()
 
@@ -130,23 +127,13 @@ class ExpiryWorker:
         return expired
 
 
-async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
-    """Worker entry point (`icodrip worker expiry`)."""
-    # In a thread: the store's open can wait seconds while it is not there.
-    registry = await asyncio.to_thread(open_registry, settings)
-    view: KeyLookupView | None = None
-    try:
-        view = await asyncio.to_thread(open_key_lookup_view, settings)
-        worker = ExpiryWorker(registry, view)
-        log.info("expiry.started")
-        while not stopping.is_set():
-            try:
-                await asyncio.to_thread(worker.run_once)
-            except Exception as error:
-                log.warning("expiry.pass_failed", error=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=POLL_INTERVAL)
-    finally:
-        if isinstance(view, LiveKeyLookupView):
-            view.close()
-        registry.close()
+async def expire_until_stopped(worker: ExpiryWorker, stopping: asyncio.Event) -> None:
+    """Retire due keys every `POLL_INTERVAL` until `stopping` (`icodrip worker expiry`)."""
+    log.info("expiry.started")
+    while not stopping.is_set():
+        try:
+            await asyncio.to_thread(worker.run_once)
+        except Exception as error:
+            log.warning("expiry.pass_failed", error=type(error).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=POLL_INTERVAL)

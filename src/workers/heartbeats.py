@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
 
-from adapters.settings import Settings
-from projections.generations import HEARTBEAT_SECONDS, GenerationStore, open_generation_store
+from projections.generations import HEARTBEAT_SECONDS, GenerationStore
 
 log = structlog.get_logger()
 
@@ -33,9 +33,13 @@ class Heartbeats:
     """The states of one process's workers, and the task that writes them."""
 
     def __init__(
-        self, settings: Settings, names: list[str], *, interval: float = HEARTBEAT_SECONDS
+        self,
+        open_store: Callable[[], GenerationStore],
+        names: list[str],
+        *,
+        interval: float = HEARTBEAT_SECONDS,
     ) -> None:
-        self.settings = settings
+        self._open_store = open_store
         self.interval = interval
         self.instance = instance_name()
         self.started_at = datetime.now(UTC)
@@ -60,7 +64,7 @@ class Heartbeats:
 
     def _write(self, states: dict[str, str], *, forget: bool = False) -> None:
         if self._store is None:
-            self._store = open_generation_store(self.settings)
+            self._store = self._open_store()
         if forget:
             self._store.forget_heartbeats()
         self._store.beat(self.instance, states, self.started_at)

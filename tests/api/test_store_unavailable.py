@@ -18,22 +18,31 @@ from adapters.settings import Settings
 from application.registry import IssuedKey
 from bootstrap.api import api_process
 from domain.actors import OPERATOR
-from domain.key_format import Environment, KeyType
+from domain.key_format import Environment, KeyType, generate_key
 from domain.plans import Plan
 
 
 class Outage:
-    """Makes the registry's reads and the health probe fail while `down` is true."""
+    """Makes the registry's reads, the key-lookup view and the health probe fail while `down`
+    is true (or raise `failure`, when one is set)."""
 
     def __init__(self) -> None:
-        self.down = False
+        self.failure: Exception | None = None
         self.calls = 0
+
+    @property
+    def down(self) -> bool:
+        return self.failure is not None
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        self.failure = OperationalError("connection refused (simulated)") if value else None
 
     def wrap(self, method: Any) -> Any:
         def failing(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            if self.down:
-                raise OperationalError("connection refused (simulated)")
+            if self.failure is not None:
+                raise self.failure
             return method(*args, **kwargs)
 
         return failing
@@ -53,8 +62,10 @@ def served(tmp_path: Any) -> Iterator[tuple[TestClient[Any], IssuedKey, Outage]]
     outage = Outage()
     health = process.litestar.state.store_health
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(registry, "keys_for", outage.wrap(registry.keys_for))
+        patch.setattr(registry, "readable_org", outage.wrap(registry.readable_org))
         patch.setattr(health, "_probe", outage.wrap(health._probe))
+        view = process.services.mirror.view
+        patch.setattr(view, "find", outage.wrap(view.find))
         with TestClient(app=process.app, base_url="https://api.test") as client:
             yield client, key, outage
 
@@ -106,3 +117,37 @@ def test_once_the_store_answers_again_requests_are_served(
         time.sleep(0.05)
     assert status == 200
     assert client.get("/v1/api-keys", headers=headers).status_code == 200
+
+
+def _unknown_key() -> dict[str, str]:
+    return {"Authorization": f"Bearer {generate_key(KeyType.SECRET, Environment.LIVE)}"}
+
+
+def test_a_key_the_mirror_lacks_is_503_store_unavailable_when_the_store_cannot_be_asked(
+    served: tuple[TestClient[Any], IssuedKey, Outage],
+) -> None:
+    client, _, outage = served
+    outage.down = True
+    response = client.get("/v1/affiliates", headers=_unknown_key())
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "store_unavailable"
+    assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
+    assert int(response.headers["retry-after"]) > 0
+    # The store is now known to be down: the next unknown key is answered without asking it.
+    asked = outage.calls
+    again = client.get("/v1/affiliates", headers=_unknown_key())
+    assert again.status_code == 503
+    assert again.json()["error"]["code"] == "store_unavailable"
+    assert outage.calls - asked <= 5  # only the background probe touched the "store"
+
+
+def test_an_unexpected_failure_in_authentication_is_500_internal_error_in_the_contract_shape(
+    served: tuple[TestClient[Any], IssuedKey, Outage],
+) -> None:
+    client, _, outage = served
+    outage.failure = RuntimeError("a bug")
+    response = client.get("/v1/affiliates", headers=_unknown_key())
+    assert response.status_code == 500, response.text
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "a bug" not in response.text
+    assert response.json()["error"]["request_id"] == response.headers["x-request-id"]

@@ -19,13 +19,14 @@ from adapters.settings import Settings
 from application.registry import KeyRegistry
 from application.stores import open_registry
 from bootstrap.api import api_process
-from bootstrap.projections import PROJECTIONS
+from bootstrap.projections import assemble_projections
+from bootstrap.workers import run_key_lookup
 from cli.projections import projections
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType, generate_key, hash_key
 from domain.organization import Organization
 from domain.plans import Plan
-from projections.generations import open_generation_store
+from projections.generation_store import open_generation_store
 from projections.key_lookup import KeyLookup
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.key_lookup_view import KeyLookupView
@@ -38,7 +39,6 @@ from projections.live_key_lookup import (
 from projections.rebuilds import RebuildProgress
 from support.api import Api, bearer, serving
 from support.servers import NatsServer
-from workers.runner import run_key_lookup
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -93,7 +93,7 @@ def copy_exists(settings: Settings, name: str) -> bool:
     if settings.is_embedded:
         return (settings.data_dir / f"{name.lower()}.sqlite3").exists()
     assert settings.database_url is not None
-    tables = [f"{name.lower()}_{part}" for part in ("keys", "orgs", "tracking")]
+    tables = [f"{name.lower()}_{part}" for part in ("keys", "orgs", "key_states", "tracking")]
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ANY(%s)",
@@ -219,14 +219,14 @@ def test_a_failed_rebuild_leaves_the_live_copy_and_records_the_error(
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        PROJECTIONS[KEY_LOOKUP].rebuild(settings, progress=explode, grace=0, batch_size=2)
+        assemble_projections(settings)[KEY_LOOKUP].rebuild(progress=explode, grace=0, batch_size=2)
 
     status = json.loads(invoke(store_env, "status", "--json").stdout)["data"][0]
     assert status["generation"] == 1 and status["building"] is None and status["lag"] == 0
     assert "RuntimeError" in status["last_error"] and status["last_error_at"]
     assert not copy_exists(settings, "KeyLookup_g2") and copy_exists(settings, KEY_LOOKUP_VIEW)
 
-    PROJECTIONS[KEY_LOOKUP].rebuild(settings, grace=0)  # a later success clears it
+    assemble_projections(settings)[KEY_LOOKUP].rebuild(grace=0)  # a later success clears it
     status = json.loads(invoke(store_env, "status", "--json").stdout)["data"][0]
     assert status["generation"] == 2 and status["last_error"] is None
 
@@ -279,7 +279,10 @@ async def test_a_rebuild_under_api_traffic_fails_no_request_and_builds_an_identi
     task = asyncio.create_task(traffic())
     try:
         report = await asyncio.to_thread(
-            PROJECTIONS[KEY_LOOKUP].rebuild, settings, progress=slowly, batch_size=20, grace=1.5
+            assemble_projections(settings)[KEY_LOOKUP].rebuild,
+            progress=slowly,
+            batch_size=20,
+            grace=1.5,
         )
         await asyncio.sleep(0.2)
     finally:
@@ -342,8 +345,7 @@ async def test_the_key_lookup_worker_follows_a_switch_without_skipping_an_event(
             writing = True
             writer = asyncio.create_task(asyncio.to_thread(write_meanwhile))
             report = await asyncio.to_thread(
-                PROJECTIONS[KEY_LOOKUP].rebuild,
-                settings,
+                assemble_projections(settings)[KEY_LOOKUP].rebuild,
                 progress=lambda p: time.sleep(0.01),
                 batch_size=10,
                 grace=1.2,

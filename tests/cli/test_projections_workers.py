@@ -19,10 +19,11 @@ from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
 from adapters.settings import Settings
+from bootstrap.workers import run_workers
 from cli.projections import projections
-from projections.generations import STALE_AFTER_SECONDS, Heartbeat, open_generation_store
+from projections.generation_store import open_generation_store
+from projections.generations import STALE_AFTER_SECONDS, Heartbeat
 from projections.rebuilds import WorkerStatus
-from workers.runner import run_workers
 
 
 def invoke(env: dict[str, str], *args: str) -> Result:

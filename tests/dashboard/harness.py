@@ -31,13 +31,13 @@ from application.registry import KeyRegistry
 from application.stores import open_registry, open_user_directory
 from application.users import UserDirectory
 from bootstrap.api import api_process
+from bootstrap.workers import run_workers
 from cli.dev import create_read_models
 from domain.actors import OPERATOR
 from domain.organization import Organization
 from domain.plans import Plan
 from domain.user import Role, User
 from support.servers import free_port, wait_for_port
-from workers.runner import run_workers
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from projections.generations import Generation, SQLiteGenerationStore, SwitchConflict
+from projections.generations import Generation, SwitchConflict
+from projections.generations_sqlite import SQLiteGenerationStore
 from projections.rebuild_sequence import BuiltCopy, rebuild_generation
 
 PROJECTION, DEFAULT_VIEW = "things", "Things"

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from adapters.settings import Settings
 from cli.main import cli
-from projections.generations import open_generation_store
+from projections.generation_store import open_generation_store
 from projections.request_audit_live import (
     REQUEST_AUDIT,
     LiveRequestAuditStore,

@@ -27,7 +27,7 @@ WORKER = """
 import asyncio, signal
 from adapters.logging import configure_logging
 from adapters.settings import Settings
-from workers.audit_ingest import run_audit
+from bootstrap.workers import run_audit
 
 async def main() -> None:
     stopping = asyncio.Event()

@@ -12,14 +12,14 @@ from adapters.settings import Settings
 from application.history import History
 from application.registry import KeyRegistry
 from application.stores import open_registry
+from bootstrap.workers import WORKERS, run_expiry
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType
 from domain.key_states import EXPIRED_AFTER_GRACE, EXPIRED_AT_EXPIRY, KeyStatus
 from domain.plans import Plan
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.live_key_lookup import open_key_lookup_view
-from workers.expiry import ExpiryWorker, run_expiry
-from workers.runner import WORKERS
+from workers.expiry import ExpiryWorker
 
 
 def a_key(registry: KeyRegistry, expires_at: datetime | None = None):  # type: ignore[no-untyped-def]

@@ -21,16 +21,16 @@ from structlog.testing import capture_logs
 
 from adapters.settings import Settings
 from application.stores import open_registry
+from bootstrap import workers as assembled
+from bootstrap.workers import run_workers
 from domain.actors import OPERATOR
 from domain.plans import Plan
-from projections.generations import open_generation_store
+from projections.generation_store import open_generation_store
 from projections.live_key_lookup import open_key_lookup_view
 from projections.request_audit_store import open_request_audit_store
 from support.audit_events import make_batch, publish
 from support.databases import POSTGRES_ADMIN_URL
 from support.servers import NatsServer
-from workers import runner
-from workers.runner import run_workers
 
 
 def embedded(tmp_path: Path) -> Settings:
@@ -70,7 +70,7 @@ async def test_a_worker_failing_with_a_transient_error_starts_again(
         running.set()
         await stopping.wait()
 
-    monkeypatch.setitem(runner.WORKERS, "flaky", flaky)
+    monkeypatch.setitem(assembled.WORKERS, "flaky", flaky)
     stopping = asyncio.Event()
     with capture_logs() as logs:
         task = asyncio.create_task(
@@ -104,8 +104,8 @@ async def test_a_non_transient_error_stops_every_worker_and_is_raised(
         await stopping.wait()
         stopped.append("steady")
 
-    monkeypatch.setitem(runner.WORKERS, "broken", broken)
-    monkeypatch.setitem(runner.WORKERS, "steady", steady)
+    monkeypatch.setitem(assembled.WORKERS, "broken", broken)
+    monkeypatch.setitem(assembled.WORKERS, "steady", steady)
     with pytest.raises(RuntimeError, match="NATS_URL"):
         await asyncio.wait_for(
             run_workers(settings, ["broken", "steady"], handle_signals=False), 10

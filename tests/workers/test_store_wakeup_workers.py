@@ -22,6 +22,7 @@ from adapters.key_events import decode
 from adapters.settings import Settings
 from adapters.store_wakeup import StoreWakeup
 from application.stores import open_registry
+from bootstrap.workers import run_workers
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType
 from domain.plans import Plan
@@ -29,7 +30,6 @@ from projections.live_key_lookup import open_key_lookup_view
 from support.databases import POSTGRES_ADMIN_URL, fresh_database
 from support.servers import NatsServer
 from workers.relay import Relay
-from workers.runner import run_workers
 
 
 @pytest.fixture

@@ -1,0 +1,153 @@
+"""Assembling the workers from settings: each opens its stores and connections here, then
+runs its loop from `workers/`, which never opens a store itself.
+
+`icodrip worker [NAME…]` and `icodrip dev` run them through `run_workers`, which supervises
+them (`workers.runner`: retries after a transient error, heartbeats for `projections status`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+from adapters import nats as nats_adapter
+from adapters.settings import Settings
+from adapters.startup import StartupStopped, retry_start_async
+from adapters.store_wakeup import StoreWakeup
+from application.stores import open_registry
+from projections.generation_follower import GenerationFollower
+from projections.generation_store import open_generation_store
+from projections.key_lookup_updater import KeyLookupUpdater
+from projections.live_key_lookup import LiveKeyLookupView
+from projections.request_audit_live import live_audit_follower
+from projections.request_audit_query import RequestAuditStore
+from workers.audit_ingest import AuditIngester, AuditIngestSettings
+from workers.expiry import ExpiryWorker, expire_until_stopped
+from workers.key_lookup import follow_key_lookup
+from workers.relay import Relay
+from workers.runner import WorkerEntry, supervise_workers
+
+#: Idle wait of the relay when nothing wakes it (SQLite, `ICODRIP_STORE_WAKEUP=0`); on
+#: PostgreSQL it waits for the store's NOTIFY, with a 1 s fallback (ADR 0018).
+RELAY_POLL = 0.05
+
+
+def _nats_url(settings: Settings) -> str:
+    if not settings.nats_url:
+        raise RuntimeError("ICODRIP_NATS_URL is not set (icodrip dev starts its own NATS)")
+    return settings.nats_url
+
+
+async def run_relay(settings: Settings, stopping: asyncio.Event) -> None:
+    """The outbox relay: event store → JetStream key-event stream."""
+    nats_url = _nats_url(settings)
+    # In a thread: the store's open can wait seconds while it is not there (the other
+    # workers, and a stop signal, are not held up meanwhile).
+    registry = await asyncio.to_thread(open_registry, settings)
+    wakeup = StoreWakeup.for_store(settings, registry.recorder, name="relay")
+    try:
+        await wakeup.start()
+        client = await nats_adapter.connect(nats_url, name="icodrip-relay")
+        try:
+            js = client.jetstream()
+            await nats_adapter.ensure_keys_stream(
+                js, settings.keys_stream, settings.keys_subject, settings.stream_replicas
+            )
+            relay = Relay(
+                registry,
+                js,
+                stream=settings.keys_stream,
+                subject_prefix=settings.keys_subject,
+                poll_interval=wakeup.poll_interval(RELAY_POLL),
+                wakeup=wakeup,
+            )
+            task = asyncio.create_task(relay.run())
+            await stopping.wait()
+            relay.stop()
+            await task
+        finally:
+            await client.drain()
+    finally:
+        await wakeup.aclose()
+        registry.close()
+
+
+async def run_key_lookup(settings: Settings, stopping: asyncio.Event) -> None:
+    """The durable key-lookup view: event store → view rows + listing + tracking."""
+    registry = await asyncio.to_thread(open_registry, settings)
+    wakeup = StoreWakeup.for_store(settings, registry.recorder, name="key-lookup")
+    view: LiveKeyLookupView | None = None
+    try:
+        await wakeup.start()
+        view = await asyncio.to_thread(LiveKeyLookupView, settings)
+        updater = await asyncio.to_thread(KeyLookupUpdater.from_view, registry, view)
+        await follow_key_lookup(updater, wakeup, stopping)
+    finally:
+        await wakeup.aclose()
+        if view is not None:
+            view.close()
+        registry.close()
+
+
+async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
+    """The expiry worker: retires keys whose expiry or roll grace has passed."""
+    registry = await asyncio.to_thread(open_registry, settings)
+    view: LiveKeyLookupView | None = None
+    try:
+        view = await asyncio.to_thread(LiveKeyLookupView, settings)
+        await expire_until_stopped(ExpiryWorker(registry, view), stopping)
+    finally:
+        if view is not None:
+            view.close()
+        registry.close()
+
+
+async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
+    """The audit-ingest worker: request events on JetStream → the request-audit model."""
+    nats_url = _nats_url(settings)
+    follower = live_audit_follower(settings)
+    try:
+        try:
+            store = await retry_start_async(
+                "audit store", partial(asyncio.to_thread, _live_copy, follower), stopping
+            )
+        except StartupStopped:
+            return
+        ingester = AuditIngester(
+            store, nats_url, AuditIngestSettings.from_env(), follow=follower.newer_than
+        )
+        await ingester.run(stopping)
+    finally:
+        await asyncio.to_thread(follower.close)
+
+
+def _live_copy(follower: GenerationFollower[RequestAuditStore]) -> RequestAuditStore:
+    with follower.using(force=True) as (_, copy):
+        return copy
+
+
+#: Every worker, by the name `icodrip worker NAME` takes.
+WORKERS: dict[str, WorkerEntry] = {
+    "relay": run_relay,
+    "key-lookup": run_key_lookup,
+    "audit": run_audit,
+    "expiry": run_expiry,
+}
+
+
+async def run_workers(
+    settings: Settings,
+    names: list[str],
+    *,
+    stopping: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run `names` (all workers when empty) until `stopping` is set or a termination signal."""
+    await supervise_workers(
+        WORKERS,
+        settings,
+        names,
+        heartbeat_store=partial(open_generation_store, settings),
+        stopping=stopping,
+        handle_signals=handle_signals,
+    )
