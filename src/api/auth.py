@@ -199,7 +199,7 @@ class KeyAuthenticator:
                 await self._count_failure(context.client_addr)
                 raise unauthorized("malformed_api_key", error.message) from None
             context.key_hint = parsed.hint
-            record = self.mirror.get(key_hash) or await self._find(key_hash)
+            record = self.mirror.get(key_hash) or await self._find(key_hash, context)
             if record is None:
                 await self._count_failure(context.client_addr)
                 raise unauthorized("invalid_api_key", "this API key is not valid")
@@ -246,10 +246,14 @@ class KeyAuthenticator:
         context.rate_limit = decision
         return principal
 
-    async def _find(self, key_hash: str) -> KeyRecord | None:
+    async def _find(self, key_hash: str, context: RequestContext) -> KeyRecord | None:
         """A key the mirror lacks, from the durable view; while the store is down, 503 at once
-        (rather than a thread held for the store's half-minute of retries)."""
+        (rather than a thread held for the store's half-minute of retries), counted as a
+        failed attempt: an outage must not lift the limit on guessing keys."""
+        if self.mirror.known_missing(key_hash):
+            return None
         if self.store_health is not None and self.store_health.down:
+            await self._count_failure(context.client_addr)
             raise store_unavailable()
         return await self.mirror.find(key_hash)
 

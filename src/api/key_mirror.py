@@ -86,6 +86,10 @@ class KeyMirror:
         """The record for a hash if the mirror holds it (no I/O)."""
         return self.lookup.get(key_hash)
 
+    def known_missing(self, key_hash: str) -> bool:
+        """Whether the durable view said a moment ago that it has no such key (no I/O)."""
+        return self._missing.get(key_hash, 0.0) > time.monotonic()
+
     async def find(self, key_hash: str) -> KeyRecord | None:
         """A mirror miss: ask the durable view once; remember a negative answer briefly."""
         now = time.monotonic()

@@ -8,6 +8,7 @@ them (`workers.runner`: retries after a transient error, heartbeats for `project
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from functools import partial
 
 from adapters import nats as nats_adapter
@@ -41,72 +42,65 @@ def _nats_url(settings: Settings) -> str:
 async def run_relay(settings: Settings, stopping: asyncio.Event) -> None:
     """The outbox relay: event store → JetStream key-event stream."""
     nats_url = _nats_url(settings)
-    # In a thread: the store's open can wait seconds while it is not there (the other
-    # workers, and a stop signal, are not held up meanwhile).
-    registry = await asyncio.to_thread(open_registry, settings)
-    wakeup = StoreWakeup.for_store(settings, registry.recorder, name="relay")
-    try:
+    async with contextlib.AsyncExitStack() as opened:
+        # In a thread: the store's open can wait seconds while it is not there (the other
+        # workers, and a stop signal, are not held up meanwhile).
+        registry = await asyncio.to_thread(open_registry, settings)
+        opened.callback(registry.close)
+        wakeup = StoreWakeup.for_store(settings, registry.recorder, name="relay")
+        opened.push_async_callback(wakeup.aclose)
         await wakeup.start()
         client = await nats_adapter.connect(nats_url, name="icodrip-relay")
-        try:
-            js = client.jetstream()
-            await nats_adapter.ensure_keys_stream(
-                js, settings.keys_stream, settings.keys_subject, settings.stream_replicas
-            )
-            relay = Relay(
-                registry,
-                js,
-                stream=settings.keys_stream,
-                subject_prefix=settings.keys_subject,
-                poll_interval=wakeup.poll_interval(RELAY_POLL),
-                wakeup=wakeup,
-            )
-            task = asyncio.create_task(relay.run())
-            await stopping.wait()
-            relay.stop()
-            await task
-        finally:
-            await client.drain()
-    finally:
-        await wakeup.aclose()
-        registry.close()
+        opened.push_async_callback(client.drain)
+        js = client.jetstream()
+        await nats_adapter.ensure_keys_stream(
+            js, settings.keys_stream, settings.keys_subject, settings.stream_replicas
+        )
+        relay = Relay(
+            registry,
+            js,
+            stream=settings.keys_stream,
+            subject_prefix=settings.keys_subject,
+            poll_interval=wakeup.poll_interval(RELAY_POLL),
+            wakeup=wakeup,
+        )
+        task = asyncio.create_task(relay.run())
+        await stopping.wait()
+        relay.stop()
+        await task
 
 
 async def run_key_lookup(settings: Settings, stopping: asyncio.Event) -> None:
     """The durable key-lookup view: event store → view rows + listing + tracking."""
-    registry = await asyncio.to_thread(open_registry, settings)
-    wakeup = StoreWakeup.for_store(settings, registry.recorder, name="key-lookup")
-    view: LiveKeyLookupView | None = None
-    try:
+    async with contextlib.AsyncExitStack() as opened:
+        registry = await asyncio.to_thread(open_registry, settings)
+        opened.callback(registry.close)
+        wakeup = StoreWakeup.for_store(settings, registry.recorder, name="key-lookup")
+        opened.push_async_callback(wakeup.aclose)
         await wakeup.start()
         view = await asyncio.to_thread(LiveKeyLookupView, settings)
+        opened.callback(view.close)
         updater = await asyncio.to_thread(KeyLookupUpdater.from_view, registry, view)
         await follow_key_lookup(updater, wakeup, stopping)
-    finally:
-        await wakeup.aclose()
-        if view is not None:
-            view.close()
-        registry.close()
 
 
 async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
     """The expiry worker: retires keys whose expiry or roll grace has passed."""
-    registry = await asyncio.to_thread(open_registry, settings)
-    view: LiveKeyLookupView | None = None
-    try:
+    async with contextlib.AsyncExitStack() as opened:
+        registry = await asyncio.to_thread(open_registry, settings)
+        opened.callback(registry.close)
         view = await asyncio.to_thread(LiveKeyLookupView, settings)
+        opened.callback(view.close)
         await expire_until_stopped(ExpiryWorker(registry, view), stopping)
-    finally:
-        if view is not None:
-            view.close()
-        registry.close()
 
 
 async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
     """The audit-ingest worker: request events on JetStream → the request-audit model."""
     nats_url = _nats_url(settings)
-    follower = live_audit_follower(settings)
-    try:
+    async with contextlib.AsyncExitStack() as opened:
+        # In a thread, like every open: reading the pointer connects to the store.
+        follower = await asyncio.to_thread(live_audit_follower, settings)
+        opened.push_async_callback(asyncio.to_thread, follower.close)
         try:
             store = await retry_start_async(
                 "audit store", partial(asyncio.to_thread, _live_copy, follower), stopping
@@ -117,8 +111,6 @@ async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
             store, nats_url, AuditIngestSettings.from_env(), follow=follower.newer_than
         )
         await ingester.run(stopping)
-    finally:
-        await asyncio.to_thread(follower.close)
 
 
 def _live_copy(follower: GenerationFollower[RequestAuditStore]) -> RequestAuditStore:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
+import structlog
 
 from domain.api_key import ApiKey
 from domain.key_format import Environment, KeyType
@@ -23,6 +24,7 @@ from domain.plans import Permission
 
 #: The aggregate's base attributes, which it keeps with a leading underscore.
 _BASE = ("id", "version", "created_on", "modified_on")
+log = structlog.get_logger()
 
 
 class KeyState(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -57,8 +59,10 @@ class KeyState(msgspec.Struct, kw_only=True, omit_defaults=True):
     exposures: list[dict[str, str]] = []
 
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(KeyState).decode
+# JSON, not msgpack: msgpack keeps a datetime as a UTC timestamp and would drop the offset an
+# expiry was given in (`+02:00`), which the key object shows as given.
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(KeyState).decode
 
 
 def state_of(key: ApiKey) -> bytes:
@@ -84,39 +88,57 @@ def key_from(state: bytes) -> ApiKey:
 
 
 #: The key as it was at a version (`(key_id, version) → ApiKey`), for a key the listing does
-#: not hold yet (a view written before the listing existed).
+#: not hold, or holds behind a gap (a view written by code without the listing).
 LoadKey = Callable[[UUID, int], ApiKey | None]
 
 
-def fold_keys(events: Iterable[object], keys: dict[UUID, ApiKey], load: LoadKey) -> set[UUID]:
-    """Apply each key event to its key in `keys` (in place); returns the ids it changed.
+class Folded(NamedTuple):
+    """What a fold did: the keys it changed, and those it could not keep (no state for them)."""
+
+    changed: set[UUID]
+    dropped: set[UUID]
+
+
+def fold_keys(events: Iterable[object], keys: dict[UUID, ApiKey], load: LoadKey) -> Folded:
+    """Apply each key event to its key in `keys` (in place).
 
     An event the key already has (its version is not beyond the key's) is skipped, so a
-    state read a little after its position is folded correctly; a key missing from `keys`
-    is created by its `Created` event or, when that came earlier, loaded with `load`.
+    state read a little after its position is folded correctly. A key missing from `keys`
+    is created by its `Created` event; when that came earlier, or when the key's state is
+    more than one version behind the event, it is loaded (as it was just before the event)
+    with `load`. A key `load` has nothing for, or whose event fails to apply, is dropped
+    (its next event loads it again): a listing reads a dropped key from the store.
     """
     changed: set[UUID] = set()
+    dropped: set[UUID] = set()
     for event in events:
         if not isinstance(event, ApiKey.Event):
             continue
         key_id, version = event.originator_id, event.originator_version
         key = keys.get(key_id)
-        if key is None:
-            if isinstance(event, ApiKey.Created):
-                created = event.mutate(None)
-                assert isinstance(created, ApiKey)
-                keys[key_id] = created
-                changed.add(key_id)
-                continue
-            loaded = load(key_id, version - 1)
-            if loaded is None:
-                continue
-            keys[key_id] = key = loaded
-        if version <= key.version:
+        if key is not None and version <= key.version:
             continue
-        event.mutate(key)
+        try:
+            if key is None and isinstance(event, ApiKey.Created):
+                key = event.mutate(None)
+                assert isinstance(key, ApiKey)
+                keys[key_id] = key
+            else:
+                if key is None or version > key.version + 1:
+                    key = load(key_id, version - 1)
+                    if key is None:
+                        raise LookupError("no such key at that version")
+                    keys[key_id] = key
+                event.mutate(key)
+        except Exception as error:
+            log.warning("key_listing.key_dropped", key_id=str(key_id), error=type(error).__name__)
+            keys.pop(key_id, None)
+            changed.discard(key_id)
+            dropped.add(key_id)
+            continue
         changed.add(key_id)
-    return changed
+        dropped.discard(key_id)
+    return Folded(changed, dropped)
 
 
 def states_of(keys: Mapping[UUID, ApiKey], ids: Iterable[UUID]) -> dict[UUID, bytes]:

@@ -58,5 +58,10 @@ class KeyListingReader:
             for notification in tail
             if notification.originator_id in wanted
         )
-        fold_keys(events, keys, lambda key_id, _: keys.get(key_id))
-        return [keys[key_id] for key_id in ids]
+        fold_keys(events, keys, self._key_at)
+        return [keys.get(key_id) or self.registry.get_key(key_id) for key_id in ids]
+
+    def _key_at(self, key_id: UUID, version: int) -> ApiKey | None:
+        """A key whose state is behind a gap, as it was at `version`."""
+        key: object = self.registry.repository.get(key_id, version=version)
+        return key if isinstance(key, ApiKey) else None

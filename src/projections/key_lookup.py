@@ -83,8 +83,9 @@ class Changes:
 
     keys: dict[UUID, KeyRecord] = field(default_factory=dict)
     orgs: dict[UUID, OrgRecord] = field(default_factory=dict)
-    #: The listing's states of the keys the batch changed (`projections.key_listing`).
-    states: dict[UUID, bytes] = field(default_factory=dict)
+    #: The listing's states of the keys the batch changed (`projections.key_listing`); None
+    #: removes a key's state (the listing reads that key from the store).
+    states: dict[UUID, bytes | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.keys or self.orgs or self.states)

@@ -1,4 +1,4 @@
-"""The key-lookup view in PostgreSQL: two tables per generation, and the library's tracking."""
+"""The key-lookup view in PostgreSQL: three tables per generation, and the library's tracking."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def _stream(curs: Any, query: Composed) -> Iterator[tuple[Any, ...]]:
 
 
 class PostgresKeyLookupView(PostgresTrackingRecorder):
-    """The view as `<name>_keys` and `<name>_orgs` beside the library's `<name>_tracking`."""
+    """The view as `<name>_keys`, `<name>_orgs` and the listing's `<name>_key_states`, beside
+    the library's `<name>_tracking`."""
 
     def __init__(self, datastore: Any, *, tracking_table_name: str, **kwargs: Any) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
@@ -99,13 +100,20 @@ class PostgresKeyLookupView(PostgresTrackingRecorder):
                     ).format(self.orgs_table),
                     [org_params(o) for o in changes.orgs.values()],
                 )
-            if changes.states:
+            kept = [(k.hex, state) for k, state in changes.states.items() if state is not None]
+            if kept:
                 curs.executemany(
                     SQL(
                         "INSERT INTO {0} (key_id, state) VALUES (%s, %s) "
                         "ON CONFLICT (key_id) DO UPDATE SET state = EXCLUDED.state"
                     ).format(self.states_table),
-                    [(key_id.hex, state) for key_id, state in changes.states.items()],
+                    kept,
+                )
+            dropped = [k.hex for k, state in changes.states.items() if state is None]
+            if dropped:
+                curs.execute(
+                    SQL("DELETE FROM {0} WHERE key_id = ANY(%s)").format(self.states_table),
+                    (dropped,),
                 )
             self._insert_tracking(curs, tracking)
 

@@ -7,8 +7,10 @@ come as openers from the composition root (`bootstrap.projections`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from functools import partial
 
 from application.registry import KeyRegistry
 from projections.generations import Generation, GenerationStore
@@ -48,21 +50,18 @@ class KeyLookupProjection:
         self._drop = drop
 
     def status(self) -> ProjectionStatus:
-        store = self._pointers()
-        registry = self._registry()
-        view: KeyLookupView | None = None
-        try:
+        with contextlib.ExitStack() as opened:
+            store = self._pointers()
+            opened.callback(store.close)
+            registry = self._registry()
+            opened.callback(registry.close)
             record = store.record(KEY_LOOKUP, KEY_LOOKUP_VIEW)
             view = self._view(record.live.view_name)
+            opened.callback(close_key_lookup_view, view)
             position = view.max_tracking_id(registry.name) or 0
             rows = view.count()
             head = registry.recorder.max_notification_id() or 0
             worker = WorkerStatus.of(self.worker, store.heartbeats(self.worker))
-        finally:
-            if view is not None:
-                close_key_lookup_view(view)
-            registry.close()
-            store.close()
         return ProjectionStatus.of(
             self.name,
             "event store",
@@ -86,37 +85,42 @@ class KeyLookupProjection:
         The live view is never written here; API processes keep serving from memory and
         follow the pointer, and the key-lookup worker reloads from the new generation.
         """
-        pointers = self._pointers()
-        registry = self._registry()
-
-        def build(target: Generation) -> BuiltCopy:
-            view = self._view(target.view_name)
-            try:
-                updater = KeyLookupUpdater(registry, KeyLookup(), view)
-                started = time.monotonic()
-                head = registry.recorder.max_notification_id() or 0
-                events = 0
-                while read := updater.catch_up(batch_size):
-                    events += read
-                    position = updater.lookup.position
-                    head = max(head, position)
-                    if progress is not None:
-                        elapsed = time.monotonic() - started
-                        progress(RebuildProgress(events, position, 0, head, elapsed))
-                return BuiltCopy(events, updater.lookup.position, view.count())
-            finally:
-                close_key_lookup_view(view)
-
-        try:
+        with contextlib.ExitStack() as opened:
+            pointers = self._pointers()
+            opened.callback(pointers.close)
+            registry = self._registry()
+            opened.callback(registry.close)
             return rebuild_generation(
                 pointers,
                 KEY_LOOKUP,
                 KEY_LOOKUP_VIEW,
-                build=build,
+                build=partial(self._build, registry, progress, batch_size),
                 drop=self._drop,
                 grace=grace,
                 force=force,
             )
+
+    def _build(
+        self,
+        registry: KeyRegistry,
+        progress: ProgressCallback | None,
+        batch_size: int,
+        target: Generation,
+    ) -> BuiltCopy:
+        """Fold the whole event store into the copy `target` names."""
+        view = self._view(target.view_name)
+        try:
+            updater = KeyLookupUpdater(registry, KeyLookup(), view)
+            started = time.monotonic()
+            head = registry.recorder.max_notification_id() or 0
+            events = 0
+            while read := updater.catch_up(batch_size):
+                events += read
+                position = updater.lookup.position
+                head = max(head, position)
+                if progress is not None:
+                    elapsed = time.monotonic() - started
+                    progress(RebuildProgress(events, position, 0, head, elapsed))
+            return BuiltCopy(events, updater.lookup.position, view.count())
         finally:
-            registry.close()
-            pointers.close()
+            close_key_lookup_view(view)

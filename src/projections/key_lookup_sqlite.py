@@ -64,7 +64,11 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             )
             c.executemany(
                 "INSERT OR REPLACE INTO lookup_key_states (key_id, state) VALUES (?, ?)",
-                [(key_id.hex, state) for key_id, state in changes.states.items()],
+                [(k.hex, state) for k, state in changes.states.items() if state is not None],
+            )
+            c.executemany(
+                "DELETE FROM lookup_key_states WHERE key_id = ?",
+                [(k.hex,) for k, state in changes.states.items() if state is None],
             )
             self._insert_tracking(c, tracking)
 

@@ -68,8 +68,9 @@ class KeyLookupUpdater:
                 raise
         return len(batch)
 
-    def _listing(self, view: KeyLookupView, batch: Batch) -> dict[UUID, bytes]:
-        """The listing's new states of the keys the batch changed (one read of their old ones)."""
+    def _listing(self, view: KeyLookupView, batch: Batch) -> dict[UUID, bytes | None]:
+        """The listing's new states of the keys the batch changed (one read of their old ones);
+        None for a key it could not keep."""
         earlier = list(
             {
                 event.originator_id
@@ -79,8 +80,10 @@ class KeyLookupUpdater:
         )
         stored = view.key_states(self.registry.name, earlier)[1] if earlier else {}
         keys = {key_id: key_from(state) for key_id, state in stored.items()}
-        changed = fold_keys((event for event, _ in batch), keys, self._key_at)
-        return states_of(keys, changed)
+        folded = fold_keys((event for event, _ in batch), keys, self._key_at)
+        states: dict[UUID, bytes | None] = dict.fromkeys(folded.dropped)
+        states.update(states_of(keys, folded.changed))
+        return states
 
     def _key_at(self, key_id: UUID, version: int) -> ApiKey | None:
         """A key the listing lacks (a view older than the listing), as it was at `version`."""

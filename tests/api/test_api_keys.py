@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from domain.key_format import parse_key
+import pytest
+
+from domain.key_format import Environment, parse_key
 from domain.plans import Permission, Plan
+from projections.key_lookup_updater import KeyLookupUpdater
 from support.api import Api, assert_error, bearer
 
 
@@ -131,3 +134,31 @@ async def test_the_openapi_schema_declares_the_bearer_scheme(api: Api) -> None:
     schema = (await api.client.get("/schema/openapi.json")).json()
     assert schema["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
     assert "/v1/api-keys/{key_id}/roll" in schema["paths"]
+
+
+async def test_keys_list_from_the_caught_up_listing_as_the_policy_allows(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = api.org()
+    admin = await api.key(org)
+    tester = await api.key(org, Environment.TEST)
+    reader = await api.key(org, permissions={Permission.API_KEYS_READ})
+    await api.key(api.org())  # another organization's
+    KeyLookupUpdater.from_view(api.registry, api.process.services.key_lookup).catch_up_fully()
+    loads: list[object] = []
+    get_key = api.registry.get_key
+    monkeypatch.setattr(
+        api.registry, "get_key", lambda key_id: loads.append(key_id) or get_key(key_id)
+    )
+
+    live = await api.client.get("/v1/api-keys", headers=bearer(reader))
+    test = await api.client.get("/v1/api-keys", headers=bearer(tester))
+    # A live key sees both environments of its organization, a test key its own only.
+    assert [k["id"] for k in live.json()["data"]] == [
+        f"key_{admin.key.id.hex}",
+        f"key_{tester.key.id.hex}",
+        f"key_{reader.key.id.hex}",
+    ]
+    assert [k["id"] for k in test.json()["data"]] == [f"key_{tester.key.id.hex}"]
+    assert live.json()["data"][2]["restricted"] is True
+    assert loads == []  # every key came from the listing

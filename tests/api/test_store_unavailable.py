@@ -5,6 +5,7 @@ in `tests/faults/`.)"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,11 +16,13 @@ from eventsourcing.persistence import OperationalError
 from litestar.testing import TestClient
 
 from adapters.settings import Settings
+from api.auth import FAILED_ATTEMPTS_PER_MINUTE
 from application.registry import IssuedKey
 from bootstrap.api import api_process
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType, generate_key
 from domain.plans import Plan
+from support.windows import early_in_a_window
 
 
 class Outage:
@@ -151,3 +154,18 @@ def test_an_unexpected_failure_in_authentication_is_500_internal_error_in_the_co
     assert response.json()["error"]["code"] == "internal_error"
     assert "a bug" not in response.text
     assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
+
+
+def test_unknown_keys_answered_503_while_the_store_is_down_still_count_as_failed_attempts(
+    served: tuple[TestClient[Any], IssuedKey, Outage],
+) -> None:
+    client, _, outage = served
+    asyncio.run(early_in_a_window())
+    outage.down = True
+    # The first finds the store down (then known to be down); the next are counted at once.
+    statuses = [
+        client.get("/v1/affiliates", headers=_unknown_key()).status_code
+        for _ in range(FAILED_ATTEMPTS_PER_MINUTE + 2)
+    ]
+    assert set(statuses[:-1]) == {503}
+    assert statuses[-1] == 429
