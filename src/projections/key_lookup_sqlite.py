@@ -22,6 +22,7 @@ from projections.key_lookup_rows import (
     org_params,
     org_record,
 )
+from projections.sqlite_rows import select_in
 
 
 class SQLiteKeyLookupView(SQLiteTrackingRecorder):
@@ -101,17 +102,14 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
         self, application_name: str, key_ids: list[UUID]
     ) -> tuple[int, dict[UUID, bytes]]:
         """The view's position, then the listing's state of each of these keys it holds."""
-        states: dict[UUID, bytes] = {}
         with self.datastore.transaction(commit=False) as c:
             position = self._max_tracking_id(application_name, c) or 0
-            for chunk in _chunks(key_ids):
-                marks = ", ".join("?" * len(chunk))
-                c.execute(
-                    f"SELECT key_id, state FROM lookup_key_states WHERE key_id IN ({marks})",
-                    [key_id.hex for key_id in chunk],
-                )
-                states.update((UUID(hex=key_id), bytes(state)) for key_id, state in c.fetchall())
-        return position, states
+            rows = select_in(
+                c,
+                "SELECT key_id, state FROM lookup_key_states WHERE key_id IN ({})",
+                [key_id.hex for key_id in key_ids],
+            )
+        return position, {UUID(hex=key_id): bytes(state) for key_id, state in rows}
 
     def count(self) -> int:
         with self.datastore.transaction(commit=False) as c:
@@ -124,8 +122,3 @@ class SQLiteKeyLookupView(SQLiteTrackingRecorder):
             c.execute(EXPIRING_QUERY.format("lookup_keys"))
             keys = [(UUID(hex=key_id), float(at)) for key_id, at in c.fetchall()]
             return self._max_tracking_id(application_name, c) or 0, keys
-
-
-def _chunks(key_ids: list[UUID], size: int = 500) -> list[list[UUID]]:
-    """SQLite caps a statement's parameters (999 in older builds)."""
-    return [key_ids[i : i + size] for i in range(0, len(key_ids), size)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteTrackingRecorder
@@ -38,8 +37,7 @@ from projections.request_audit_query import (
     key_text,
     verify_scan,
 )
-
-_SQLITE_CHUNK = 900  # bound parameters per `IN (...)` on SQLite
+from projections.sqlite_rows import select_in
 
 
 class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
@@ -74,14 +72,6 @@ class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
             "PRIMARY KEY (stream_seq, item, reason))",
         ]
 
-    def _in(self, c: Any, sql: str, values: Sequence[str]) -> list[Any]:
-        found: list[Any] = []
-        for start in range(0, len(values), _SQLITE_CHUNK):
-            chunk = values[start : start + _SQLITE_CHUNK]
-            c.execute(sql.format(",".join("?" * len(chunk))), chunk)
-            found.extend(c.fetchall())
-        return found
-
     def ingest(self, messages: Sequence[Message]) -> IngestResult:
         t = self.prefix
         decoded, rejected = decode_messages(messages)
@@ -92,11 +82,13 @@ class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
             c.execute(f"UPDATE {t}_heads SET seq = seq WHERE 0")
             known = {
                 r[0]
-                for r in self._in(c, f"SELECT event_id FROM {t}_rows WHERE event_id IN ({{}})", ids)
+                for r in select_in(
+                    c, f"SELECT event_id FROM {t}_rows WHERE event_id IN ({{}})", ids
+                )
             }
             heads = {
                 r[0]: ChainHead(int(r[1]), r[2])
-                for r in self._in(
+                for r in select_in(
                     c, f"SELECT org_id, seq, row_hash FROM {t}_heads WHERE org_id IN ({{}})", orgs
                 )
             }
@@ -136,7 +128,7 @@ class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
     def last_used(self, key_ids: Iterable[K]) -> dict[K, LastUsed]:
         wanted = {key_text(k): k for k in key_ids}
         with self.datastore.transaction(commit=False) as c:
-            rows = self._in(
+            rows = select_in(
                 c,
                 f"SELECT key_id, last_used_at, last_used_addr FROM {self.prefix}_last_used "
                 "WHERE key_id IN ({})",

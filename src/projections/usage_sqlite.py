@@ -38,7 +38,6 @@ from projections.usage_query import (
     merge_stored,
 )
 
-_SQLITE_CHUNK = 900  # bound parameters per `IN (...)` on SQLite
 _FLOOR = "seen_floor"
 _json = msgspec.json.Encoder()
 
@@ -70,14 +69,6 @@ class SQLiteUsageStore(SQLiteTrackingRecorder):
             f"CREATE TABLE IF NOT EXISTS {t}_seen (event_id TEXT PRIMARY KEY) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {t}_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]
-
-    def _in(self, c: Any, sql: str, values: Sequence[str]) -> list[Any]:
-        found: list[Any] = []
-        for start in range(0, len(values), _SQLITE_CHUNK):
-            chunk = values[start : start + _SQLITE_CHUNK]
-            c.execute(sql.format(",".join("?" * len(chunk))), chunk)
-            found.extend(c.fetchall())
-        return found
 
     def _floor(self, c: Any) -> str:
         c.execute(f"SELECT value FROM {self.prefix}_meta WHERE name = ?", (_FLOOR,))

@@ -32,6 +32,13 @@ def attributes(key: ApiKey) -> dict[str, Any]:
     }
 
 
+def stored_events(registry: KeyRegistry) -> list[object]:
+    """Every event in the store, as the key-lookup worker reads them."""
+    return [
+        registry.mapper.to_domain_event(n) for n in registry.recorder.select_notifications(0, 1000)
+    ]
+
+
 def every_kind_of_event(registry: KeyRegistry) -> list[UUID]:
     """An organization's keys that between them went through every event a key can have."""
     org = registry.register_organization("Acme", Plan.AGENCY, OPERATOR)
@@ -88,9 +95,7 @@ def test_folding_the_stored_events_gives_each_key_as_loading_it_does(
     registry: KeyRegistry,
 ) -> None:
     key_ids = every_kind_of_event(registry)
-    events = [
-        registry.mapper.to_domain_event(n) for n in registry.recorder.select_notifications(0, 1000)
-    ]
+    events = stored_events(registry)
     keys: dict[UUID, ApiKey] = {}
     folded = fold_keys(events, keys, lambda *_: None)
     assert folded.changed == set(key_ids) and folded.dropped == set()
@@ -100,9 +105,7 @@ def test_folding_the_stored_events_gives_each_key_as_loading_it_does(
 
 def test_an_event_the_state_already_has_is_not_applied_twice(registry: KeyRegistry) -> None:
     key_ids = every_kind_of_event(registry)
-    events = [
-        registry.mapper.to_domain_event(n) for n in registry.recorder.select_notifications(0, 1000)
-    ]
+    events = stored_events(registry)
     keys = {key_id: registry.get_key(key_id) for key_id in key_ids}
     assert fold_keys(events, keys, lambda *_: None).changed == set()
     for key_id in key_ids:
@@ -230,9 +233,7 @@ def test_a_key_whose_event_cannot_be_applied_is_dropped_and_read_from_the_store(
     registry: KeyRegistry,
 ) -> None:
     key_ids = every_kind_of_event(registry)
-    events = [
-        registry.mapper.to_domain_event(n) for n in registry.recorder.select_notifications(0, 1000)
-    ]
+    events = stored_events(registry)
     keys: dict[UUID, ApiKey] = {}
     broken = key_ids[0]  # the key with the most events
     folded = fold_keys(
