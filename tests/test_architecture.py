@@ -137,6 +137,9 @@ PURE_READ_MODEL_MODULES = (
     "projections.request_audit",
     "projections.request_audit_query",
     "projections.usage",
+    "projections.usage_retention",
+    "projections.usage_events",
+    "projections.usage_org",
     "projections.usage_query",
 )
 #: What does I/O: databases, messaging, HTTP, the library's recorders, our adapters (but the

@@ -23,6 +23,7 @@ from api.routes.audit_requests import AuditRequestsController
 from api.routes.events import EventsController
 from api.routes.health import healthz, readyz
 from api.routes.leaks import LeaksController
+from api.routes.usage import UsageController
 from api.services import Services
 from api.store_health import StoreHealth
 
@@ -74,6 +75,7 @@ def create_app(
             AuditRequestsController,
             EventsController,
             LeaksController,
+            UsageController,
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

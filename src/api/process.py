@@ -85,6 +85,7 @@ class ApiProcess:
             services.affiliates,
             services.tracked_events,
             services.audit,
+            services.usage,
             services.key_lookup,
             services.registry,
         ):

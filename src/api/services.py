@@ -18,6 +18,7 @@ from application.registry import KeyRegistry
 from projections.key_listing_reader import KeyListingReader
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import LiveRequestAuditStore
+from projections.usage_report import UsageReports
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Services:
     tracked_events: TrackedEventStore
     cards: KeyCards
     audit: LiveRequestAuditStore
+    usage: UsageReports
     exposure: ExposureFlagger
     publisher: RequestEventPublisher | None = None
     nats_client: Client | None = None

@@ -27,6 +27,8 @@ from application.stores import open_registry
 from projections.key_listing_reader import KeyListingReader
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import LiveRequestAuditStore
+from projections.usage_live import LiveUsageStore
+from projections.usage_report import UsageReports
 
 
 def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) -> Services:
@@ -50,6 +52,9 @@ def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) ->
         audit = LiveRequestAuditStore(settings)
         opened.callback(audit.close)
         audit.name  # noqa: B018 - reads the pointer and opens (creates) the live audit copy
+        usage = LiveUsageStore(settings)
+        opened.callback(usage.close)
+        usage.name  # noqa: B018 - reads the pointer and opens (creates) the live usage copy
         cards = KeyCards(registry, audit.last_used)
         mirror.listeners.append(cards.forget)
         services = Services(
@@ -63,6 +68,7 @@ def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) ->
             tracked_events=tracked_events,
             cards=cards,
             audit=audit,
+            usage=UsageReports(registry, usage),
             exposure=ExposureFlagger(registry, mirror, settings.key_pepper),
         )
         opened.pop_all()  # built: the process closes them when it stops

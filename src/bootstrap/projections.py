@@ -15,9 +15,12 @@ from projections.rebuilds import Projection
 from projections.request_audit_live import REQUEST_AUDIT
 from projections.request_audit_projection import RequestAuditProjection
 from projections.request_audit_store import drop_audit_copy, open_request_audit_store
+from projections.usage_live import USAGE
+from projections.usage_projection import UsageProjection
+from projections.usage_store import drop_usage_copy, open_usage_store
 
 #: Every rebuildable read model's name; a new one is added here and below (see DEVELOPERS.md).
-PROJECTION_NAMES = (KEY_LOOKUP, REQUEST_AUDIT)
+PROJECTION_NAMES = (KEY_LOOKUP, REQUEST_AUDIT, USAGE)
 
 
 def assemble_projections(settings: Settings) -> dict[str, Projection]:
@@ -35,6 +38,12 @@ def assemble_projections(settings: Settings) -> dict[str, Projection]:
             pointers=pointers,
             copy=partial(open_request_audit_store, settings),
             drop=partial(drop_audit_copy, settings),
+        ),
+        USAGE: UsageProjection(
+            settings,
+            pointers=pointers,
+            copy=partial(open_usage_store, settings),
+            drop=partial(drop_usage_copy, settings),
         ),
     }
     assert tuple(built) == PROJECTION_NAMES

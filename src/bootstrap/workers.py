@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from functools import partial
 
 from adapters import nats as nats_adapter
@@ -16,17 +17,19 @@ from adapters.settings import Settings
 from adapters.startup import StartupStopped, retry_start_async
 from adapters.store_wakeup import StoreWakeup
 from application.stores import open_registry
-from projections.generation_follower import GenerationFollower
+from projections.generation_follower import Copy, GenerationFollower
 from projections.generation_store import open_generation_store
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import live_audit_follower
-from projections.request_audit_query import RequestAuditStore
+from projections.usage_live import live_usage_follower
+from projections.usage_retention import UsageRetention
 from workers.audit_ingest import AuditIngester, AuditIngestSettings
 from workers.expiry import ExpiryWorker, expire_until_stopped
 from workers.key_lookup import follow_key_lookup
 from workers.relay import Relay
 from workers.runner import WorkerEntry, supervise_workers
+from workers.usage_pruning import prune_usage_until_stopped
 
 #: Idle wait of the relay when nothing wakes it (SQLite, `ICODRIP_STORE_WAKEUP=0`); on
 #: PostgreSQL it waits for the store's NOTIFY, with a 1 s fallback (ADR 0018).
@@ -113,7 +116,40 @@ async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
         await ingester.run(stopping)
 
 
-def _live_copy(follower: GenerationFollower[RequestAuditStore]) -> RequestAuditStore:
+async def run_usage(settings: Settings, stopping: asyncio.Event) -> None:
+    """The usage-ingest worker: request events on JetStream → per-key usage (its own durable
+    consumer), and the buckets past their retention pruned every hour (`workers.usage_pruning`)."""
+    nats_url = _nats_url(settings)
+    retention = UsageRetention.from_env(os.environ)
+    async with contextlib.AsyncExitStack() as opened:
+        follower = await asyncio.to_thread(live_usage_follower, settings)
+        opened.push_async_callback(asyncio.to_thread, follower.close)
+        try:
+            store = await retry_start_async(
+                "usage store", partial(asyncio.to_thread, _live_copy, follower), stopping
+            )
+        except StartupStopped:
+            return
+        ingester = AuditIngester(
+            store,
+            nats_url,
+            AuditIngestSettings.from_env(label="usage"),
+            follow=follower.newer_than,
+        )
+        pruning = asyncio.create_task(
+            prune_usage_until_stopped(
+                lambda: ingester.store, ingester.acknowledged_through, retention, stopping
+            )
+        )
+        try:
+            await ingester.run(stopping)
+        finally:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
+
+
+def _live_copy(follower: GenerationFollower[Copy]) -> Copy:
     with follower.using(force=True) as (_, copy):
         return copy
 
@@ -124,6 +160,7 @@ WORKERS: dict[str, WorkerEntry] = {
     "key-lookup": run_key_lookup,
     "audit": run_audit,
     "expiry": run_expiry,
+    "usage": run_usage,
 }
 
 

@@ -29,6 +29,7 @@ from domain.plans import Plan
 from domain.user import Role
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import open_live_audit_store
+from projections.usage_live import LiveUsageStore
 
 
 def create_read_models(settings: Settings) -> None:
@@ -38,6 +39,9 @@ def create_read_models(settings: Settings) -> None:
     key_lookup.count()
     key_lookup.close()
     open_live_audit_store(settings).close()
+    usage = LiveUsageStore(settings)
+    usage.count()
+    usage.close()
     open_affiliate_store(settings).close()
 
 

@@ -16,6 +16,7 @@ from cli.orgs import orgs
 from cli.projections import projections
 from cli.scan import scan
 from cli.serve import serve
+from cli.usage import usage
 from cli.users import users
 from cli.worker import worker
 
@@ -56,6 +57,7 @@ cli.add_command(audit)
 cli.add_command(projections)
 cli.add_command(scan)
 cli.add_command(users)
+cli.add_command(usage)
 keys.add_command(history)
 
 

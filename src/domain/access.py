@@ -41,6 +41,7 @@ class Command(StrEnum):
     ROLL_KEY = "roll_key"
     REVOKE_KEY = "revoke_key"
     READ_AUDIT = "read_audit"
+    READ_USAGE = "read_usage"
     READ_AFFILIATES = "read_affiliates"
     WRITE_AFFILIATES = "write_affiliates"
     SEND_EVENTS = "send_events"
@@ -58,6 +59,7 @@ PERMISSION: dict[Command, Permission | None] = {
     Command.ROLL_KEY: Permission.API_KEYS_WRITE,
     Command.REVOKE_KEY: Permission.API_KEYS_WRITE,
     Command.READ_AUDIT: Permission.AUDIT_READ,
+    Command.READ_USAGE: Permission.USAGE_READ,
     Command.READ_AFFILIATES: Permission.AFFILIATES_READ,
     Command.WRITE_AFFILIATES: Permission.AFFILIATES_WRITE,
     Command.SEND_EVENTS: Permission.EVENTS_WRITE,
@@ -70,13 +72,14 @@ KEY_CHANGES = frozenset(
     {Command.RENAME_KEY, Command.SET_KEY_ALLOWED_IPS, Command.ROLL_KEY, Command.REVOKE_KEY}
 )
 
-_DASHBOARD = frozenset({Command.READ_KEYS, Command.CREATE_KEY, Command.READ_AUDIT} | KEY_CHANGES)
+_READS = frozenset({Command.READ_KEYS, Command.READ_AUDIT, Command.READ_USAGE})
+_DASHBOARD = _READS | {Command.CREATE_KEY} | KEY_CHANGES
 #: What each role may do to any key of its organization.
 ROLE_COMMANDS: dict[Role, frozenset[Command]] = {
     Role.OWNER: _DASHBOARD,
     Role.ADMIN: _DASHBOARD,
-    Role.DEVELOPER: frozenset({Command.READ_KEYS, Command.CREATE_KEY, Command.READ_AUDIT}),
-    Role.AUDITOR: frozenset({Command.READ_KEYS, Command.READ_AUDIT}),
+    Role.DEVELOPER: _READS | {Command.CREATE_KEY},
+    Role.AUDITOR: _READS,
 }
 #: What a role may do, beyond `ROLE_COMMANDS`, to the keys it created itself.
 OWN_KEY_COMMANDS: dict[Role, frozenset[Command]] = {Role.DEVELOPER: KEY_CHANGES}
@@ -89,6 +92,7 @@ _WHAT = {
     Command.ROLL_KEY: "roll this API key",
     Command.REVOKE_KEY: "revoke this API key",
     Command.READ_AUDIT: "view the audit log",
+    Command.READ_USAGE: "view usage",
     Command.READ_AFFILIATES: "read affiliates",
     Command.WRITE_AFFILIATES: "add affiliates",
     Command.SEND_EVENTS: "send tracking events",

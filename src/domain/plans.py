@@ -17,6 +17,7 @@ class Permission(StrEnum):
     API_KEYS_WRITE = "api_keys:write"
     EVENTS_WRITE = "events:write"
     AUDIT_READ = "audit:read"
+    USAGE_READ = "usage:read"
 
 
 class Plan(StrEnum):
@@ -32,6 +33,7 @@ _FREE = frozenset(
         Permission.API_KEYS_READ,
         Permission.API_KEYS_WRITE,
         Permission.EVENTS_WRITE,
+        Permission.USAGE_READ,
     }
 )
 _PRO = _FREE | {Permission.AUDIT_READ}

@@ -87,6 +87,16 @@ class ChainReport:
         }
 
 
+class StreamFedModel(Protocol):
+    """A read model fed from the request-event stream (the request-audit and usage models):
+    what the ingest worker and a rebuild's `catch_up` need of it."""
+
+    name: str
+
+    def ingest(self, messages: Sequence[Message]) -> IngestResult: ...
+    def position(self) -> int: ...
+
+
 class RequestAuditStore(Protocol):
     """What the ingest worker, the API, the CLI and the tests need from the durable model.
 

@@ -1,4 +1,4 @@
-"""Reading the JetStream audit stream into a copy of the request-audit model.
+"""Reading the JetStream audit stream into a copy of a stream-fed model (request audit, usage).
 
 What a rebuild does to fill its new generation (`catch_up`, to within `SWITCH_WHEN_BEHIND` of
 the head; the ingest worker copies the rest once it follows the switch) and what
@@ -22,7 +22,7 @@ from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT
 from adapters.settings import Settings
 from projections.rebuilds import ProgressCallback, RebuildProgress
 from projections.request_audit import Message
-from projections.request_audit_query import RequestAuditStore
+from projections.request_audit_query import StreamFedModel
 
 #: A rebuild switches once fewer messages than this are left to copy (the worker does the rest).
 SWITCH_WHEN_BEHIND = 1000
@@ -30,7 +30,7 @@ SWITCH_WHEN_BEHIND = 1000
 
 async def copy_stream(
     js: JetStreamContext,
-    store: RequestAuditStore,
+    store: StreamFedModel,
     *,
     start: int,
     last: int,
@@ -81,7 +81,7 @@ async def copy_stream(
 
 
 async def catch_up(
-    settings: Settings, store: RequestAuditStore, progress: ProgressCallback | None, batch: int
+    settings: Settings, store: StreamFedModel, progress: ProgressCallback | None, batch: int
 ) -> int:
     """Copy the stream into `store` until it is within SWITCH_WHEN_BEHIND of the head."""
     assert settings.nats_url is not None

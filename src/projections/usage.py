@@ -3,13 +3,14 @@
 Pure (no I/O): the buckets (`Granularity`, aligned in UTC on the Unix epoch), the latency
 sketch (`LatencySketch`, DDSketch-like: log-scale buckets with a fixed index function, so
 sketches made by any process merge by adding counts), the counters of one bucket
-(`UsageCounters`), the fold of decoded audit entries into buckets (`fold_usage`), and the
-retention of each granularity (`UsageRetention`). What a range's totals are read from is
+(`UsageCounters`) and the fold of decoded audit entries into buckets (`fold_usage`). How long
+each granularity is kept is `projections.usage_retention`; what a range's totals are read from,
 `projections.usage_query.cover`; the durable store, `projections.usage_store`.
 
-The model is fed the same `AuditEntry`s the request-audit model decodes
-(`projections.request_audit.decode_messages`). Entries that name no key, or no organization
-(401s for unknown, revoked or expired keys), belong to no key's usage and are skipped.
+The model is fed the requests `projections.usage_events.decode_usage` decodes from the stream
+(the fields of the request-audit model's `AuditEntry` that a count reads). Requests that name
+no key, or no organization (401s for unknown, revoked or expired keys), belong to no key's
+usage and are skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import NamedTuple
 
 import msgspec
 
-from projections.request_audit import NO_ORG, AuditEntry
+from projections.request_audit import NO_ORG
+from projections.usage_events import CountedRequest
 
 # -- buckets ------------------------------------------------------------------------------------
 
@@ -84,6 +86,7 @@ SKETCH_VERSION = 1
 
 _sketch_encoder = msgspec.msgpack.Encoder()
 _sketch_decoder = msgspec.msgpack.Decoder(list[int])
+_sketches_decoder = msgspec.msgpack.Decoder(list[list[int]])
 
 
 def bucket_index(latency_ms: float) -> int:
@@ -158,13 +161,55 @@ class LatencySketch(msgspec.Struct, gc=False):
     @classmethod
     def from_bytes(cls, data: bytes) -> LatencySketch:
         """The sketch `to_bytes` wrote; ValueError for anything else."""
-        try:
-            flat = _sketch_decoder.decode(data)
-        except msgspec.DecodeError as error:
-            raise ValueError(f"not a latency sketch: {error}") from None
+        flat = _decode_sketch(data)
+        return cls(flat[1], dict(zip(itertools.accumulate(flat[2::2]), flat[3::2], strict=True)))
+
+
+def _decode_sketch(data: bytes) -> list[int]:
+    """The flat list `LatencySketch.to_bytes` encoded; ValueError for anything else."""
+    try:
+        flat = _sketch_decoder.decode(data)
+    except msgspec.DecodeError as error:
+        raise ValueError(f"not a latency sketch: {error}") from None
+    if len(flat) < 2 or flat[0] != SKETCH_VERSION or len(flat) % 2:
+        raise ValueError("not a latency sketch of this version")
+    return flat
+
+
+def add_stored_sketch(bins: dict[int, int], data: bytes) -> int:
+    """Add the bins of a sketch `LatencySketch.to_bytes` wrote to `bins` (in place) and return
+    its count of zeros; ValueError for anything else.
+
+    The totals of a range merge tens of thousands of stored sketches: this makes no sketch per
+    stored one and no copy of the growing bins (`LatencySketch.merge` copies the larger side).
+    """
+    flat = _decode_sketch(data)
+    get = bins.get
+    for index, n in zip(itertools.accumulate(flat[2::2]), flat[3::2], strict=True):
+        bins[index] = get(index, 0) + n
+    return flat[1]
+
+
+def add_stored_sketches(bins: dict[int, int], data: bytes, count: int) -> int:
+    """Add `count` sketches stored back to back in `data` (each as `LatencySketch.to_bytes`
+    wrote it: what PostgreSQL's `string_agg` of the column returns) to `bins` (in place) and
+    return their count of zeros; ValueError for anything else.
+
+    One decode for them all (as a msgpack array of `count` items), not one per stored sketch.
+    """
+    try:
+        flats = _sketches_decoder.decode(b"\xdd" + count.to_bytes(4, "big") + data)
+    except (msgspec.DecodeError, OverflowError) as error:
+        raise ValueError(f"not {count} latency sketches: {error}") from None
+    get = bins.get
+    zeros = 0
+    for flat in flats:
         if len(flat) < 2 or flat[0] != SKETCH_VERSION or len(flat) % 2:
             raise ValueError("not a latency sketch of this version")
-        return cls(flat[1], dict(zip(itertools.accumulate(flat[2::2]), flat[3::2], strict=True)))
+        zeros += flat[1]
+        for index, n in zip(itertools.accumulate(flat[2::2]), flat[3::2], strict=True):
+            bins[index] = get(index, 0) + n
+    return zeros
 
 
 # -- counters -----------------------------------------------------------------------------------
@@ -255,7 +300,7 @@ class UsageKey(NamedTuple):
 # -- the fold -----------------------------------------------------------------------------------
 
 
-def fold_minutes(entries: Iterable[AuditEntry]) -> dict[tuple[str, str, int], UsageCounters]:
+def fold_minutes(entries: Iterable[CountedRequest]) -> dict[tuple[str, str, int], UsageCounters]:
     """Each keyed entry counted in its minute: (org_id, key_id, minute start) → counters."""
     cells: dict[tuple[str, str, int], UsageCounters] = {}
     get = cells.get
@@ -265,7 +310,7 @@ def fold_minutes(entries: Iterable[AuditEntry]) -> dict[tuple[str, str, int], Us
     for entry in entries:
         key_id = entry.key_id
         org_id = entry.org_id
-        if key_id is None or org_id == NO_ORG:
+        if key_id is None or org_id is None or org_id == NO_ORG:
             continue
         cell_key = (org_id, key_id, int(entry.occurred_at // 60) * 60)
         cell = get(cell_key)
@@ -309,7 +354,7 @@ def roll_up(minutes: dict[tuple[str, str, int], UsageCounters]) -> dict[UsageKey
     return folded
 
 
-def fold_usage(entries: Iterable[AuditEntry]) -> dict[UsageKey, UsageCounters]:
+def fold_usage(entries: Iterable[CountedRequest]) -> dict[UsageKey, UsageCounters]:
     """Every keyed entry counted in its minute, hour and day buckets.
 
     Each entry lands in exactly one minute, and hours and days are merged from the minutes,
@@ -329,41 +374,3 @@ def merge_into(
         else:
             existing.merge(cell)
     return target
-
-
-# -- retention ----------------------------------------------------------------------------------
-
-
-class UsageRetention(msgspec.Struct, frozen=True):
-    """How long each granularity is kept (days; None = forever), and how long event ids are
-    remembered for recognizing a duplicate (see `projections.usage_query`)."""
-
-    minute_days: float | None = 7
-    hour_days: float | None = 90
-    day_days: float | None = None
-    seen_event_days: float = 7
-
-    def kept_days(self, granularity: Granularity) -> float | None:
-        """How long buckets of this granularity are kept, in days (None = forever)."""
-        return {
-            Granularity.MINUTE: self.minute_days,
-            Granularity.HOUR: self.hour_days,
-            Granularity.DAY: self.day_days,
-        }[granularity]
-
-    def cutoff(self, granularity: Granularity, now: float) -> int | None:
-        """The first bucket start kept at `now`: every earlier bucket ended more than the
-        retention ago (None: nothing expires)."""
-        days = self.kept_days(granularity)
-        return None if days is None else granularity.align(now - days * 86_400)
-
-    def is_expired(self, granularity: Granularity, start: int, now: float) -> bool:
-        """Whether the bucket starting at `start` is past its retention at `now`."""
-        cutoff = self.cutoff(granularity, now)
-        return cutoff is not None and start < cutoff
-
-    def seen_floor(self, now: float) -> str:
-        """The event-id prefix below which event ids are forgotten at `now` (12 hex digits of
-        Unix milliseconds, as `adapters.request_events.new_event_id` starts)."""
-        millis = max(0, int((now - self.seen_event_days * 86_400) * 1000))
-        return f"{millis:012x}"

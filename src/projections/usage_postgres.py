@@ -10,10 +10,10 @@ the same lock, so that the floor of forgotten ids never moves under a write.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import psycopg.errors
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -21,25 +21,32 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from adapters.request_events import AUDIT_STREAM
-from projections.request_audit import Decoded
-from projections.usage import GRANULARITIES, UsageCounters, UsageRetention, fold_usage
+from projections.request_audit import Message
+from projections.request_audit_query import IngestResult
+from projections.usage import GRANULARITIES, UsageCounters, fold_usage
+from projections.usage_events import DecodedRequests
+from projections.usage_org import ORG_WIDE_IDS, org_wide_ids, with_org_totals
 from projections.usage_query import (
     CELL_COLUMN_LIST,
     CELL_COLUMNS,
     DEFAULT_NAME,
     EVENT_ID_LENGTH,
     NO_FLOOR,
-    TOTAL_COLUMN_LIST,
+    TOTAL_AGGREGATE_LIST,
+    Floor,
     PruneResult,
     UsageQuery,
     UsageRow,
     WriteResult,
-    accumulate,
+    add_aggregate,
     candidates,
     cell_values,
     cover,
+    ingest_messages,
     merge_stored,
+    next_floor,
 )
+from projections.usage_retention import UsageRetention
 
 _FLOOR = "seen_floor"
 #: The array type of each of `CELL_COLUMNS`, for an upsert of `unnest`ed columns.
@@ -80,18 +87,19 @@ class PostgresUsageStore(PostgresTrackingRecorder):
                     Identifier(f"{p}_counters_age"), self.counters_table
                 ),
                 SQL(
-                    'CREATE TABLE IF NOT EXISTS {0} (event_id text COLLATE "C" PRIMARY KEY)'
+                    'CREATE TABLE IF NOT EXISTS {0} (event_id text COLLATE "C" PRIMARY KEY, '
+                    "stream_seq bigint NOT NULL)"
                 ).format(self.seen_table),
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {0} (name text PRIMARY KEY, value text NOT NULL)"
                 ).format(self.meta_table),
             ]
         )
-        self._insert_seen = SQL("INSERT INTO {0} (event_id) SELECT unnest(%b::text[])").format(
-            self.seen_table
-        )
+        self._insert_seen = SQL(
+            "INSERT INTO {0} (event_id, stream_seq) SELECT * FROM unnest(%b::text[], %b::bigint[])"
+        ).format(self.seen_table)
         self._record_seen = SQL(
-            "INSERT INTO {0} (event_id) SELECT unnest(%b::text[]) "
+            "INSERT INTO {0} (event_id, stream_seq) SELECT * FROM unnest(%b::text[], %b::bigint[]) "
             "ON CONFLICT DO NOTHING RETURNING event_id"
         ).format(self.seen_table)
         self._select_cells = SQL(
@@ -112,35 +120,41 @@ class PostgresUsageStore(PostgresTrackingRecorder):
         # One writer (or pruner) at a time per copy of the model.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"icodrip-usage:{self.prefix}",))
 
-    def _floor(self, cur: Any) -> str:
+    def _floor(self, cur: Any) -> Floor:
         row = cur.execute(self._select_floor, (_FLOOR,)).fetchone()
-        return NO_FLOOR if row is None else str(row[0])
+        return NO_FLOOR if row is None else Floor(*msgspec.json.decode(row[0]))
 
-    def _record(self, conn: Any, cur: Any, ids: list[str]) -> set[str]:
-        """Record the event ids; the ones recorded now (the others were counted before)."""
+    def _record(self, conn: Any, cur: Any, ids: list[str], seqs: list[int]) -> set[str]:
+        """Record the event ids (with their messages' sequences); the ones recorded now (the
+        others were counted before)."""
         if not ids:
             return set()
         # Events are rarely delivered twice: insert optimistically (nothing comes back), and
         # ask which ids were new only if the primary key says some were not.
         try:
             with conn.transaction():  # a savepoint
-                cur.execute(self._insert_seen, (ids,))
+                cur.execute(self._insert_seen, (ids, seqs))
             return set(ids)
         except psycopg.errors.UniqueViolation:
-            return {r[0] for r in cur.execute(self._record_seen, (ids,)).fetchall()}
+            return {r[0] for r in cur.execute(self._record_seen, (ids, seqs)).fetchall()}
 
-    def write(self, decoded: Decoded, position: int) -> WriteResult:
+    def ingest(self, messages: Sequence[Message]) -> IngestResult:
+        """Count a fetch of stream messages (see `usage_query.ingest_messages`)."""
+        return ingest_messages(self, messages)
+
+    def write(self, decoded: DecodedRequests, position: int) -> WriteResult:
         """Count the batch's events not counted before; record `position`, all in one go."""
         with self.datastore.get_connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
             self._lock(cur)
             tracking_cursor = conn.cursor()
             current = self._max_tracking_id(AUDIT_STREAM, tracking_cursor) or 0
-            found = candidates(decoded, current, self._floor(cur))
+            found = candidates(decoded, self._floor(cur))
             ids = list(found.by_id)
-            recorded = self._record(conn, cur, ids)
-            fresh = [found.by_id[event_id] for event_id in ids if event_id in recorded]
-            cells = fold_usage(itertools.chain(fresh, found.below_floor))
+            seqs = [seq for seq, _ in found.by_id.values()]
+            recorded = self._record(conn, cur, ids, seqs)
+            fresh = [found.by_id[event_id][1] for event_id in ids if event_id in recorded]
+            cells = with_org_totals(fold_usage(fresh))
             if cells:
                 keys = list(cells)
                 cur.execute(
@@ -159,7 +173,7 @@ class PostgresUsageStore(PostgresTrackingRecorder):
                 )
             if position > current:
                 self._insert_tracking(tracking_cursor, Tracking(AUDIT_STREAM, position))
-        counted = len(fresh) + len(found.below_floor)
+        counted = len(fresh)
         duplicates = len(ids) - len(recorded) + found.replayed
         return WriteResult(counted, duplicates, max(position, current))
 
@@ -193,31 +207,42 @@ class PostgresUsageStore(PostgresTrackingRecorder):
         key_ids: Sequence[str] | None = None,
         env: str | None = None,
     ) -> UsageCounters:
-        """The counters of [start, end) (whole minutes), read from the coarsest buckets."""
+        """The counters of [start, end) (whole minutes), read from the coarsest buckets (the
+        organization's own buckets when no key is named: `projections.usage_org`)."""
+        ids = org_wide_ids(env) if key_ids is None else key_ids
         total = UsageCounters()
         with self.datastore.get_connection() as conn, conn.transaction():
             # One snapshot for all parts of the range.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur = conn.cursor(row_factory=tuple_row)
             for granularity, lo, hi in cover(start, end):
-                part = UsageQuery(org_id, granularity, lo, hi, key_ids, env)
+                part = UsageQuery(org_id, granularity, lo, hi, ids, env)
                 where, params = part.where("%s", array=True)
+                # Summed and concatenated here: one row per part, however many buckets.
                 cur.execute(
-                    SQL("SELECT " + TOTAL_COLUMN_LIST + " FROM {0} WHERE " + where).format(
+                    SQL("SELECT " + TOTAL_AGGREGATE_LIST + " FROM {0} WHERE " + where).format(
                         self.counters_table
                     ),
                     params,
                 )
-                accumulate(total, cur.fetchall())
+                row = cur.fetchone()
+                if row is not None:  # an aggregate: always one row
+                    add_aggregate(total, row)
         return total
 
     def count(self) -> int:
-        """How many buckets are stored (all granularities)."""
-        rows = self._select(SQL("SELECT COUNT(*) FROM {0}").format(self.counters_table), ())
+        """How many buckets of keys are stored (all granularities)."""
+        rows = self._select(
+            SQL("SELECT COUNT(*) FROM {0} WHERE key_id <> ALL(%s)").format(self.counters_table),
+            (list(ORG_WIDE_IDS),),
+        )
         return int(rows[0][0])
 
-    def prune(self, retention: UsageRetention, now: float) -> PruneResult:
-        """Remove the buckets past their retention and forget the event ids past theirs."""
+    def prune(
+        self, retention: UsageRetention, now: float, acked_through: int | None = None
+    ) -> PruneResult:
+        """Remove the buckets past their retention and, given the consumer's ack floor, forget
+        the event ids that can no longer come back (see `projections.usage_query`)."""
         buckets = forgotten = 0
         with self.datastore.get_connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
@@ -232,22 +257,26 @@ class PostgresUsageStore(PostgresTrackingRecorder):
                         (granularity.seconds, cutoff),
                     )
                     buckets += cur.rowcount
-            floor = retention.seen_floor(now)
-            if floor > self._floor(cur):  # never back: ids below it are gone
-                cur.execute(
-                    SQL("DELETE FROM {0} WHERE event_id < %s AND length(event_id) = %s").format(
-                        self.seen_table
-                    ),
-                    (floor, EVENT_ID_LENGTH),
-                )
-                forgotten = cur.rowcount
-                cur.execute(
-                    SQL(
-                        "INSERT INTO {0} (name, value) VALUES (%s, %s) "
-                        "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
-                    ).format(self.meta_table),
-                    (_FLOOR, floor),
-                )
+            if acked_through is not None:
+                current = self._floor(cur)
+                position = self._max_tracking_id(AUDIT_STREAM, conn.cursor()) or 0
+                floor = next_floor(current, retention.seen_floor(now), acked_through, position)
+                if floor != current:
+                    cur.execute(
+                        SQL(
+                            "DELETE FROM {0} WHERE event_id < %s AND length(event_id) = %s "
+                            "AND stream_seq <= %s"
+                        ).format(self.seen_table),
+                        (floor.event_id, EVENT_ID_LENGTH, floor.stream_seq),
+                    )
+                    forgotten = cur.rowcount
+                    cur.execute(
+                        SQL(
+                            "INSERT INTO {0} (name, value) VALUES (%s, %s) "
+                            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+                        ).format(self.meta_table),
+                        (_FLOOR, msgspec.json.encode(floor).decode()),
+                    )
         return PruneResult(buckets, forgotten)
 
     def drop(self) -> None:

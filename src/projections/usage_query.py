@@ -5,17 +5,22 @@ Pure (no I/O). `UsageStore` is what the feeding worker, the API, the CLI and the
 `cover` says which buckets a range's totals are read from.
 
 **Idempotence is by event id**, as for the request-audit model (docs/adr/0006-audit-trail.md):
-a write is one transaction that records the ids of the events it counts (`<model>_seen`),
-counts only the ids it recorded first, merges their buckets into the stored ones and moves the
-stream position. Skipping by stream position alone would lose events: after a worker crash the
-server redelivers the unacknowledged messages *after* newer ones, and several workers may share
-the consumer; and the same events re-published under another message carry another stream
-sequence. A key per event is the price; `prune` forgets ids older than
-`UsageRetention.seen_event_days` (by the time in the id, `new_event_id`), and records that
-"floor". An event below the floor can no longer be recognized by id: it is taken as already
-counted when its message is at or below the stored position (a replay of the stream after a
-restore) and counted when its message is new (a late original; a copy re-sent later than the
-floor would be counted twice — the publisher re-sends within hours, not days).
+a write is one transaction that records the ids of the events it counts (`<model>_seen`, with
+the stream sequence of the message each came in), counts only the ids it recorded first,
+merges their buckets into the stored ones and moves the stream position. Skipping by stream
+position alone would lose events: after a worker crash the server redelivers the
+unacknowledged messages *after* newer ones, and several workers may share the consumer; and
+the same events re-published under another message carry another stream sequence.
+
+A key per event is the price, so `prune` forgets ids, but only those that can no longer come
+back: older than `UsageRetention.seen_event_days` (by the time in the id, `new_event_id`) AND
+in a message the consumer had acknowledged (`acked_through`, the consumer's ack floor: every
+message up to it was written before it was acknowledged). It records both as the "floor". An
+event below the floor's time in a message at or below the floor's sequence was counted when
+its message was written, and is skipped; any other event is checked by id, so a catch-up of
+old messages delivered out of order counts each once. (An event re-published under a new
+message after its id was forgotten — a week later — would be counted twice; the publisher
+re-sends within hours.)
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from projections.request_audit import NO_ORG, AuditEntry, Decoded
+from projections.request_audit import NO_ORG, Message
+from projections.request_audit_query import IngestResult
 from projections.usage import (
     COUNTER_FIELDS,
     GRANULARITIES,
@@ -36,9 +42,13 @@ from projections.usage import (
     LatencySketch,
     UsageCounters,
     UsageKey,
-    UsageRetention,
+    add_stored_sketch,
+    add_stored_sketches,
     iso,
 )
+from projections.usage_events import CountedRequest, DecodedRequests, decode_usage
+from projections.usage_org import ORG_WIDE_IDS
+from projections.usage_retention import UsageRetention
 
 DEFAULT_NAME = "Usage"
 #: The stored bucket's columns; `span` is the granularity in seconds, `latency` the sketch.
@@ -46,7 +56,6 @@ CELL_COLUMNS = ("org_id", "span", "key_id", "start", "env", *COUNTER_FIELDS, "la
 CELL_COLUMN_LIST = ", ".join(CELL_COLUMNS)
 #: The prefix of event ids as `new_event_id` makes them: 32 hex digits, 12 of Unix ms first.
 EVENT_ID_LENGTH = 32
-NO_FLOOR = ""  # below every id: nothing forgotten yet
 
 Cell = tuple[str, int, str, int, str | None, int, int, int, int, int, int, bytes]
 
@@ -129,6 +138,8 @@ class UsageCursor(NamedTuple):
             key_id, start = msgspec.json.decode(raw, type=tuple[str, int])
         except (binascii.Error, ValueError, msgspec.DecodeError):
             raise ValueError("not a usage cursor") from None
+        if not 0 <= start < 2**62 or len(key_id) > 100:  # what a stored row can hold
+            raise ValueError("not a usage cursor")
         return cls(key_id, start)
 
 
@@ -150,7 +161,10 @@ class UsageQuery:
         p = placeholder
         clauses = [f"org_id = {p}", f"span = {p}", f"start >= {p}", f"start < {p}"]
         params: list[Any] = [self.org_id, self.granularity.seconds, self.start, self.end]
-        if self.key_ids is not None:
+        if self.key_ids is None:  # the keys' rows, not their organization's (`usage_org`)
+            clauses.append(f"key_id NOT IN ({', '.join([p] * len(ORG_WIDE_IDS))})")
+            params.extend(ORG_WIDE_IDS)
+        else:
             if array:
                 clauses.append(f"key_id = ANY({p})")
                 params.append(list(self.key_ids))
@@ -179,32 +193,47 @@ class PruneResult:
     event_ids: int  # event ids forgotten
 
 
+class Floor(NamedTuple):
+    """What `prune` forgot: event ids below `event_id` in messages up to `stream_seq`."""
+
+    event_id: str
+    stream_seq: int
+
+
+NO_FLOOR = Floor("", 0)  # nothing forgotten yet
+
+
 class Candidates(NamedTuple):
-    """A batch's keyed entries, sorted for the duplicate check (see the module docstring)."""
+    """A batch's keyed entries to count if their id is recorded now for the first time (with
+    the stream sequence of their message), and how many were skipped as already counted."""
 
-    by_id: dict[str, AuditEntry]  # to count if their id is recorded now for the first time
-    below_floor: list[AuditEntry]  # ids forgotten by now: counted, their message is new
-    replayed: int  # below the floor in a message at or below the position: skipped
+    by_id: dict[str, tuple[int, CountedRequest]]
+    replayed: int  # below the floor: counted when their message was written
 
 
-def candidates(decoded: Decoded, position: int, floor: str) -> Candidates:
-    """Which of a batch's entries may count, and how each is checked for a duplicate."""
-    by_id: dict[str, AuditEntry] = {}
-    below: list[AuditEntry] = []
+def candidates(decoded: DecodedRequests, floor: Floor) -> Candidates:
+    """Which of a batch's entries may count (see the module docstring)."""
+    by_id: dict[str, tuple[int, CountedRequest]] = {}
     replayed = 0
+    floor_id, floor_seq = floor
     for stream_seq, entries in decoded:
         for entry in entries:
-            if entry.key_id is None or entry.org_id == NO_ORG:
+            if entry.key_id is None or entry.org_id is None or entry.org_id == NO_ORG:
                 continue  # no key's usage: no id to remember either
             event_id = entry.event_id
-            if len(event_id) == EVENT_ID_LENGTH and event_id < floor:
-                if stream_seq > position:
-                    below.append(entry)
-                else:
-                    replayed += 1
+            if stream_seq <= floor_seq and event_id < floor_id and len(event_id) == EVENT_ID_LENGTH:
+                replayed += 1
             else:
-                by_id.setdefault(event_id, entry)  # twice in one batch: once
-    return Candidates(by_id, below, replayed)
+                by_id.setdefault(event_id, (stream_seq, entry))  # twice in one batch: once
+    return Candidates(by_id, replayed)
+
+
+def next_floor(current: Floor, id_floor: str, acked_through: int, position: int) -> Floor:
+    """The floor a prune moves to: never back; no further than what the store holds (a
+    store restored from a backup is behind the consumer's acknowledgements)."""
+    return Floor(
+        max(current.event_id, id_floor), max(current.stream_seq, min(acked_through, position))
+    )
 
 
 def merge_stored(
@@ -228,7 +257,8 @@ class UsageStore(Protocol):
 
     name: str
 
-    def write(self, decoded: Decoded, position: int) -> WriteResult: ...
+    def ingest(self, messages: Sequence[Message]) -> IngestResult: ...
+    def write(self, decoded: DecodedRequests, position: int) -> WriteResult: ...
     def position(self) -> int: ...
     def query(self, query: UsageQuery, limit: int) -> list[UsageRow]: ...
     def totals(
@@ -240,9 +270,27 @@ class UsageStore(Protocol):
         env: str | None = None,
     ) -> UsageCounters: ...
     def count(self) -> int: ...
-    def prune(self, retention: UsageRetention, now: float) -> PruneResult: ...
+    def prune(
+        self, retention: UsageRetention, now: float, acked_through: int | None = None
+    ) -> PruneResult: ...
     def drop(self) -> None: ...
     def close(self) -> None: ...
+
+
+class _Writable(Protocol):
+    def write(self, decoded: DecodedRequests, position: int) -> WriteResult: ...
+
+
+def ingest_messages(store: _Writable, messages: Sequence[Message]) -> IngestResult:
+    """`store.write` of a fetch of stream messages, as the ingest worker counts it.
+
+    Undecodable messages and events are skipped here (the request-audit model keeps them
+    aside, so `rejected` stays 0 rather than reporting them twice).
+    """
+    if not messages:
+        return IngestResult(0, 0, 0, 0)
+    result = store.write(decode_usage(messages), max(m.stream_seq for m in messages))
+    return IngestResult(result.counted, result.duplicates, 0, result.position)
 
 
 def cover(start: int, end: int) -> list[tuple[Granularity, int, int]]:
@@ -281,14 +329,56 @@ TOTAL_COLUMN_LIST = ", ".join((*COUNTER_FIELDS, "latency"))
 
 
 def accumulate(total: UsageCounters, rows: Iterable[Sequence[Any]]) -> UsageCounters:
-    """`total` with rows of `TOTAL_COLUMN_LIST` added (the totals of a range)."""
+    """`total` with rows of `TOTAL_COLUMN_LIST` added (the totals of a range).
+
+    An organization's day is tens of thousands of rows (its keys' hours, and minutes at the
+    ends): the sums are kept in locals and the sketches added into one dict of bins.
+    """
     sketch = total.latency
+    bins, zeros = dict(sketch.bins), sketch.zeros
+    sums = [0] * len(COUNTER_FIELDS)
     for requests, success, client, server, limited, refused, latency in rows:
-        total.requests += requests
-        total.success += success
-        total.client_errors += client
-        total.server_errors += server
-        total.rate_limited += limited
-        total.refused += refused
-        sketch.merge(LatencySketch.from_bytes(latency))
+        sums[0] += requests
+        sums[1] += success
+        sums[2] += client
+        sums[3] += server
+        sums[4] += limited
+        sums[5] += refused
+        zeros += add_stored_sketch(bins, latency)
+    total.requests += sums[0]
+    total.success += sums[1]
+    total.client_errors += sums[2]
+    total.server_errors += sums[3]
+    total.rate_limited += sums[4]
+    total.refused += sums[5]
+    sketch.bins, sketch.zeros = bins, zeros
+    return total
+
+
+#: What PostgreSQL's `totals` selects per part of a range: its bucket count, its counters summed
+#: and its sketches back to back (one row per part, not one per bucket), for `add_aggregate`.
+TOTAL_AGGREGATE_LIST = ", ".join(
+    (
+        "count(*)",
+        *(f"coalesce(sum({c}), 0)::bigint" for c in COUNTER_FIELDS),
+        "coalesce(string_agg(latency, ''::bytea), ''::bytea)",
+    )
+)
+
+
+def add_aggregate(total: UsageCounters, row: Sequence[Any]) -> UsageCounters:
+    """`total` with a row of `TOTAL_AGGREGATE_LIST` added (a part of a range's totals)."""
+    count, requests, success, client, server, limited, refused, sketches = row
+    if not count:
+        return total
+    total.requests += requests
+    total.success += success
+    total.client_errors += client
+    total.server_errors += server
+    total.rate_limited += limited
+    total.refused += refused
+    sketch = total.latency
+    bins = dict(sketch.bins)
+    sketch.zeros += add_stored_sketches(bins, bytes(sketches), count)
+    sketch.bins = bins
     return total

@@ -8,7 +8,6 @@ interleave with another writer's (see `projections.usage_query` for the idempote
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,11 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from adapters.request_events import AUDIT_STREAM
-from projections.request_audit import Decoded
-from projections.usage import GRANULARITIES, UsageCounters, UsageRetention, fold_usage
+from projections.request_audit import Message
+from projections.request_audit_query import IngestResult
+from projections.usage import GRANULARITIES, UsageCounters, fold_usage
+from projections.usage_events import DecodedRequests
+from projections.usage_org import ORG_WIDE_IDS, org_wide_ids, with_org_totals
 from projections.usage_query import (
     CELL_COLUMN_LIST,
     CELL_COLUMNS,
@@ -27,6 +29,7 @@ from projections.usage_query import (
     EVENT_ID_LENGTH,
     NO_FLOOR,
     TOTAL_COLUMN_LIST,
+    Floor,
     PruneResult,
     UsageQuery,
     UsageRow,
@@ -35,8 +38,11 @@ from projections.usage_query import (
     candidates,
     cell_values,
     cover,
+    ingest_messages,
     merge_stored,
+    next_floor,
 )
+from projections.usage_retention import UsageRetention
 
 _FLOOR = "seen_floor"
 _json = msgspec.json.Encoder()
@@ -66,32 +72,38 @@ class SQLiteUsageStore(SQLiteTrackingRecorder):
             "PRIMARY KEY (org_id, span, key_id, start)) WITHOUT ROWID",
             # `prune` deletes by age across organizations.
             f"CREATE INDEX IF NOT EXISTS {t}_counters_age ON {t}_counters (span, start)",
-            f"CREATE TABLE IF NOT EXISTS {t}_seen (event_id TEXT PRIMARY KEY) WITHOUT ROWID",
+            f"CREATE TABLE IF NOT EXISTS {t}_seen (event_id TEXT PRIMARY KEY, "
+            "stream_seq INTEGER NOT NULL) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {t}_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]
 
-    def _floor(self, c: Any) -> str:
+    def _floor(self, c: Any) -> Floor:
         c.execute(f"SELECT value FROM {self.prefix}_meta WHERE name = ?", (_FLOOR,))
         row = c.fetchone()
-        return NO_FLOOR if row is None else str(row[0])
+        return NO_FLOOR if row is None else Floor(*msgspec.json.decode(row[0]))
 
-    def write(self, decoded: Decoded, position: int) -> WriteResult:
+    def ingest(self, messages: Sequence[Message]) -> IngestResult:
+        """Count a fetch of stream messages (see `usage_query.ingest_messages`)."""
+        return ingest_messages(self, messages)
+
+    def write(self, decoded: DecodedRequests, position: int) -> WriteResult:
         """Count the batch's events not counted before; record `position`, all in one go."""
         t = self.prefix
         with self.datastore.transaction(commit=True) as c:
             # A write first, so that the whole transaction holds SQLite's write lock.
             c.execute(f"UPDATE {t}_meta SET value = value WHERE 0")
             current = self._max_tracking_id(AUDIT_STREAM, c) or 0
-            found = candidates(decoded, current, self._floor(c))
+            found = candidates(decoded, self._floor(c))
             # One statement records the ids and says which were new (RETURNING: SQLite 3.35).
             c.execute(
-                f"INSERT INTO {t}_seen (event_id) SELECT value FROM json_each(?) WHERE 1 "
-                "ON CONFLICT DO NOTHING RETURNING event_id",
-                (_json.encode(list(found.by_id)),),
+                f"INSERT INTO {t}_seen (event_id, stream_seq) "
+                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+                "FROM json_each(?) WHERE 1 ON CONFLICT DO NOTHING RETURNING event_id",
+                (_json.encode([(i, seq) for i, (seq, _) in found.by_id.items()]),),
             )
             recorded = {r[0] for r in c.fetchall()}
-            fresh = [entry for event_id, entry in found.by_id.items() if event_id in recorded]
-            cells = fold_usage(itertools.chain(fresh, found.below_floor))
+            fresh = [entry for i, (_, entry) in found.by_id.items() if i in recorded]
+            cells = with_org_totals(fold_usage(fresh))
             c.execute(
                 # The batch's buckets as one JSON parameter; CROSS JOIN: a PK lookup for each.
                 f"SELECT {CELL_COLUMN_LIST} FROM json_each(?) AS j CROSS JOIN {t}_counters "
@@ -114,7 +126,7 @@ class SQLiteUsageStore(SQLiteTrackingRecorder):
             )
             if position > current:
                 self._insert_tracking(c, Tracking(AUDIT_STREAM, position))
-        counted = len(fresh) + len(found.below_floor)
+        counted = len(fresh)
         duplicates = len(found.by_id) - len(recorded) + found.replayed
         return WriteResult(counted, duplicates, max(position, current))
 
@@ -141,11 +153,13 @@ class SQLiteUsageStore(SQLiteTrackingRecorder):
         key_ids: Sequence[str] | None = None,
         env: str | None = None,
     ) -> UsageCounters:
-        """The counters of [start, end) (whole minutes), read from the coarsest buckets."""
+        """The counters of [start, end) (whole minutes), read from the coarsest buckets (the
+        organization's own buckets when no key is named: `projections.usage_org`)."""
+        ids = org_wide_ids(env) if key_ids is None else key_ids
         total = UsageCounters()
         with self.datastore.transaction(commit=False) as c:  # one snapshot (WAL)
             for granularity, lo, hi in cover(start, end):
-                part = UsageQuery(org_id, granularity, lo, hi, key_ids, env)
+                part = UsageQuery(org_id, granularity, lo, hi, ids, env)
                 where, params = part.where("?", array=False)
                 c.execute(
                     f"SELECT {TOTAL_COLUMN_LIST} FROM {self.prefix}_counters WHERE {where}",
@@ -155,13 +169,19 @@ class SQLiteUsageStore(SQLiteTrackingRecorder):
         return total
 
     def count(self) -> int:
-        """How many buckets are stored (all granularities)."""
+        """How many buckets of keys are stored (all granularities)."""
         with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT COUNT(*) FROM {self.prefix}_counters")
+            c.execute(
+                f"SELECT COUNT(*) FROM {self.prefix}_counters WHERE key_id NOT IN (?, ?, ?)",
+                ORG_WIDE_IDS,
+            )
             return int(c.fetchone()[0])
 
-    def prune(self, retention: UsageRetention, now: float) -> PruneResult:
-        """Remove the buckets past their retention and forget the event ids past theirs."""
+    def prune(
+        self, retention: UsageRetention, now: float, acked_through: int | None = None
+    ) -> PruneResult:
+        """Remove the buckets past their retention and, given the consumer's ack floor, forget
+        the event ids that can no longer come back (see `projections.usage_query`)."""
         t = self.prefix
         buckets = forgotten = 0
         with self.datastore.transaction(commit=True) as c:
@@ -174,16 +194,21 @@ class SQLiteUsageStore(SQLiteTrackingRecorder):
                         (granularity.seconds, cutoff),
                     )
                     buckets += c.sqlite_cursor.rowcount
-            floor = retention.seen_floor(now)
-            if floor > self._floor(c):  # never back: ids below it are gone
-                c.execute(
-                    f"DELETE FROM {t}_seen WHERE event_id < ? AND length(event_id) = ?",
-                    (floor, EVENT_ID_LENGTH),
-                )
-                forgotten = c.sqlite_cursor.rowcount
-                c.execute(
-                    f"INSERT OR REPLACE INTO {t}_meta (name, value) VALUES (?, ?)", (_FLOOR, floor)
-                )
+            if acked_through is not None:
+                current = self._floor(c)
+                position = self._max_tracking_id(AUDIT_STREAM, c) or 0
+                floor = next_floor(current, retention.seen_floor(now), acked_through, position)
+                if floor != current:
+                    c.execute(
+                        f"DELETE FROM {t}_seen WHERE event_id < ? AND length(event_id) = ? "
+                        "AND stream_seq <= ?",
+                        (floor.event_id, EVENT_ID_LENGTH, floor.stream_seq),
+                    )
+                    forgotten = c.sqlite_cursor.rowcount
+                    c.execute(
+                        f"INSERT OR REPLACE INTO {t}_meta (name, value) VALUES (?, ?)",
+                        (_FLOOR, _json.encode(floor).decode()),
+                    )
         return PruneResult(buckets, forgotten)
 
     def drop(self) -> None:

@@ -7,6 +7,7 @@ the copies share is `projections.usage_query.UsageStore`.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import cast
 
 from adapters.settings import Settings
@@ -24,3 +25,13 @@ def open_usage_store(
         settings, name, sqlite=SQLiteUsageStore, postgres=PostgresUsageStore, pool_size=pool_size
     )
     return cast(UsageStore, store)
+
+
+def drop_usage_copy(settings: Settings, name: str) -> None:
+    """Remove the durable usage copy `name` (nothing if it does not exist)."""
+    store = open_usage_store(settings, name)
+    try:
+        store.drop()
+    finally:
+        with suppress(Exception):
+            store.close()

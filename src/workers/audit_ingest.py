@@ -16,7 +16,8 @@ message, and the duplicates are skipped. Logs state changes only.
 
 Tunables (environment): `ICODRIP_AUDIT_FETCH_BATCH` (256 messages), `ICODRIP_AUDIT_ACK_WAIT`
 (30 s), `ICODRIP_AUDIT_MAX_ACK_PENDING` (20000 messages), `ICODRIP_AUDIT_DURABLE`
-(`icodrip-audit`).
+(`icodrip-audit`). The usage model's worker is the same loop on its own durable consumer
+(`icodrip-usage`), tuned by `ICODRIP_USAGE_…` of the same names.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 from nats.aio.client import Client
@@ -39,11 +40,12 @@ from nats.js.errors import NotFoundError
 from adapters import nats as nats_adapter
 from adapters.request_events import AUDIT_STREAM, REQUESTS_SUBJECT, ensure_audit_stream
 from projections.request_audit import Message
-from projections.request_audit_query import IngestResult, RequestAuditStore
+from projections.request_audit_query import IngestResult, StreamFedModel
 
 log = structlog.get_logger()
 
 DURABLE = "icodrip-audit"
+Model = TypeVar("Model", bound=StreamFedModel)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class AuditIngestSettings:
     """How the ingest worker consumes the stream (see the module docstring)."""
 
     durable: str = DURABLE
+    # What the logs and the NATS connection call this consumer (`audit`, `usage`).
+    label: str = "audit"
     batch: int = 256
     ack_wait: float = 30.0
     max_ack_pending: int = 20_000
@@ -64,14 +68,19 @@ class AuditIngestSettings:
     replicas: int = 1
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> AuditIngestSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, label: str = "audit"
+    ) -> AuditIngestSettings:
+        """The settings of the `label` consumer: `ICODRIP_<LABEL>_FETCH_BATCH` and so on."""
         env = os.environ if env is None else env
+        p = f"ICODRIP_{label.upper()}_"
         return cls(
-            durable=env.get("ICODRIP_AUDIT_DURABLE") or DURABLE,
-            batch=int(env.get("ICODRIP_AUDIT_FETCH_BATCH") or 256),
-            ack_wait=float(env.get("ICODRIP_AUDIT_ACK_WAIT") or 30.0),
-            max_ack_pending=int(env.get("ICODRIP_AUDIT_MAX_ACK_PENDING") or 20_000),
-            linger=float(env.get("ICODRIP_AUDIT_LINGER_MS") or 100) / 1000,
+            durable=env.get(p + "DURABLE") or f"icodrip-{label}",
+            label=label,
+            batch=int(env.get(p + "FETCH_BATCH") or 256),
+            ack_wait=float(env.get(p + "ACK_WAIT") or 30.0),
+            max_ack_pending=int(env.get(p + "MAX_ACK_PENDING") or 20_000),
+            linger=float(env.get(p + "LINGER_MS") or 100) / 1000,
             replicas=int(env.get("ICODRIP_STREAM_REPLICAS") or 1),
         )
 
@@ -85,17 +94,18 @@ class IngestCounters:
     position: int = 0
 
 
-class AuditIngester:
-    """Moves request events from the stream into `store` until `stopping` is set."""
+class AuditIngester(Generic[Model]):
+    """Moves request events from the audit stream into `store` (the request-audit or the usage
+    model, each with its own durable consumer) until `stopping` is set."""
 
     def __init__(
         self,
-        store: RequestAuditStore,
+        store: Model,
         nats_url: str,
         config: AuditIngestSettings | None = None,
         *,
         on_commit: Callable[[IngestResult], None] | None = None,
-        follow: Callable[[RequestAuditStore], RequestAuditStore | None] | None = None,
+        follow: Callable[[Model], Model | None] | None = None,
     ) -> None:
         self.store = store
         # Given the current copy, the live one when a rebuild switched (else None); the
@@ -108,6 +118,7 @@ class AuditIngester:
         self.counters = IngestCounters()
         self.state = "starting"
         self._stopping = asyncio.Event()
+        self._js: JetStreamContext | None = None  # while connected
 
     # -- state -----------------------------------------------------------------------------
 
@@ -116,7 +127,12 @@ class AuditIngester:
             return
         previous, self.state = self.state, state
         level = log.info if state in ("running", "stopped", "idle") else log.warning
-        level(f"audit.{state}", previous=previous, position=self.counters.position, **details)
+        level(
+            f"{self.config.label}.{state}",
+            previous=previous,
+            position=self.counters.position,
+            **details,
+        )
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -150,7 +166,11 @@ class AuditIngester:
                 # The store lacks what the consumer already acknowledged (a rebuilt copy, a
                 # restored backup): resume just after what the store has.
                 await js.delete_consumer(c.stream, c.durable)
-                log.warning("audit.consumer_reset", store_position=position, consumer_acked=acked)
+                log.warning(
+                    f"{self.config.label}.consumer_reset",
+                    store_position=position,
+                    consumer_acked=acked,
+                )
         return await js.pull_subscribe(
             c.subject,
             durable=c.durable,
@@ -166,12 +186,12 @@ class AuditIngester:
         try:
             store = await asyncio.to_thread(self.follow, self.store)
         except Exception as error:  # the pointer or the new copy unreadable: next second
-            log.warning("audit.switch_unfollowed", error=type(error).__name__)
+            log.warning(f"{self.config.label}.switch_unfollowed", error=type(error).__name__)
             return False
         if store is None:
             return False
         self.store = store  # the follower closes the copy left behind
-        log.info("audit.switched", store=store.name)
+        log.info(f"{self.config.label}.switched", store=store.name)
         return True
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
@@ -217,7 +237,7 @@ class AuditIngester:
             counters.rejected += result.rejected
             counters.position = result.position
             if result.rejected:
-                log.warning("audit.events_rejected", count=result.rejected)
+                log.warning(f"{self.config.label}.events_rejected", count=result.rejected)
             if self.on_commit is not None:
                 self.on_commit(result)
             return True
@@ -228,7 +248,7 @@ class AuditIngester:
         """Ingest until `stopping` (or `stop()`); survives NATS and store outages."""
         watcher = asyncio.create_task(self._watch(stopping)) if stopping is not None else None
         try:
-            client = await nats_adapter.connect(self.nats_url, name="icodrip-audit")
+            client = await nats_adapter.connect(self.nats_url, name=f"icodrip-{self.config.label}")
         except BaseException:
             if watcher is not None:
                 watcher.cancel()
@@ -238,6 +258,7 @@ class AuditIngester:
         finally:
             if watcher is not None:
                 watcher.cancel()
+            self._js = None
             await _close(client)
             counters = self.counters
             self._set_state(
@@ -254,12 +275,24 @@ class AuditIngester:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def acknowledged_through(self) -> int | None:
+        """The consumer's ack floor: every message up to it was written and acknowledged
+        (None while not connected, or when the server cannot say)."""
+        js = self._js
+        if js is None:
+            return None
+        try:
+            info = await js.consumer_info(self.config.stream, self.config.durable)
+        except Exception:  # NATS away or the consumer being re-created: ask again later
+            return None
+        return info.ack_floor.stream_seq if info.ack_floor else 0
+
     async def _caught_up(self, js: JetStreamContext) -> bool:
         info = await js.consumer_info(self.config.stream, self.config.durable)
         return not info.num_pending and not info.num_ack_pending
 
     async def _loop(self, client: Client, *, until_caught_up: bool = False) -> None:
-        js = client.jetstream()
+        js = self._js = client.jetstream()
         sub: JetStreamContext.PullSubscription | None = None
         reconnects = client.stats["reconnects"]
         prefetch: asyncio.Task[list[Msg]] | None = None
@@ -322,10 +355,11 @@ class AuditIngester:
 
     async def run_until_caught_up(self, timeout: float = 60.0) -> None:
         """Ingest until the consumer has nothing left (for tests, the bench and operators)."""
-        client = await nats_adapter.connect(self.nats_url, name="icodrip-audit")
+        client = await nats_adapter.connect(self.nats_url, name=f"icodrip-{self.config.label}")
         try:
             await asyncio.wait_for(self._loop(client, until_caught_up=True), timeout)
         finally:
+            self._js = None
             await _close(client)
 
 

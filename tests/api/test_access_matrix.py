@@ -130,6 +130,8 @@ MATRIX = [
     Case("GET", "/v1/api-keys/{key_id}/history", row(200, 404, 200, 403, 404, 200, 200, 200)),
     Case("GET", "/v1/audit/events", row(200, 200, 403, 403, 200, 403, 200, 200)),
     Case("GET", "/v1/audit/requests", row(200, 200, 403, 403, 200, 403, 200, 200)),
+    # Without key_id, another organization's key reads its own organization's usage.
+    Case("GET", "/v1/usage", row(200, 200, 403, 403, 200, 200, 200, 200)),
     Case("POST", "/v1/events", row(202, 202, 403, 202, 202, 202, 202, 202), {"event": "e"}),
     # Leak reports are signed by the scanner, not sent with a key: a key opens nothing there.
     Case("POST", "/v1/leaks", row(401, 401, 401, 401, 401, 401, 401, 401), {}),
@@ -137,6 +139,7 @@ MATRIX = [
     Case("GET", "/dashboard/keys", users(200, 200, 200, 200, 200, 200)),
     Case("POST", "/dashboard/keys", users(200, 200, 200, 403, 200, 200), form={"name": "k"}),
     Case("GET", "/dashboard/keys/{key_id}", users(200, 200, 200, 200, 200, 404)),
+    Case("GET", "/dashboard/keys/{key_id}/usage.csv", users(200, 200, 200, 200, 200, 404)),
     Case(
         "POST",
         "/dashboard/keys/{key_id}/rename",

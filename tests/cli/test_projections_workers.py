@@ -84,11 +84,12 @@ def test_status_shows_no_worker_running_when_none_runs(store_env: dict[str, str]
     }
     assert workers["request-audit"]["name"] == "audit"
     assert workers["request-audit"]["running"] is False
+    assert workers["usage"]["name"] == "usage" and workers["usage"]["running"] is False
 
     human = invoke(store_env, "status")
     assert human.exit_code == 0, human.output
     assert "WORKER" in human.stdout
-    assert human.stdout.count("not running (never seen)") == 2
+    assert human.stdout.count("not running (never seen)") == 3  # key-lookup, audit, usage
 
 
 def test_status_shows_a_worker_running_while_it_runs_and_not_after(

@@ -321,11 +321,11 @@ def test_a_developer_cannot_roll_an_owners_key() -> None:
     assert allows(owner, Command.ROLL_KEY, key=owners_key, grant=grant())
 
 
-def test_an_auditor_only_reads_keys_and_the_audit_log() -> None:
+def test_an_auditor_only_reads_keys_the_audit_log_and_usage() -> None:
     auditor = a_user(Role.AUDITOR)
     own_key = target(created_by=auditor.name)
     allowed = {c for c in Command if allows(auditor, c, key=own_key)}
-    assert allowed == {Command.READ_KEYS, Command.READ_AUDIT}
+    assert allowed == {Command.READ_KEYS, Command.READ_AUDIT, Command.READ_USAGE}
     assert Role.AUDITOR not in OWN_KEY_COMMANDS
 
 

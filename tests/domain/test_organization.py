@@ -24,6 +24,7 @@ FREE_PERMISSIONS = {
     Permission.API_KEYS_READ,
     Permission.API_KEYS_WRITE,
     Permission.EVENTS_WRITE,
+    Permission.USAGE_READ,
 }
 
 

@@ -19,12 +19,12 @@ from projections.usage import (
     LatencySketch,
     UsageCounters,
     UsageKey,
-    UsageRetention,
     fold_usage,
     iso,
     merge_into,
 )
 from projections.usage_query import UsageCursor, cover
+from projections.usage_retention import UsageRetention
 
 ORG = "org_" + "a" * 32
 KEY = "key_" + "1" * 32
@@ -256,7 +256,9 @@ def test_a_range_must_start_and_end_on_whole_minutes() -> None:
 def test_a_page_cursor_reads_back_and_a_forged_one_is_refused() -> None:
     cursor = UsageCursor(KEY, int(at("2026-03-01T10:05:00")))
     assert UsageCursor.decode(cursor.encode()) == cursor
-    for forged in ("", "!!", "bm90IGpzb24", cursor.encode()[:-3]):
+    too_far = UsageCursor(KEY, 2**63).encode()  # beyond a stored (64-bit) start
+    too_long = UsageCursor("k" * 101, 0).encode()
+    for forged in ("", "!!", "bm90IGpzb24", cursor.encode()[:-3], too_far, too_long):
         with pytest.raises(ValueError, match="not a usage cursor"):
             UsageCursor.decode(forged)
 
@@ -288,3 +290,33 @@ def test_event_ids_are_forgotten_below_the_floor_of_their_retention() -> None:
     older = f"{int(at('2026-02-28T23:59:59') * 1000):012x}" + "0" * 20
     newer = f"{int(at('2026-03-01T00:00:01') * 1000):012x}" + "0" * 20
     assert older < retention.seen_floor(now) < newer
+
+
+def test_the_retention_is_read_from_the_environment_in_days_or_forever() -> None:
+    retention = UsageRetention.from_env(
+        {
+            "ICODRIP_USAGE_KEEP_MINUTES_DAYS": "2",
+            "ICODRIP_USAGE_KEEP_HOURS_DAYS": "forever",
+            "ICODRIP_USAGE_KEEP_DAYS_DAYS": "365",
+            "ICODRIP_USAGE_KEEP_EVENT_IDS_DAYS": "0.5",
+        }
+    )
+    assert retention == UsageRetention(
+        minute_days=2, hour_days=None, day_days=365, seen_event_days=0.5
+    )
+    assert UsageRetention.from_env({}) == UsageRetention()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MINUTES", "a week"),
+        ("HOURS", "-1"),
+        ("DAYS", "0"),
+        ("EVENT_IDS", "forever"),
+    ],
+)
+def test_a_retention_that_is_no_number_of_days_is_refused_by_name(name: str, value: str) -> None:
+    variable = f"ICODRIP_USAGE_KEEP_{name}_DAYS"
+    with pytest.raises(ValueError, match=variable):
+        UsageRetention.from_env({variable: value})

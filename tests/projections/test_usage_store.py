@@ -14,8 +14,9 @@ import pytest
 from adapters.request_events import new_event_id
 from adapters.settings import Settings
 from projections.request_audit import AuditEntry, Decoded
-from projections.usage import COUNTER_FIELDS, Granularity, UsageRetention, iso
+from projections.usage import COUNTER_FIELDS, Granularity, iso
 from projections.usage_query import UsageQuery, UsageStore
+from projections.usage_retention import UsageRetention
 from projections.usage_store import open_usage_store
 
 ORG_A = f"org_{uuid.uuid4().hex}"
@@ -29,6 +30,7 @@ def at(text: str) -> int:
 
 
 T0 = at("2026-03-01T10:00:00")
+WEEKS_LATER = at("2026-03-20T00:00:00")
 
 
 def entry(
@@ -200,7 +202,7 @@ def test_prune_removes_expired_buckets_and_keeps_the_rest(store: UsageStore) -> 
     store.write([(1, [entry(old - T0), entry(recent - T0)])], 1)
     now = at("2026-03-21T00:00:00")
     pruned = store.prune(UsageRetention(minute_days=7, hour_days=10, day_days=None), now)
-    assert pruned.buckets == 2  # the old minute and the old hour
+    assert pruned.buckets == 4  # the old minute and hour, of the key and of its organization
     assert counts(store, MINUTE) == {(KEY_1, "2026-03-20T10:00:00Z"): 1}
     assert counts(store, HOUR) == {(KEY_1, "2026-03-20T10:00:00Z"): 1}
     assert counts(store, DAY) == {
@@ -215,13 +217,72 @@ def test_a_replay_after_event_ids_were_forgotten_counts_nothing_again(
     # Ids minted at the events' own time, as the API does: prune forgets them after a week.
     events = [entry(s, event_id=_id_at(T0 + s)) for s in (1, 2)]
     store.write([(1, events[:1]), (2, events[1:])], position=2)
-    forgotten = store.prune(UsageRetention(seen_event_days=7), at("2026-03-20T00:00:00"))
+    forgotten = store.prune(UsageRetention(seen_event_days=7), WEEKS_LATER, acked_through=2)
     assert forgotten.event_ids == 2
     replay = store.write([(1, events[:1]), (2, events[1:])], position=2)
     assert (replay.counted, replay.duplicates) == (0, 2)
     late = store.write([(3, [entry(3, event_id=_id_at(T0 + 3))])], position=3)
     assert late.counted == 1  # a new message: counted even though its id is below the floor
     assert counts(store, DAY) == {(KEY_1, "2026-03-01T00:00:00Z"): 3}
+
+
+def test_old_events_redelivered_out_of_order_after_a_prune_are_counted_once(
+    store: UsageStore,
+) -> None:
+    # A first catch-up of a stream weeks old: message 3 is written first, messages 1 and 2
+    # (handed to a worker that died) come back after it, after a prune.
+    old = {seq: [entry(seq, event_id=_id_at(T0 + seq)) for _ in range(5)] for seq in (1, 2, 3)}
+    store.write([(3, old[3])], position=3)
+    store.prune(UsageRetention(seen_event_days=7), WEEKS_LATER, acked_through=0)
+    redelivered = store.write([(1, old[1]), (2, old[2])], position=2)
+    assert (redelivered.counted, redelivered.duplicates) == (10, 0)
+    again = store.write([(1, old[1]), (2, old[2]), (3, old[3])], position=3)
+    assert (again.counted, again.duplicates) == (0, 15)
+    assert counts(store, DAY) == {(KEY_1, "2026-03-01T00:00:00Z"): 15}
+
+
+def test_ids_are_forgotten_only_in_messages_the_consumer_acknowledged(store: UsageStore) -> None:
+    events = {seq: [entry(seq, event_id=_id_at(T0 + seq))] for seq in (1, 2, 3)}
+    store.write([(seq, batch) for seq, batch in events.items()], position=3)
+    retention = UsageRetention(seen_event_days=7)
+    assert store.prune(retention, WEEKS_LATER).event_ids == 0  # no ack floor: none forgotten
+    assert store.prune(retention, WEEKS_LATER, acked_through=2).event_ids == 2
+    assert store.prune(retention, WEEKS_LATER, acked_through=9).event_ids == 1  # ≤ position
+    again = store.write([(seq, batch) for seq, batch in events.items()], position=3)
+    assert (again.counted, again.duplicates) == (0, 3)
+
+
+def test_a_store_behind_the_consumer_forgets_no_id_it_has_not_written(
+    store: UsageStore,
+) -> None:
+    # Restored from a backup: the consumer acknowledged messages the store no longer holds.
+    store.write([(1, [entry(1, event_id=_id_at(T0 + 1))])], position=1)
+    store.prune(UsageRetention(seen_event_days=7), WEEKS_LATER, acked_through=50)
+    redelivered = store.write([(2, [entry(2, event_id=_id_at(T0 + 2))])], position=2)
+    assert redelivered.counted == 1
+    assert counts(store, DAY) == {(KEY_1, "2026-03-01T00:00:00Z"): 2}
+
+
+def test_an_organizations_totals_are_its_keys_summed_and_never_listed_as_a_key(
+    store: UsageStore,
+) -> None:
+    batch = [
+        entry(s, status, key=key, env=env, latency_ms=float(s % 97) + 0.5)
+        for s in range(0, 7_200, 7)
+        for key, env, status in ((KEY_1, "live", 200), (KEY_2, "test", 429), (KEY_3, "live", 503))
+    ]
+    store.write([(1, batch)], 1)
+    start, end = at("2026-03-01T09:30:00"), at("2026-03-01T11:10:00")
+    for env in (None, "live", "test"):
+        keys = [KEY_1, KEY_2, KEY_3]
+        by_key = store.totals(ORG_A, start, end, keys, env)
+        whole = store.totals(ORG_A, start, end, None, env)
+        assert list(whole.counts()) == list(by_key.counts()), env
+        assert whole.latency == by_key.latency, env
+    assert store.totals(ORG_A, start, end, None, "live").rate_limited == 0
+    listed = store.query(UsageQuery(ORG_A, HOUR, start, end), 100)
+    assert {row.key_id for row in listed} == {KEY_1, KEY_2, KEY_3}
+    assert store.count() == 3 * (120 + 2 + 1)  # the keys' minutes, hours and day
 
 
 def test_two_writers_at_once_lose_no_count(settings: Settings, store: UsageStore) -> None:

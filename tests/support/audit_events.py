@@ -11,6 +11,7 @@ import msgspec
 import nats
 
 from adapters.request_events import (
+    AUDIT_STREAM,
     REQUESTS_SUBJECT,
     RequestEvent,
     RequestEventBatch,
@@ -87,6 +88,25 @@ async def publish(
                     await asyncio.sleep(0.2)
             if interval:
                 await asyncio.sleep(interval)
+    finally:
+        await client.close()
+
+
+async def consumer_drained(url: str, durable: str, timeout: float = 60.0) -> bool:
+    """Whether, within `timeout` seconds, the durable consumer of the request-event stream has
+    nothing left to deliver and nothing delivered awaiting its ack: every message was counted
+    and acknowledged, so no redelivery (after its ack wait) can still change a count."""
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            info = await js.consumer_info(AUDIT_STREAM, durable)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
     finally:
         await client.close()
 

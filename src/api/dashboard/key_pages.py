@@ -8,30 +8,37 @@ before any form is read: by `pages.acting_user`, or with the key's facts by `own
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import Annotated, Any
 
+import msgspec
 import structlog
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 
-from api.dashboard import forms, views
+from api.dashboard import forms, usage_views, views
 from api.dashboard.context import DashboardContext
 from api.dashboard.pages import USER_DEPENDENCY, declared_command, flash, is_htmx, page
+from api.errors import STORE_ERRORS
 from api.key_dependencies import provide_key_management
 from application.key_management import KeyManagement, ManagedKey, NewKey, key_ref
 from application.registry import utc_now
-from domain.access import KEY_CHANGES, Command, KeyFacts, authorize
+from domain.access import KEY_CHANGES, Command, KeyFacts, allows, authorize
 from domain.actors import UserActor
 from domain.errors import DomainError
 from domain.ids import format_key_id
 from domain.user import User
+from projections.usage import Granularity
+from projections.usage_report import dense
 
 log = structlog.get_logger()
 
 #: How the key pages reach keys: as `/v1/api-keys` does, last-use failures logged as theirs.
 KEY_MANAGEMENT = {"management": provide_key_management("dashboard.last_used_unavailable")}
+#: A key page's usage range (`24h`, `7d`, `30d`), as its links name it.
+UsageRangeQuery = Annotated[str | None, QueryParameter(name="range", required=False)]
 
 
 async def owned_key(
@@ -102,16 +109,47 @@ class KeyPages(Controller):
         user: NamedDependency[User],
         actor: NamedDependency[UserActor],
         key: NamedDependency[ManagedKey],
+        range_: UsageRangeQuery = None,
+        by: FromQuery[str | None] = None,
     ) -> Template:
-        """One key: its details, its last use, the actions, and its lifecycle history."""
+        """One key: its details, its last use, its usage over the range asked (`range`, `by`),
+        the actions, and its lifecycle history."""
+        choice, granularity = usage_views.usage_choice(range_, by)
 
         def load() -> views.KeyPage:
             record = management.with_last_use(key)
             history = management.history(actor, key.key.id)
             people = dashboard.people(e.get("actor") for e in history)
-            return views.key_page(record, history, actor, utc_now(), people)
+            usage, unavailable = _key_usage(dashboard, actor, key, choice, granularity)
+            shown = views.key_page(record, history, actor, utc_now(), people)
+            return msgspec.structs.replace(shown, usage=usage, usage_unavailable=unavailable)
 
         return page(request, "key.html.j2", await asyncio.to_thread(load), user=user)
+
+    @get("/{key_id:str}/usage.csv", opt={"command": Command.READ_USAGE})
+    async def key_usage_csv(
+        self,
+        dashboard: NamedDependency[DashboardContext],
+        actor: NamedDependency[UserActor],
+        key: NamedDependency[ManagedKey],
+        range_: UsageRangeQuery = None,
+        by: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        """The key's usage over the range asked, every bucket a line (the chart's numbers)."""
+        choice, granularity = usage_views.usage_choice(range_, by)
+        window = usage_views.usage_window(choice, granularity, time.time())
+        key_id = format_key_id(key.key.id)
+
+        def load() -> str:
+            rows = dashboard.services.usage.rows(actor, key.org.id, window, key_id=key.key.id)
+            return usage_views.usage_csv(dense(rows, window).get(key_id), window)
+
+        name = f"usage-{key_id}-{choice.value}-{granularity.label}.csv"
+        return Response(
+            await asyncio.to_thread(load),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
 
     @post("/{key_id:str}/rename", status_code=200, opt={"command": Command.RENAME_KEY})
     async def rename_key(
@@ -200,7 +238,7 @@ async def _keys_page(
             title, new = reveal
             old = None if rolled is None else management.key(actor, rolled.key.id)
             shown = views.reveal_of(title, new, now, people, old)
-        return views.keys_page(
+        view = views.keys_page(
             listing,
             actor,
             now,
@@ -209,5 +247,46 @@ async def _keys_page(
             refresh_table=refresh_table,
             form_error=form_error,
         )
+        usage, unavailable = _org_sparks(dashboard, actor)
+        return msgspec.structs.replace(view, usage=usage, usage_unavailable=unavailable)
 
     return await asyncio.to_thread(load)
+
+
+def _org_sparks(
+    dashboard: DashboardContext, actor: UserActor
+) -> tuple[dict[str, usage_views.KeySpark] | None, bool]:
+    """Every key's last 24 hours, read at once; none, and logged, while the usage model cannot
+    answer (the keys still list). Also: whether it could not."""
+    if not allows(actor, Command.READ_USAGE):
+        return None, False
+    window = usage_views.usage_window(usage_views.SPARK_RANGE, Granularity.HOUR, time.time())
+    try:
+        rows = dashboard.services.usage.rows(actor, actor.org_id, window)
+        return usage_views.key_sparks(rows, window), False
+    except STORE_ERRORS as error:  # the usage model is unreachable; the keys still list
+        log.warning("dashboard.usage_unavailable", error=type(error).__name__)
+        return None, True
+
+
+def _key_usage(
+    dashboard: DashboardContext,
+    actor: UserActor,
+    record: ManagedKey,
+    choice: usage_views.UsageRange,
+    granularity: Granularity,
+) -> tuple[usage_views.KeyUsage | None, bool]:
+    """The key's usage over the range chosen; none, and logged, while the usage model cannot
+    answer (the rest of the page still shows). Also: whether it could not."""
+    if not allows(actor, Command.READ_USAGE, key=KeyFacts.of(record.key, record.org)):
+        return None, False
+    window = usage_views.usage_window(choice, granularity, time.time())
+    try:
+        report = dashboard.services.usage.report(
+            actor, record.org.id, window, key_id=record.key.id, limit=len(window.buckets)
+        )
+    except STORE_ERRORS as error:  # the usage model is unreachable; the page still shows
+        log.warning("dashboard.usage_unavailable", error=type(error).__name__)
+        return None, True
+    key_id = format_key_id(record.key.id)
+    return usage_views.key_usage(key_id, choice, granularity, report), False

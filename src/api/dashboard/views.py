@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from api.dashboard.usage_views import KeySpark, KeyUsage
 from api.routes.audit_requests import audit_request_view
 from application.key_management import ManagedKey, NewKey, OrgKeys
 from application.views import api_key_view
@@ -175,6 +176,10 @@ class KeysPage(View, frozen=True, kw_only=True):
     reveal: Reveal | None = None
     refresh_table: bool = False
     form_error: str | None = None
+    usage: dict[str, KeySpark] | None = None  # each key's last 24 h, by id (None: not read)
+    # Not read although the user may read usage: the column still shows ("unavailable"), so the
+    # header and rows refreshed by htmx after the usage model answers again agree.
+    usage_unavailable: bool = False
 
 
 class Change(msgspec.Struct, frozen=True):
@@ -202,6 +207,8 @@ class KeyPage(View, frozen=True, kw_only=True):
     may_roll: bool
     may_rename: bool
     may_revoke: bool
+    usage: KeyUsage | None = None  # None: not shown (not allowed, or unavailable)
+    usage_unavailable: bool = False
 
 
 class RevokePage(View, frozen=True, kw_only=True):
