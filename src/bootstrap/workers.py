@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 from adapters import nats as nats_adapter
@@ -24,7 +25,7 @@ from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import live_audit_follower
 from projections.usage_live import live_usage_follower
 from projections.usage_retention import UsageRetention
-from workers.audit_ingest import AuditIngester, AuditIngestSettings
+from workers.audit_ingest import AuditIngester, AuditIngestSettings, Model
 from workers.expiry import ExpiryWorker, expire_until_stopped
 from workers.key_lookup import follow_key_lookup
 from workers.relay import Relay
@@ -99,43 +100,18 @@ async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
 
 async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
     """The audit-ingest worker: request events on JetStream → the request-audit model."""
-    nats_url = _nats_url(settings)
-    async with contextlib.AsyncExitStack() as opened:
-        # In a thread, like every open: reading the pointer connects to the store.
-        follower = await asyncio.to_thread(live_audit_follower, settings)
-        opened.push_async_callback(asyncio.to_thread, follower.close)
-        try:
-            store = await retry_start_async(
-                "audit store", partial(asyncio.to_thread, _live_copy, follower), stopping
-            )
-        except StartupStopped:
-            return
-        ingester = AuditIngester(
-            store, nats_url, AuditIngestSettings.from_env(), follow=follower.newer_than
-        )
-        await ingester.run(stopping)
+    async with _ingester(settings, stopping, live_audit_follower, "audit") as ingester:
+        if ingester is not None:
+            await ingester.run(stopping)
 
 
 async def run_usage(settings: Settings, stopping: asyncio.Event) -> None:
     """The usage-ingest worker: request events on JetStream → per-key usage (its own durable
     consumer), and the buckets past their retention pruned every hour (`workers.usage_pruning`)."""
-    nats_url = _nats_url(settings)
     retention = UsageRetention.from_env(os.environ)
-    async with contextlib.AsyncExitStack() as opened:
-        follower = await asyncio.to_thread(live_usage_follower, settings)
-        opened.push_async_callback(asyncio.to_thread, follower.close)
-        try:
-            store = await retry_start_async(
-                "usage store", partial(asyncio.to_thread, _live_copy, follower), stopping
-            )
-        except StartupStopped:
+    async with _ingester(settings, stopping, live_usage_follower, "usage") as ingester:
+        if ingester is None:
             return
-        ingester = AuditIngester(
-            store,
-            nats_url,
-            AuditIngestSettings.from_env(label="usage"),
-            follow=follower.newer_than,
-        )
         pruning = asyncio.create_task(
             prune_usage_until_stopped(
                 lambda: ingester.store, ingester.acknowledged_through, retention, stopping
@@ -147,6 +123,31 @@ async def run_usage(settings: Settings, stopping: asyncio.Event) -> None:
             pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruning
+
+
+@contextlib.asynccontextmanager
+async def _ingester(
+    settings: Settings,
+    stopping: asyncio.Event,
+    live_follower: Callable[[Settings], GenerationFollower[Model]],
+    label: str,
+) -> AsyncIterator[AuditIngester[Model] | None]:
+    """An ingester of the request-event stream into a model's live copy, on the consumer
+    `label` names; None when stopped while its store was awaited."""
+    nats_url = _nats_url(settings)
+    async with contextlib.AsyncExitStack() as opened:
+        # In a thread, like every open: reading the pointer connects to the store.
+        follower = await asyncio.to_thread(live_follower, settings)
+        opened.push_async_callback(asyncio.to_thread, follower.close)
+        try:
+            store = await retry_start_async(
+                f"{label} store", partial(asyncio.to_thread, _live_copy, follower), stopping
+            )
+        except StartupStopped:
+            yield None
+            return
+        config = AuditIngestSettings.from_env(label=label)
+        yield AuditIngester(store, nats_url, config, follow=follower.newer_than)
 
 
 def _live_copy(follower: GenerationFollower[Copy]) -> Copy:

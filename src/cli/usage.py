@@ -19,7 +19,7 @@ from cli.common import DURATION, emit, json_option, registry_from, settings_from
 from domain.actors import OPERATOR
 from domain.errors import DomainError, ValidationError
 from domain.ids import format_org_id, parse_key_id, parse_org_id
-from projections.usage import Granularity, UsageCounters, iso
+from projections.usage import COUNTER_FIELDS, PERCENTILES, Granularity, UsageCounters, iso
 from projections.usage_live import LiveUsageStore
 from projections.usage_query import UsageRow
 from projections.usage_report import MAX_SPAN_DAYS, UsageReports, UsageWindow
@@ -42,17 +42,7 @@ COLUMNS = (
     "P99 MS",
 )
 #: The counters shown after KEY and NAME, in `COLUMNS` order.
-SHOWN = (
-    "requests",
-    "success",
-    "client_errors",
-    "server_errors",
-    "rate_limited",
-    "refused",
-    "p50_ms",
-    "p95_ms",
-    "p99_ms",
-)
+SHOWN = (*COUNTER_FIELDS, *(name for name, _ in PERCENTILES))
 
 
 def default_granularity(since: timedelta) -> Granularity:

@@ -193,6 +193,8 @@ def decode_batch(data: bytes) -> list[RequestEvent]:
         return _batch_decoder.decode(data).events
     except msgspec.DecodeError as error:
         raise InvalidEvent(f"undecodable batch: {error}") from None
+    except RecursionError:  # nested deeper than a parser follows: unreadable, not retried
+        raise InvalidEvent("undecodable batch: nested too deeply") from None
 
 
 def decode_loosely(data: bytes) -> tuple[list[RequestEvent], list[tuple[int, str, bytes]]]:

@@ -9,7 +9,6 @@ pointer (re-checked about once a second) and close a copy they left behind.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 
 from adapters.settings import Settings
 from projections.generation_follower import GenerationFollower
@@ -84,10 +83,5 @@ def live_audit_follower(settings: Settings) -> GenerationFollower[RequestAuditSt
         REQUEST_AUDIT,
         DEFAULT_NAME,
         open_copy=lambda name: open_request_audit_store(settings, name),
-        close_copy=_close_quietly,
+        close_copy=lambda store: store.close(),  # the follower logs a failure to close
     )
-
-
-def _close_quietly(store: RequestAuditStore) -> None:
-    with suppress(Exception):
-        store.close()

@@ -328,7 +328,7 @@ def fold_minutes(entries: Iterable[CountedRequest]) -> dict[tuple[str, str, int]
                 cell.refused += 1
         elif status >= 500:
             cell.server_errors += 1
-        latency = entry.latency_ms
+        latency = round(entry.latency_ms, 3)  # as the audit model stores it
         sketch = cell.latency
         if latency < MIN_TRACKED_MS:
             sketch.zeros += 1

@@ -16,7 +16,7 @@ from typing import Annotated, Protocol
 
 import msgspec
 
-from projections.request_audit import MAX_TEXT, NO_ORG, Message, decode_messages
+from projections.request_audit import MAX_TEXT, Message, decode_messages
 
 
 class CountedRequest(Protocol):
@@ -62,6 +62,11 @@ class _UsageBatch(msgspec.Struct, frozen=True):
 
 
 _decoder = msgspec.json.Decoder(_UsageBatch)
+#: The longest key or organization id counted (the API's are 36 characters): an index entry
+#: of the stores holds both.
+MAX_ID = 100
+#: The environments a key is in.
+ENVIRONMENTS = ("live", "test")
 #: The latest request time counted (2242): a bucket start must fit the stores' 64-bit integers.
 LATEST_COUNTED = 2.0**33
 
@@ -75,10 +80,17 @@ def _plain(event: UsageEvent) -> bool:
 
 
 def countable(request: CountedRequest) -> bool:
-    """Whether a request is some key's usage, at a time and latency a bucket can hold."""
+    """Whether a request is some key's usage (an id of a key and of an organization, as the
+    API writes them, and a key's environment) at a time and latency a bucket can hold."""
+    key_id, org_id = request.key_id, request.org_id
     return (
-        request.key_id is not None
-        and request.org_id not in (None, NO_ORG)
+        key_id is not None
+        and org_id is not None
+        and key_id.startswith("key_")
+        and org_id.startswith("org_")
+        and len(key_id) <= MAX_ID
+        and len(org_id) <= MAX_ID
+        and request.env in ENVIRONMENTS
         and 0.0 <= request.occurred_at < LATEST_COUNTED
         and math.isfinite(request.latency_ms)
     )
@@ -91,7 +103,7 @@ def decode_usage(messages: Iterable[Message]) -> DecodedRequests:
         data = message.data
         try:
             events = _decoder.decode(data).events
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # the audit model's decoding says why
             events = None
         if events is None or not all(map(_plain, events)):
             for stream_seq, entries in decode_messages([message])[0]:

@@ -9,7 +9,6 @@ it and moves the pointer. Readers (the API, the dashboard, the CLI) go through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import suppress
 
 from adapters.settings import Settings
 from projections.generation_follower import GenerationFollower
@@ -63,10 +62,5 @@ def live_usage_follower(settings: Settings) -> GenerationFollower[UsageStore]:
         USAGE,
         DEFAULT_NAME,
         open_copy=lambda name: open_usage_store(settings, name),
-        close_copy=_close_quietly,
+        close_copy=lambda store: store.close(),  # the follower logs a failure to close
     )
-
-
-def _close_quietly(store: UsageStore) -> None:
-    with suppress(Exception):
-        store.close()

@@ -45,6 +45,7 @@ from projections.usage_query import (
     ingest_messages,
     merge_stored,
     next_floor,
+    stream_clock,
 )
 from projections.usage_retention import UsageRetention
 
@@ -260,7 +261,10 @@ class PostgresUsageStore(PostgresTrackingRecorder):
             if acked_through is not None:
                 current = self._floor(cur)
                 position = self._max_tracking_id(AUDIT_STREAM, conn.cursor()) or 0
-                floor = next_floor(current, retention.seen_floor(now), acked_through, position)
+                cur.execute(SQL("SELECT max(event_id) FROM {0}").format(self.seen_table))
+                (newest,) = cur.fetchone() or (None,)
+                clock = stream_clock(newest, now)
+                floor = next_floor(current, retention.seen_floor(clock), acked_through, position)
                 if floor != current:
                     cur.execute(
                         SQL(

@@ -13,7 +13,8 @@ unacknowledged messages *after* newer ones, and several workers may share the co
 the same events re-published under another message carry another stream sequence.
 
 A key per event is the price, so `prune` forgets ids, but only those that can no longer come
-back: older than `UsageRetention.seen_event_days` (by the time in the id, `new_event_id`) AND
+back: older than `UsageRetention.seen_event_days` (by the time in the id, `new_event_id`,
+before the newest counted event's: `stream_clock`) AND
 in a message the consumer had acknowledged (`acked_through`, the consumer's ack floor: every
 message up to it was written before it was acknowledged). It records both as the "floor". An
 event below the floor's time in a message at or below the floor's sequence was counted when
@@ -226,6 +227,19 @@ def candidates(decoded: DecodedRequests, floor: Floor) -> Candidates:
             else:
                 by_id.setdefault(event_id, (stream_seq, entry))  # twice in one batch: once
     return Candidates(by_id, replayed)
+
+
+def stream_clock(newest_event_id: str | None, now: float) -> float:
+    """When the stream's newest counted event happened (its id starts with its time), never
+    later than `now`: ids are forgotten by the stream's clock, so a catch-up of weeks-old
+    messages keeps the last days *of the stream* recognizable (a publisher's re-send of an
+    event follows it within minutes in the stream, whatever the wall clock says)."""
+    if newest_event_id is None or len(newest_event_id) != EVENT_ID_LENGTH:
+        return now
+    try:
+        return min(now, int(newest_event_id[:12], 16) / 1000)
+    except ValueError:
+        return now
 
 
 def next_floor(current: Floor, id_floor: str, acked_through: int, position: int) -> Floor:

@@ -41,6 +41,7 @@ from projections.usage_query import (
     ingest_messages,
     merge_stored,
     next_floor,
+    stream_clock,
 )
 from projections.usage_retention import UsageRetention
 
@@ -197,7 +198,9 @@ class SQLiteUsageStore(SQLiteTrackingRecorder):
             if acked_through is not None:
                 current = self._floor(c)
                 position = self._max_tracking_id(AUDIT_STREAM, c) or 0
-                floor = next_floor(current, retention.seen_floor(now), acked_through, position)
+                c.execute(f"SELECT max(event_id) FROM {t}_seen")
+                clock = stream_clock(c.fetchone()[0], now)
+                floor = next_floor(current, retention.seen_floor(clock), acked_through, position)
                 if floor != current:
                     c.execute(
                         f"DELETE FROM {t}_seen WHERE event_id < ? AND length(event_id) = ? "

@@ -11,8 +11,10 @@ another worker meanwhile), and nothing more is fetched: the chains grow in strea
 
 The consumer is re-created after a NATS reconnect (pull subscriptions do not survive a server
 restart) and when the store is behind what the consumer already acknowledged (a store dropped
-to be rebuilt, or restored from a backup): then it starts again from the stream's first
-message, and the duplicates are skipped. Logs state changes only.
+to be rebuilt, or restored from a backup): then it resumes just after the store's position,
+and what the store already holds is recognized by event id. (With several workers on one
+consumer, a batch acknowledged above that position while the ack floor stays below it is not
+seen again: ADR 0022, consequences.) Logs state changes only.
 
 Tunables (environment): `ICODRIP_AUDIT_FETCH_BATCH` (256 messages), `ICODRIP_AUDIT_ACK_WAIT`
 (30 s), `ICODRIP_AUDIT_MAX_ACK_PENDING` (20000 messages), `ICODRIP_AUDIT_DURABLE`

@@ -33,8 +33,11 @@ async def prune_usage_until_stopped(
     """Prune `current()` now and every `every` seconds until `stopping` is set."""
     while not stopping.is_set():
         try:
+            store = current()
             acked = await acked_through()
-            pruned = await asyncio.to_thread(current().prune, retention, time.time(), acked)
+            if current() is not store:  # switched meanwhile: that ack floor is another copy's
+                acked = None
+            pruned = await asyncio.to_thread(store.prune, retention, time.time(), acked)
         except Exception as error:  # the store away: the next round tries again
             log.warning("usage.prune_failed", error=type(error).__name__)
         else:

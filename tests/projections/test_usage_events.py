@@ -88,6 +88,11 @@ def test_an_unreadable_event_leaves_the_rest_of_its_message_counted() -> None:
         {"latency_ms": float("inf")},
         {"key_id": None},
         {"org_id": None},
+        {"org_id": ""},
+        {"key_id": "*live"},  # no key's id: an organization's own bucket has it
+        {"key_id": "key_" + "0" * 200},  # longer than an id the API writes
+        {"env": "staging"},
+        {"env": None},
     ],
 )
 def test_a_request_no_bucket_can_hold_is_not_counted(fields: dict[str, Any]) -> None:
@@ -108,3 +113,11 @@ def test_the_store_ingests_a_message_with_odd_requests_and_moves_on(store: Usage
     assert (result.inserted, result.position) == (2, 1)
     query = UsageQuery(ORG, Granularity.DAY, 0, 2**33)
     assert sum(row.counters.requests for row in store.query(query, 100)) == 2
+
+
+def test_a_message_nested_too_deeply_for_a_parser_is_skipped_not_retried() -> None:
+    good = msgspec.json.encode(event())
+    deep = b"[" * 5_000 + b"]" * 5_000
+    nested = good[:-1] + b', "extra": ' + deep + b"}"
+    payload = b'{"events": [' + nested + b"]}"
+    assert decode_usage([Message(1, payload)]) == []

@@ -214,16 +214,29 @@ def test_prune_removes_expired_buckets_and_keeps_the_rest(store: UsageStore) -> 
 def test_a_replay_after_event_ids_were_forgotten_counts_nothing_again(
     store: UsageStore,
 ) -> None:
-    # Ids minted at the events' own time, as the API does: prune forgets them after a week.
+    # Ids minted at the events' own time, as the API does: forgotten once the stream is a
+    # week further on.
     events = [entry(s, event_id=_id_at(T0 + s)) for s in (1, 2)]
-    store.write([(1, events[:1]), (2, events[1:])], position=2)
-    forgotten = store.prune(UsageRetention(seen_event_days=7), WEEKS_LATER, acked_through=2)
+    store.write([(1, events[:1]), (2, events[1:]), (3, [a_week_on()])], position=3)
+    forgotten = store.prune(UsageRetention(seen_event_days=7), WEEKS_LATER, acked_through=3)
     assert forgotten.event_ids == 2
-    replay = store.write([(1, events[:1]), (2, events[1:])], position=2)
+    replay = store.write([(1, events[:1]), (2, events[1:])], position=3)
     assert (replay.counted, replay.duplicates) == (0, 2)
-    late = store.write([(3, [entry(3, event_id=_id_at(T0 + 3))])], position=3)
+    late = store.write([(4, [entry(3, event_id=_id_at(T0 + 3))])], position=4)
     assert late.counted == 1  # a new message: counted even though its id is below the floor
-    assert counts(store, DAY) == {(KEY_1, "2026-03-01T00:00:00Z"): 3}
+    assert counts(store, DAY)[(KEY_1, "2026-03-01T00:00:00Z")] == 3
+
+
+def test_a_catch_up_of_old_messages_forgets_no_id_the_stream_has_not_moved_past(
+    store: UsageStore,
+) -> None:
+    # A stream weeks old drained for the first time: by the wall clock every id is old, by
+    # the stream's they are all recent, and a publisher's re-send is a few messages on.
+    resent = entry(2, event_id=_id_at(T0 + 2))
+    store.write([(1, [entry(1, event_id=_id_at(T0 + 1))]), (2, [resent])], position=2)
+    assert store.prune(UsageRetention(seen_event_days=7), WEEKS_LATER, 2).event_ids == 0
+    again = store.write([(5, [resent])], position=5)
+    assert (again.counted, again.duplicates) == (0, 1)
 
 
 def test_old_events_redelivered_out_of_order_after_a_prune_are_counted_once(
@@ -243,13 +256,14 @@ def test_old_events_redelivered_out_of_order_after_a_prune_are_counted_once(
 
 def test_ids_are_forgotten_only_in_messages_the_consumer_acknowledged(store: UsageStore) -> None:
     events = {seq: [entry(seq, event_id=_id_at(T0 + seq))] for seq in (1, 2, 3)}
-    store.write([(seq, batch) for seq, batch in events.items()], position=3)
+    events[4] = [a_week_on()]
+    store.write([(seq, batch) for seq, batch in events.items()], position=4)
     retention = UsageRetention(seen_event_days=7)
     assert store.prune(retention, WEEKS_LATER).event_ids == 0  # no ack floor: none forgotten
     assert store.prune(retention, WEEKS_LATER, acked_through=2).event_ids == 2
     assert store.prune(retention, WEEKS_LATER, acked_through=9).event_ids == 1  # ≤ position
-    again = store.write([(seq, batch) for seq, batch in events.items()], position=3)
-    assert (again.counted, again.duplicates) == (0, 3)
+    again = store.write([(seq, batch) for seq, batch in events.items()], position=4)
+    assert (again.counted, again.duplicates) == (0, 4)
 
 
 def test_a_store_behind_the_consumer_forgets_no_id_it_has_not_written(
@@ -320,6 +334,11 @@ def test_another_name_is_another_copy_and_drop_removes_it(
         assert (reopened.count(), reopened.position(), store.count()) == (0, 0, 3)
     finally:
         reopened.close()
+
+
+def a_week_on() -> AuditEntry:
+    """A request eight days after T0: the stream has moved a week past T0's events."""
+    return entry(8 * 86_400, event_id=_id_at(T0 + 8 * 86_400))
 
 
 def _id_at(seconds: float) -> str:
