@@ -15,13 +15,13 @@ from typing import Any
 
 import psycopg.errors
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import args_row, tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from adapters.request_events import AUDIT_STREAM
 from projections.audit_chain import AuditChainer, Chained
+from projections.model_copies import PostgresModelCopy
 from projections.request_audit import (
     AuditRow,
     ChainHead,
@@ -95,23 +95,17 @@ def copy_text(rows: Iterable[AuditRow]) -> str:
     return "\n".join(lines)
 
 
-class PostgresRequestAuditStore(PostgresTrackingRecorder):
+class PostgresRequestAuditStore(PostgresModelCopy):
     """The model as `<prefix>_rows`, `_heads`, `_last_used`, `_rejects` beside `_tracking`."""
 
     name = DEFAULT_NAME
 
     def __init__(self, datastore: Any, *, tracking_table_name: str, **kwargs: Any) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
-        self.prefix = tracking_table_name.removesuffix("_tracking")
-        schema = Identifier(self.datastore.schema)
-
-        def table(suffix: str) -> Composable:
-            return SQL("{0}.{1}").format(schema, Identifier(f"{self.prefix}_{suffix}"))
-
-        self.rows_table = table("rows")
-        self.heads_table = table("heads")
-        self.last_used_table = table("last_used")
-        self.rejects_table = table("rejects")
+        self.rows_table = self.table("rows")
+        self.heads_table = self.table("heads")
+        self.last_used_table = self.table("last_used")
+        self.rejects_table = self.table("rejects")
         p = self.prefix
         self.sql_create_statements.extend(
             [
@@ -335,21 +329,6 @@ class PostgresRequestAuditStore(PostgresTrackingRecorder):
             )
             yield iter(rows)
 
-    def drop(self) -> None:
-        with self.datastore.transaction(commit=True) as cur:
-            for table in (
-                self.rows_table,
-                self.heads_table,
-                self.last_used_table,
-                self.rejects_table,
-            ):
-                cur.execute(SQL("DROP TABLE IF EXISTS {0}").format(table))
-            cur.execute(
-                SQL("DROP TABLE IF EXISTS {0}.{1}").format(
-                    Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
-                )
-            )
-        self.close()
-
-    def close(self) -> None:
-        self.datastore.close()
+    @property
+    def tables(self) -> Sequence[Composable]:
+        return (self.rows_table, self.heads_table, self.last_used_table, self.rejects_table)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from adapters.request_events import AUDIT_STREAM
 from projections.audit_chain import AuditChainer
+from projections.model_copies import SQLiteModelCopy
 from projections.request_audit import (
     COLUMNS,
     AuditRow,
@@ -40,16 +39,11 @@ from projections.request_audit_query import (
 from projections.sqlite_rows import select_in
 
 
-class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
+class SQLiteRequestAuditStore(SQLiteModelCopy):
     """The model in its own SQLite file (one file per store name, so fixed table names)."""
 
     name = DEFAULT_NAME
     prefix = "audit"
-    path: Path
-
-    def configure(self, name: str, path: Path) -> None:
-        self.name = name
-        self.path = path
 
     def construct_create_table_statements(self) -> list[str]:
         t = self.prefix
@@ -187,11 +181,3 @@ class SQLiteRequestAuditStore(SQLiteTrackingRecorder):
                 [min_stream_seq, max_stream_seq],
             )
             yield (AuditRow(*r) for r in c.sqlite_cursor)
-
-    def drop(self) -> None:
-        self.datastore.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-
-    def close(self) -> None:
-        self.datastore.close()

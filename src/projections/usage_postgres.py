@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 import psycopg.errors
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from adapters.request_events import AUDIT_STREAM
+from projections.model_copies import PostgresModelCopy
 from projections.request_audit import Message
 from projections.request_audit_query import IngestResult
 from projections.usage import GRANULARITIES, UsageCounters, fold_usage
@@ -54,22 +54,16 @@ _FLOOR = "seen_floor"
 _CELL_TYPES = ("text", "integer", "text", "bigint", "text", *["bigint"] * 6, "bytea")
 
 
-class PostgresUsageStore(PostgresTrackingRecorder):
+class PostgresUsageStore(PostgresModelCopy):
     """The model as `<prefix>_counters`, `_seen`, `_meta` beside `_tracking`."""
 
     name = DEFAULT_NAME
 
     def __init__(self, datastore: Any, *, tracking_table_name: str, **kwargs: Any) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
-        self.prefix = tracking_table_name.removesuffix("_tracking")
-        schema = Identifier(self.datastore.schema)
-
-        def table(suffix: str) -> Composable:
-            return SQL("{0}.{1}").format(schema, Identifier(f"{self.prefix}_{suffix}"))
-
-        self.counters_table = table("counters")
-        self.seen_table = table("seen")
-        self.meta_table = table("meta")
+        self.counters_table = self.table("counters")
+        self.seen_table = self.table("seen")
+        self.meta_table = self.table("meta")
         p = self.prefix
         # Key ids and event ids in "C" collation: byte order, as on SQLite and in Python, so
         # cursors and the event-id floor compare the same everywhere.
@@ -283,18 +277,6 @@ class PostgresUsageStore(PostgresTrackingRecorder):
                     )
         return PruneResult(buckets, forgotten)
 
-    def drop(self) -> None:
-        """Remove the copy (its tables and its position)."""
-        with self.datastore.transaction(commit=True) as cur:
-            for table in (self.counters_table, self.seen_table, self.meta_table):
-                cur.execute(SQL("DROP TABLE IF EXISTS {0}").format(table))
-            cur.execute(
-                SQL("DROP TABLE IF EXISTS {0}.{1}").format(
-                    Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
-                )
-            )
-        self.close()
-
-    def close(self) -> None:
-        """Close the pool."""
-        self.datastore.close()
+    @property
+    def tables(self) -> Sequence[Composable]:
+        return (self.counters_table, self.seen_table, self.meta_table)

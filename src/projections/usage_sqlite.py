@@ -9,14 +9,13 @@ interleave with another writer's (see `projections.usage_query` for the idempote
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from eventsourcing.persistence import Tracking
-from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from adapters.request_events import AUDIT_STREAM
+from projections.model_copies import SQLiteModelCopy
 from projections.request_audit import Message
 from projections.request_audit_query import IngestResult
 from projections.usage import GRANULARITIES, UsageCounters, fold_usage
@@ -49,17 +48,11 @@ _FLOOR = "seen_floor"
 _json = msgspec.json.Encoder()
 
 
-class SQLiteUsageStore(SQLiteTrackingRecorder):
+class SQLiteUsageStore(SQLiteModelCopy):
     """The usage model in its own SQLite file (one file per store name, so fixed table names)."""
 
     name = DEFAULT_NAME
     prefix = "usage"
-    path: Path
-
-    def configure(self, name: str, path: Path) -> None:
-        """Name the copy and the file it lives in (for `drop`)."""
-        self.name = name
-        self.path = path
 
     def construct_create_table_statements(self) -> list[str]:
         t = self.prefix
@@ -213,13 +206,3 @@ class SQLiteUsageStore(SQLiteTrackingRecorder):
                         (_FLOOR, _json.encode(floor).decode()),
                     )
         return PruneResult(buckets, forgotten)
-
-    def drop(self) -> None:
-        """Remove the copy (its file)."""
-        self.datastore.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.datastore.close()
