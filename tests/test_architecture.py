@@ -141,6 +141,8 @@ PURE_READ_MODEL_MODULES = (
     "projections.usage_events",
     "projections.usage_org",
     "projections.usage_query",
+    "projections.webhook_deliveries",
+    "projections.webhook_delivery_views",
 )
 #: What does I/O: databases, messaging, HTTP, the library's recorders, our adapters (but the
 #: request events' wire structs, which the audit fold decodes, and settings).

@@ -14,8 +14,9 @@ from uuid import UUID
 import msgspec
 
 from domain.api_key import ApiKey
-from domain.ids import format_key_id, format_org_id
+from domain.ids import format_key_id, format_org_id, format_webhook_id
 from domain.organization import Organization
+from domain.webhook import WebhookEndpoint
 
 WIRE_VERSION = 1
 MSG_ID_PREFIX = "keys-"
@@ -64,6 +65,17 @@ _PUBLIC_FIELDS: dict[type[Any], tuple[str, tuple[str, ...]]] = {
     ApiKey.Expired: ("api_key.revoked", ("reason",)),
     ApiKey.AllowedIpsChanged: ("api_key.allowed_ips_changed", ("allowed_ips",)),
     ApiKey.Exposed: ("api_key.exposed", ("source", "detail")),
+    # A webhook endpoint's salt derives its secret: it is never among the public fields.
+    Organization.WebhookAdded: ("organization.webhook_added", ("webhook_id",)),
+    Organization.WebhookRemoved: ("organization.webhook_removed", ("webhook_id",)),
+    WebhookEndpoint.Created: ("webhook.created", ("env", "url", "events", "description")),
+    WebhookEndpoint.Changed: ("webhook.changed", ("url", "events", "description")),
+    WebhookEndpoint.SecretRotated: ("webhook.secret_rotated", ("previous_until",)),
+    WebhookEndpoint.Disabled: ("webhook.disabled", ("reason",)),
+    WebhookEndpoint.Enabled: ("webhook.enabled", ()),
+    WebhookEndpoint.Deleted: ("webhook.deleted", ()),
+    WebhookEndpoint.TestRequested: ("webhook.test_requested", ()),
+    WebhookEndpoint.RetryRequested: ("webhook.retry_requested", ("delivery_id",)),
 }
 
 _KEY_ID_FIELDS = frozenset({"key_id", "successor_id", "predecessor_id"})
@@ -74,6 +86,8 @@ _decoder = msgspec.json.Decoder(KeyEventMessage)
 
 def _public_value(name: str, value: Any) -> Any:
     if isinstance(value, UUID):
+        if name == "webhook_id":
+            return format_webhook_id(value)
         return format_key_id(value) if name in _KEY_ID_FIELDS else str(value)
     if isinstance(value, datetime):
         return value.isoformat()
@@ -89,6 +103,8 @@ def to_message(position: int, event: Any) -> KeyEventMessage:
     if org_id is None:  # organization events: the org is the aggregate itself
         org_id = event.originator_id
         aggregate_id = format_org_id(event.originator_id)
+    elif isinstance(event, WebhookEndpoint.Event):
+        aggregate_id = format_webhook_id(event.originator_id)
     else:
         aggregate_id = format_key_id(event.originator_id)
     return KeyEventMessage(

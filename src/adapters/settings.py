@@ -33,6 +33,8 @@ class Settings:
     #: Workers on PostgreSQL wait for the store's NOTIFY (ADR 0018); `ICODRIP_STORE_WAKEUP=0`
     #: makes them poll instead (behind a PgBouncer in transaction mode, which drops LISTEN).
     store_wakeup: bool = True
+    #: Webhooks to `http://` and private addresses (development only; `icodrip dev` sets it).
+    webhooks_allow_private: bool = False
 
     @property
     def is_embedded(self) -> bool:
@@ -75,6 +77,10 @@ class Settings:
             leak_signing_key=(env.get("ICODRIP_LEAK_SIGNING_KEY") or "").encode(),
             store_wakeup=(env.get("ICODRIP_STORE_WAKEUP") or "1").strip().lower()
             not in ("0", "false", "no", "off"),
+            webhooks_allow_private=(env.get("ICODRIP_WEBHOOKS_ALLOW_PRIVATE") or "0")
+            .strip()
+            .lower()
+            in ("1", "true", "yes", "on"),
         )
 
 

@@ -110,7 +110,7 @@ class StartupStopped(Exception):
     """The stop signal came while a start was being retried."""
 
 
-def _retrying(component: str, backoff: Backoff, error: Exception) -> float:
+def retrying(component: str, backoff: Backoff, error: Exception) -> float:
     """Log a failed attempt; the delay before the next one. Re-raises a non-transient error."""
     if not is_transient(error):
         log.error(
@@ -155,7 +155,7 @@ def retry_start(
         try:
             result = start()
         except Exception as error:
-            delay = _retrying(component, backoff, error)
+            delay = retrying(component, backoff, error)
             if stop is None:
                 time.sleep(delay)
             elif stop.wait(delay):
@@ -187,7 +187,7 @@ async def retry_start_async(
         except Exception as error:
             if healthy_after is not None and time.monotonic() - began >= healthy_after:
                 backoff.reset()
-            delay = _retrying(component, backoff, error)
+            delay = retrying(component, backoff, error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
             if stopping.is_set():

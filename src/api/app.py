@@ -24,6 +24,8 @@ from api.routes.events import EventsController
 from api.routes.health import healthz, readyz
 from api.routes.leaks import LeaksController
 from api.routes.usage import UsageController
+from api.routes.webhook_deliveries import WebhookDeliveriesController
+from api.routes.webhooks import WebhooksController
 from api.services import Services
 from api.store_health import StoreHealth
 
@@ -76,6 +78,8 @@ def create_app(
             EventsController,
             LeaksController,
             UsageController,
+            WebhooksController,
+            WebhookDeliveriesController,
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

@@ -22,14 +22,16 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from api.context import SCOPE_KEY
 from domain.errors import DomainError, NotFound, PermissionExceeded
 from domain.key_format import redact_keys
+from domain.webhook_urls import WebhookUrlNotAllowed
 
 _json = msgspec.json.Encoder()
 
 log = structlog.get_logger()
 
-_DOMAIN_STATUS = {
+_DOMAIN_STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     PermissionExceeded: 403,
+    WebhookUrlNotAllowed: 422,  # a validation error with a code of its own
 }
 
 

@@ -15,10 +15,12 @@ from api.exposure import ExposureFlagger
 from api.key_cards import KeyCards
 from api.key_mirror import KeyMirror
 from application.registry import KeyRegistry
+from application.webhooks import Webhooks
 from projections.key_listing_reader import KeyListingReader
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import LiveRequestAuditStore
 from projections.usage_report import UsageReports
+from projections.webhook_deliveries import DeliveryLog
 
 
 @dataclass
@@ -41,5 +43,7 @@ class Services:
     audit: LiveRequestAuditStore
     usage: UsageReports
     exposure: ExposureFlagger
+    webhooks: Webhooks
+    deliveries: DeliveryLog
     publisher: RequestEventPublisher | None = None
     nats_client: Client | None = None

@@ -34,6 +34,7 @@ from domain.errors import NotFound, ValidationError
 from domain.ids import format_key_id
 from domain.key_format import Environment
 from domain.organization import Organization
+from domain.webhook import WebhookEndpoint
 
 #: Notifications read per query of the log.
 PAGE_SIZE = 1000
@@ -180,10 +181,11 @@ class History:
     def org_events(self, org_id: UUID, *, after: int = 0, limit: int = 100) -> EventPage:
         """The org's lifecycle events after log position `after`, in log order, at most `limit`.
 
-        The org's own events and those of its keys (each carries `org_id`; a key joins its
-        org in the transaction that creates it, so the org's `KeyAdded` event names it
-        before, or with, the key's first event). For a test key, live keys and the events
-        that name them are left out: test mode sees test mode only.
+        The org's own events and those of its keys and webhook endpoints (each carries
+        `org_id`; one joins its org in the transaction that creates it, so the org's
+        `KeyAdded` or `WebhookAdded` event names it before, or with, its first event). For a
+        test key, live keys and endpoints and the events that name them are left out: test
+        mode sees test mode only.
         """
         authorize(self.actor, Command.READ_AUDIT, org_id=org_id)
         envs = visible_envs(self.actor)
@@ -192,7 +194,7 @@ class History:
         if after < 0:
             raise ValidationError("after must be a position (0 or more)")
         org = self.registry.get_organization(org_id)
-        members: set[UUID] = {org_id, *org.key_ids}
+        members: set[UUID] = {org_id, *org.key_ids, *org.webhook_ids}
         key_envs: dict[UUID, Environment] = {}
         found: list[tuple[int, Any]] = []
         position = after
@@ -231,18 +233,27 @@ class History:
         """Whether the event's key (the one it names, for KeyAdded) is in one of `envs`."""
         if envs >= frozenset(Environment):
             return True
-        if isinstance(event, ApiKey.Created):
+        if isinstance(event, ApiKey.Created | WebhookEndpoint.Created):
             key_envs[event.originator_id] = Environment(event.env)
         if isinstance(event, Organization.KeyAdded):
             key_id = event.key_id
+        elif isinstance(event, Organization.WebhookAdded | Organization.WebhookRemoved):
+            key_id = event.webhook_id
         elif event.originator_id == org_id:
             return True  # the organization's own events (plan, limits) concern both modes
         else:
             key_id = event.originator_id
         env = key_envs.get(key_id)
         if env is None:
-            env = key_envs[key_id] = self.registry.get_key(key_id).env
+            env = key_envs[key_id] = self._env_of(key_id)
         return env in envs
+
+    def _env_of(self, aggregate_id: UUID) -> Environment:
+        """The environment of a key or webhook endpoint of the org."""
+        aggregate: object = self.registry.repository.get(aggregate_id)
+        if not isinstance(aggregate, ApiKey | WebhookEndpoint):
+            raise NotFound("no such API key")
+        return aggregate.env
 
     def _learn_members(
         self, page: Sequence[Any], org_id: UUID, members: set[UUID]
@@ -255,6 +266,8 @@ class History:
                 decoded[notification.id] = event
                 if isinstance(event, Organization.KeyAdded):
                     members.add(event.key_id)
+                elif isinstance(event, Organization.WebhookAdded):
+                    members.add(event.webhook_id)
         return decoded
 
     @staticmethod

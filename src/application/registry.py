@@ -30,6 +30,7 @@ from domain.key_networks import clean_networks
 from domain.key_states import ExposureSource
 from domain.organization import LeakPolicy, Organization
 from domain.plans import Permission, Plan
+from domain.webhook import WebhookEndpoint
 
 T = TypeVar("T")
 
@@ -133,7 +134,7 @@ class KeyRegistry(Application[UUID]):
 
         def attempt() -> IssuedKey:
             org = self.get_organization(org_id)
-            acting = self._acting(actor, org)
+            acting = self.acting(actor, org)
             limits = inherited_limits(acting, org.permissions, asked)
             authorize(acting, Command.CREATE_KEY, grant=KeyGrant.of(org, env, key_type, limits))
             key, secret = ApiKey.issue(
@@ -152,7 +153,7 @@ class KeyRegistry(Application[UUID]):
             self.save(org, key)
             return IssuedKey(key, secret)
 
-        return self._retrying(attempt)
+        return self.retrying(attempt)
 
     def roll_key(self, key_id: UUID, *, grace: timedelta, actor: Actor) -> IssuedKey:
         """Issue the key's successor; the old key keeps working for `grace`."""
@@ -164,7 +165,7 @@ class KeyRegistry(Application[UUID]):
                 key.successor_restriction(org), tuple(key.allowed_ips), key.expires_at
             )
             authorize(
-                self._acting(actor, org),
+                self.acting(actor, org),
                 Command.ROLL_KEY,
                 key=KeyFacts.of(key, org),
                 grant=KeyGrant.of(org, key.env, key.type, inherits),
@@ -175,7 +176,7 @@ class KeyRegistry(Application[UUID]):
             self.save(org, key, successor)
             return IssuedKey(successor, secret)
 
-        return self._retrying(attempt)
+        return self.retrying(attempt)
 
     def revoke_key(self, key_id: UUID, *, actor: Actor, reason: str = "") -> ApiKey:
         """Revoke a key for good; a concurrent revoke makes this one fail with KeyRevoked."""
@@ -208,7 +209,7 @@ class KeyRegistry(Application[UUID]):
         def attempt() -> ApiKey:
             key = self.get_key(key_id)
             org = self.get_organization(key.org_id)
-            acting, facts = self._acting(actor, org), KeyFacts.of(key, org)
+            acting, facts = self.acting(actor, org), KeyFacts.of(key, org)
             if name is not None:
                 authorize(acting, Command.RENAME_KEY, key=facts)
             if networks is not None:
@@ -221,7 +222,7 @@ class KeyRegistry(Application[UUID]):
             self.save(key)
             return key
 
-        return self._retrying(attempt)
+        return self.retrying(attempt)
 
     def flag_exposed(self, key_id: UUID, *, source: ExposureSource, detail: str) -> bool:
         """Flag the key as possibly exposed (once per source); True when newly flagged."""
@@ -233,7 +234,7 @@ class KeyRegistry(Application[UUID]):
                 self.save(key)
             return changed
 
-        return self._retrying(attempt)
+        return self.retrying(attempt)
 
     def expire_key(self, key_id: UUID) -> bool:
         """Retire the key (`ApiKey.Expired`) if its expiry, or its roll's grace, has passed;
@@ -250,7 +251,7 @@ class KeyRegistry(Application[UUID]):
                 self.save(key)
             return changed
 
-        return self._retrying(attempt)
+        return self.retrying(attempt)
 
     def respond_to_leak(self, key_id: UUID, *, url: str, source: str) -> str:
         """A key reported public: flag it, then revoke or roll it per its org's policy.
@@ -289,11 +290,15 @@ class KeyRegistry(Application[UUID]):
             self.save(key)
             return "revoked"
 
-        return self._retrying(attempt)
+        return self.retrying(attempt)
 
     def get_key(self, key_id: UUID) -> ApiKey:
         """The key, whoever asks: for the system's own use; people's reads go by `key_for`."""
         return self._get(ApiKey, key_id, "API key")
+
+    def get_webhook(self, webhook_id: UUID) -> WebhookEndpoint:
+        """The webhook endpoint, whoever asks (deleted ones too): see `application.webhooks`."""
+        return self._get(WebhookEndpoint, webhook_id, "webhook endpoint")
 
     def list_keys(self, org_id: UUID) -> list[ApiKey]:
         """The organization's keys, oldest first: for the system's own use (see `keys_for`)."""
@@ -347,9 +352,9 @@ class KeyRegistry(Application[UUID]):
             self.save(org)
             return org
 
-        return self._retrying(attempt)
+        return self.retrying(attempt)
 
-    def _acting(self, actor: Actor, org: Organization) -> Actor:
+    def acting(self, actor: Actor, org: Organization) -> Actor:
         """The actor as it stands now: a key as stored (revoked, rolled, its limits), not as
         it was when its request was authenticated. `org` is the one the command reads (the
         acting key's, unless the policy will refuse the command as another org's)."""
@@ -365,14 +370,14 @@ class KeyRegistry(Application[UUID]):
         def attempt() -> ApiKey:
             key = self.get_key(key_id)
             org = self.get_organization(key.org_id)
-            authorize(self._acting(actor, org), command, key=KeyFacts.of(key, org))
+            authorize(self.acting(actor, org), command, key=KeyFacts.of(key, org))
             change(key)
             self.save(key)
             return key
 
-        return self._retrying(attempt)
+        return self.retrying(attempt)
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
+    def retrying(self, attempt: Callable[[], T]) -> T:
         """Run `attempt` again on a lost optimistic-concurrency race, from fresh state.
 
         The retry re-reads the aggregate, so the domain rules see the winner's change

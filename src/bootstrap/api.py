@@ -24,11 +24,13 @@ from api.key_mirror import KeyMirror
 from api.process import ApiProcess
 from api.services import Services
 from application.stores import open_registry
+from bootstrap.webhooks import webhooks_for
 from projections.key_listing_reader import KeyListingReader
 from projections.live_key_lookup import LiveKeyLookupView
 from projections.request_audit_live import LiveRequestAuditStore
 from projections.usage_live import LiveUsageStore
 from projections.usage_report import UsageReports
+from projections.webhook_delivery_store import open_delivery_log
 
 
 def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) -> Services:
@@ -55,6 +57,8 @@ def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) ->
         usage = LiveUsageStore(settings)
         opened.callback(usage.close)
         usage.name  # noqa: B018 - reads the pointer and opens (creates) the live usage copy
+        deliveries = open_delivery_log(settings)
+        opened.callback(deliveries.close)
         cards = KeyCards(registry, audit.last_used)
         mirror.listeners.append(cards.forget)
         services = Services(
@@ -70,6 +74,8 @@ def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) ->
             audit=audit,
             usage=UsageReports(registry, usage),
             exposure=ExposureFlagger(registry, mirror, settings.key_pepper),
+            webhooks=webhooks_for(registry, settings),
+            deliveries=deliveries,
         )
         opened.pop_all()  # built: the process closes them when it stops
         return services

@@ -18,6 +18,7 @@ from adapters.settings import Settings
 from adapters.startup import StartupStopped, retry_start_async
 from adapters.store_wakeup import StoreWakeup
 from application.stores import open_registry
+from bootstrap.webhook_worker import run_webhooks
 from projections.generation_follower import Copy, GenerationFollower
 from projections.generation_store import open_generation_store
 from projections.key_lookup_updater import KeyLookupUpdater
@@ -162,6 +163,7 @@ WORKERS: dict[str, WorkerEntry] = {
     "audit": run_audit,
     "expiry": run_expiry,
     "usage": run_usage,
+    "webhooks": run_webhooks,
 }
 
 

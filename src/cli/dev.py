@@ -127,6 +127,8 @@ def dev(ctx: click.Context, host: str, port: int) -> None:
     data_dir = _data_dir(ctx)
     if data_dir is not None:
         os.environ["ICODRIP_DATA_DIR"] = str(data_dir)
+    # Development receivers run on this machine, often over plain HTTP.
+    os.environ.setdefault("ICODRIP_WEBHOOKS_ALLOW_PRIVATE", "1")
     settings = Settings.from_env()
     os.environ.setdefault("ICODRIP_DATA_DIR", str(settings.data_dir))
     certfile, keyfile = ensure_self_signed(settings.data_dir)

@@ -18,6 +18,7 @@ from cli.scan import scan
 from cli.serve import serve
 from cli.usage import usage
 from cli.users import users
+from cli.webhooks import webhooks
 from cli.worker import worker
 
 
@@ -58,6 +59,7 @@ cli.add_command(projections)
 cli.add_command(scan)
 cli.add_command(users)
 cli.add_command(usage)
+cli.add_command(webhooks)
 keys.add_command(history)
 
 

@@ -17,18 +17,31 @@ each route, and pages ask `allows` to decide what to offer. docs/adr/0012 tells 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
+from domain.access_facts import KeyFacts, KeyGrant, Limits, WebhookFacts, WebhookGrant, key_actor
 from domain.actors import Actor, KeyActor, Operator, System, UserActor
-from domain.api_key import ApiKey
 from domain.errors import NotAllowed, NotFound, PermissionExceeded
-from domain.key_format import Environment, KeyType
-from domain.organization import Organization
-from domain.plans import Permission, effective_permissions
+from domain.key_format import Environment
+from domain.plans import Permission
 from domain.roles import Role
+from domain.webhook import KEY_EVENTS as KEY_OBJECT_EVENTS
+
+__all__ = [
+    "Command",
+    "KeyFacts",
+    "KeyGrant",
+    "Limits",
+    "WebhookFacts",
+    "WebhookGrant",
+    "allows",
+    "authorize",
+    "inherited_limits",
+    "key_actor",
+    "sees",
+    "visible_envs",
+]
 
 
 class Command(StrEnum):
@@ -45,6 +58,8 @@ class Command(StrEnum):
     READ_AFFILIATES = "read_affiliates"
     WRITE_AFFILIATES = "write_affiliates"
     SEND_EVENTS = "send_events"
+    READ_WEBHOOKS = "read_webhooks"
+    MANAGE_WEBHOOKS = "manage_webhooks"
     MANAGE_ORGANIZATION = "manage_organization"
     MANAGE_USERS = "manage_users"
 
@@ -63,6 +78,8 @@ PERMISSION: dict[Command, Permission | None] = {
     Command.READ_AFFILIATES: Permission.AFFILIATES_READ,
     Command.WRITE_AFFILIATES: Permission.AFFILIATES_WRITE,
     Command.SEND_EVENTS: Permission.EVENTS_WRITE,
+    Command.READ_WEBHOOKS: Permission.WEBHOOKS_READ,
+    Command.MANAGE_WEBHOOKS: Permission.WEBHOOKS_WRITE,
     Command.MANAGE_ORGANIZATION: None,
     Command.MANAGE_USERS: None,
 }
@@ -72,8 +89,10 @@ KEY_CHANGES = frozenset(
     {Command.RENAME_KEY, Command.SET_KEY_ALLOWED_IPS, Command.ROLL_KEY, Command.REVOKE_KEY}
 )
 
-_READS = frozenset({Command.READ_KEYS, Command.READ_AUDIT, Command.READ_USAGE})
-_DASHBOARD = _READS | {Command.CREATE_KEY} | KEY_CHANGES
+_READS = frozenset(
+    {Command.READ_KEYS, Command.READ_AUDIT, Command.READ_USAGE, Command.READ_WEBHOOKS}
+)
+_DASHBOARD = _READS | {Command.CREATE_KEY, Command.MANAGE_WEBHOOKS} | KEY_CHANGES
 #: What each role may do to any key of its organization.
 ROLE_COMMANDS: dict[Role, frozenset[Command]] = {
     Role.OWNER: _DASHBOARD,
@@ -96,6 +115,8 @@ _WHAT = {
     Command.READ_AFFILIATES: "read affiliates",
     Command.WRITE_AFFILIATES: "add affiliates",
     Command.SEND_EVENTS: "send tracking events",
+    Command.READ_WEBHOOKS: "view webhooks",
+    Command.MANAGE_WEBHOOKS: "manage webhooks",
     Command.MANAGE_ORGANIZATION: "change the organization's plan or limits",
     Command.MANAGE_USERS: "manage dashboard users",
 }
@@ -107,90 +128,11 @@ _VERB = {
 }
 
 
-#: Permissions a role may not put in a key it issues: a developer changes only its own keys, so
-#: it must not mint a key that changes anyone's.
+#: Permissions a role may not put in a key it issues: a developer changes only its own keys and
+#: no webhook, so it must not mint a key that changes anyone's keys or any webhook.
 ROLE_WITHHOLDS: dict[Role, frozenset[Permission]] = {
-    Role.DEVELOPER: frozenset({Permission.API_KEYS_WRITE}),
+    Role.DEVELOPER: frozenset({Permission.API_KEYS_WRITE, Permission.WEBHOOKS_WRITE}),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class KeyFacts:
-    """What the policy needs to know of a key a command touches."""
-
-    key_id: UUID
-    org_id: UUID
-    env: Environment
-    type: KeyType
-    permissions: frozenset[Permission]  # effective: under its organization's current plan
-    created_by: str
-
-    @classmethod
-    def of(cls, key: ApiKey, org: Organization) -> KeyFacts:
-        """The facts of `key`, a key of `org`."""
-        return cls(
-            key.id, key.org_id, key.env, key.type, key.effective_permissions(org), key.created_by
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class KeyGrant:
-    """What a key will be able to do once a command is done: a new key, a roll's successor,
-    or a key whose allowed IPs change."""
-
-    org_id: UUID
-    env: Environment
-    type: KeyType
-    permissions: frozenset[Permission]  # effective
-    allowed_ips: tuple[str, ...] = ()
-    expires_at: datetime | None = None
-
-    @classmethod
-    def of(
-        cls,
-        org: Organization,
-        env: Environment,
-        key_type: KeyType,
-        limits: Limits,
-    ) -> KeyGrant:
-        """A `key_type` key of `org` in `env`, within `limits`."""
-        permissions = effective_permissions(
-            org.permissions, limits.restriction, public=key_type == KeyType.PUBLIC
-        )
-        return cls(
-            org.id,
-            Environment(env),
-            KeyType(key_type),
-            permissions,
-            tuple(limits.allowed_ips),
-            limits.expires_at,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What narrows a key: its restriction (None: the plan's), allowed IPs, expiry."""
-
-    restriction: frozenset[Permission] | None = None
-    allowed_ips: tuple[str, ...] = ()
-    expires_at: datetime | None = None
-
-
-def key_actor(key: ApiKey, org: Organization, now: datetime) -> KeyActor:
-    """`key` acting now, as stored; PermissionExceeded if it can no longer act at all."""
-    if key.is_revoked or (key.expires_at is not None and key.expires_at <= now):
-        raise PermissionExceeded("this key was revoked or has expired")
-    return KeyActor(
-        key.id,
-        key.org_id,
-        key.env,
-        key.type,
-        key.effective_permissions(org),
-        restriction=key.permissions,
-        allowed_ips=tuple(key.allowed_ips),
-        expires_at=key.expires_at,
-        retiring=key.successor_id is not None or key.exposed_at is not None,
-    )
 
 
 def visible_envs(actor: Actor) -> frozenset[Environment]:
@@ -200,8 +142,9 @@ def visible_envs(actor: Actor) -> frozenset[Environment]:
     return frozenset(Environment)
 
 
-def sees(actor: Actor, key: KeyFacts) -> bool:
-    """Whether `key` exists at all for `actor` (its organization, its environment)."""
+def sees(actor: Actor, key: KeyFacts | WebhookFacts) -> bool:
+    """Whether a key (or webhook endpoint) exists at all for `actor` (its organization, its
+    environment)."""
     if isinstance(actor, Operator | System):
         return True
     return key.org_id == actor.org_id and key.env in visible_envs(actor)
@@ -233,7 +176,8 @@ def authorize(
     *,
     org_id: UUID | None = None,
     key: KeyFacts | None = None,
-    grant: KeyGrant | None = None,
+    grant: KeyGrant | WebhookGrant | None = None,
+    webhook: WebhookFacts | None = None,
 ) -> None:
     """Raise the refusal unless `actor` may run `command` (in `org_id`, on `key`, so that a key
     can then do what `grant` says).
@@ -247,6 +191,8 @@ def authorize(
         raise TypeError(f"not an actor: {type(actor).__name__}")
     if key is not None and not sees(actor, key):
         raise NotFound("no such API key")
+    if webhook is not None and not sees(actor, webhook):
+        raise NotFound("no such webhook endpoint")
     for other in (org_id, None if grant is None else grant.org_id):
         if other is not None and other != actor.org_id:
             raise NotFound("no such organization")
@@ -262,41 +208,72 @@ def allows(
     *,
     org_id: UUID | None = None,
     key: KeyFacts | None = None,
-    grant: KeyGrant | None = None,
+    grant: KeyGrant | WebhookGrant | None = None,
+    webhook: WebhookFacts | None = None,
 ) -> bool:
     """Whether `authorize` would let `actor` run `command` (to offer it, or not)."""
     try:
-        authorize(actor, command, org_id=org_id, key=key, grant=grant)
+        authorize(actor, command, org_id=org_id, key=key, grant=grant, webhook=webhook)
     except (NotFound, PermissionExceeded, NotAllowed):
         return False
     return True
 
 
 def _authorize_key(
-    actor: KeyActor, command: Command, key: KeyFacts | None, grant: KeyGrant | None
+    actor: KeyActor, command: Command, key: KeyFacts | None, grant: KeyGrant | WebhookGrant | None
 ) -> None:
     needed = PERMISSION[command]
     if needed is None:
         raise PermissionExceeded(f"an API key cannot {_WHAT[command]}")
     if needed not in actor.permissions:
         raise PermissionExceeded(f"this key lacks the {needed.value} permission")
-    issues_or_changes = command in KEY_CHANGES or command is Command.CREATE_KEY
+    issues_or_changes = command in KEY_CHANGES or command in {
+        Command.CREATE_KEY,
+        Command.MANAGE_WEBHOOKS,
+    }
     revokes_itself = (
         command is Command.REVOKE_KEY and key is not None and key.key_id == actor.key_id
     )
     if actor.retiring and issues_or_changes and not revokes_itself:
         raise PermissionExceeded(
             "this key was rolled or flagged as possibly exposed: it may no longer create or "
-            "change keys (it may still revoke itself); use its successor"
+            "change keys or webhooks (it may still revoke itself); use its successor"
         )
     if key is not None and command in KEY_CHANGES and not key.permissions <= actor.permissions:
         # Not naming them: a key may change keys without being allowed to read them.
         raise PermissionExceeded(
             f"a key cannot {_VERB[command]} a key with permissions it lacks itself"
         )
-    if grant is not None:
+    if isinstance(grant, WebhookGrant):
+        _refuse_webhook_beyond_self(actor, grant)
+    elif grant is not None:
         # Changing allowed IPs moves where a key works, not how long: its expiry is not asked.
         _refuse_beyond_self(actor, grant, lifetime=command is not Command.SET_KEY_ALLOWED_IPS)
+
+
+def _refuse_webhook_beyond_self(actor: KeyActor, grant: WebhookGrant) -> None:
+    """No key may have sent to a URL what it could not read itself (another environment's
+    events, key objects without `api_keys:read`, endpoints without `webhooks:read`), nor leave
+    an endpoint that outlives it or sends from elsewhere: an endpoint has neither an expiry
+    nor a network of its own."""
+    if grant.env == Environment.LIVE and actor.env == Environment.TEST:
+        raise PermissionExceeded("a test key cannot add or change live webhook endpoints")
+    if grant.events & KEY_OBJECT_EVENTS and Permission.API_KEYS_READ not in actor.permissions:
+        raise PermissionExceeded(
+            "these webhook events carry API key objects: subscribing to them needs the "
+            "api_keys:read permission, which this key lacks"
+        )
+    if grant.events - KEY_OBJECT_EVENTS and Permission.WEBHOOKS_READ not in actor.permissions:
+        raise PermissionExceeded(
+            "webhook.disabled carries webhook endpoints: subscribing to it needs the "
+            "webhooks:read permission, which this key lacks"
+        )
+    if actor.expires_at is not None or actor.allowed_ips:
+        raise PermissionExceeded(
+            "a key that expires or works only from some networks cannot add or change webhook "
+            "endpoints: an endpoint would outlive it and send from anywhere (use a key without "
+            "those limits, or the dashboard)"
+        )
 
 
 def _refuse_beyond_self(actor: KeyActor, grant: KeyGrant, *, lifetime: bool) -> None:
@@ -340,7 +317,7 @@ def _within(networks: tuple[str, ...], allowed: tuple[str, ...]) -> bool:
 
 
 def _authorize_user(
-    actor: UserActor, command: Command, key: KeyFacts | None, grant: KeyGrant | None
+    actor: UserActor, command: Command, key: KeyFacts | None, grant: KeyGrant | WebhookGrant | None
 ) -> None:
     role = Role(actor.role)
     own = key is not None and key.created_by == actor.name
@@ -359,10 +336,10 @@ def _authorize_user(
             f"{needed.value} (ask about the pro plan)"
         )
     withheld = ROLE_WITHHOLDS.get(role, frozenset())
-    if grant is not None and grant.permissions & withheld:
+    if isinstance(grant, KeyGrant) and grant.permissions & withheld:
         raise NotAllowed(
             f"a {role.value} cannot issue keys with {_names(grant.permissions & withheld)}: "
-            "such a key could change keys of others (ask an owner or admin)"
+            "such a key could change others' keys or webhooks (ask an owner or admin)"
         )
 
 

@@ -12,6 +12,7 @@ from domain.errors import ValidationError
 ORG_PREFIX = "org_"
 KEY_PREFIX = "key_"
 USER_PREFIX = "usr_"
+WEBHOOK_PREFIX = "we_"
 
 
 def format_id(prefix: str, value: UUID) -> str:
@@ -21,7 +22,12 @@ def format_id(prefix: str, value: UUID) -> str:
 
 def parse_id(prefix: str, text: str) -> UUID:
     """The UUID inside a public id, or ValidationError naming what is wrong."""
-    what = {ORG_PREFIX: "organization", KEY_PREFIX: "API key", USER_PREFIX: "user"}[prefix]
+    what = {
+        ORG_PREFIX: "organization",
+        KEY_PREFIX: "API key",
+        USER_PREFIX: "user",
+        WEBHOOK_PREFIX: "webhook endpoint",
+    }[prefix]
     if not text.startswith(prefix) or len(text) != len(prefix) + 32:
         raise ValidationError(
             f"malformed {what} id {text[:60]!r}: expected {prefix}<32 hex digits>"
@@ -46,3 +52,11 @@ def parse_org_id(text: str) -> UUID:
 
 def parse_key_id(text: str) -> UUID:
     return parse_id(KEY_PREFIX, text)
+
+
+def format_webhook_id(value: UUID) -> str:
+    return format_id(WEBHOOK_PREFIX, value)
+
+
+def parse_webhook_id(text: str) -> UUID:
+    return parse_id(WEBHOOK_PREFIX, text)

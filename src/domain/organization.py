@@ -63,6 +63,14 @@ class Organization(Aggregate):
         policy: str
         actor: str
 
+    class WebhookAdded(Aggregate.Event):
+        webhook_id: UUID
+        actor: str
+
+    class WebhookRemoved(Aggregate.Event):
+        webhook_id: UUID
+        actor: str
+
     @event(Registered)
     def __init__(self, name: str, plan: Plan, actor: str) -> None:
         self.name = name
@@ -157,3 +165,31 @@ class Organization(Aggregate):
     @event(KeyAdded)
     def _key_added(self, key_id: UUID, actor: str) -> None:
         self.key_ids.append(key_id)
+
+    @property
+    def webhook_ids(self) -> list[UUID]:
+        """Every webhook endpoint the org ever had, oldest first (deleted ones included)."""
+        return list(getattr(self, "_webhook_ids", []))
+
+    @property
+    def live_webhook_ids(self) -> list[UUID]:
+        """The org's webhook endpoints not deleted, oldest first."""
+        removed = set(getattr(self, "_removed_webhook_ids", []))
+        return [i for i in self.webhook_ids if i not in removed]
+
+    def add_webhook(self, webhook_id: UUID, actor: Actor) -> None:
+        """Record a new webhook endpoint as this org's."""
+        self._webhook_added(webhook_id=webhook_id, actor=actor.name)
+
+    @event(WebhookAdded)
+    def _webhook_added(self, webhook_id: UUID, actor: str) -> None:
+        # An org stored before webhooks existed (or its snapshot) has no list yet.
+        self._webhook_ids = [*getattr(self, "_webhook_ids", []), webhook_id]
+
+    def remove_webhook(self, webhook_id: UUID, actor: Actor) -> None:
+        """Record that one of the org's webhook endpoints was deleted."""
+        self._webhook_removed(webhook_id=webhook_id, actor=actor.name)
+
+    @event(WebhookRemoved)
+    def _webhook_removed(self, webhook_id: UUID, actor: str) -> None:
+        self._removed_webhook_ids = [*getattr(self, "_removed_webhook_ids", []), webhook_id]

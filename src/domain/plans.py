@@ -18,6 +18,8 @@ class Permission(StrEnum):
     EVENTS_WRITE = "events:write"
     AUDIT_READ = "audit:read"
     USAGE_READ = "usage:read"
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
 
 
 class Plan(StrEnum):
@@ -34,6 +36,8 @@ _FREE = frozenset(
         Permission.API_KEYS_WRITE,
         Permission.EVENTS_WRITE,
         Permission.USAGE_READ,
+        Permission.WEBHOOKS_READ,
+        Permission.WEBHOOKS_WRITE,
     }
 )
 _PRO = _FREE | {Permission.AUDIT_READ}

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -68,6 +68,9 @@ class AuditIngestSettings:
     stream: str = AUDIT_STREAM
     subject: str = REQUESTS_SUBJECT
     replicas: int = 1
+    # When the store lacks what the consumer acknowledged: read it again (a read model,
+    # rebuilt or restored), or go on from the consumer (webhooks: sent is sent).
+    replay_when_behind: bool = True
 
     @classmethod
     def from_env(
@@ -108,6 +111,7 @@ class AuditIngester(Generic[Model]):
         *,
         on_commit: Callable[[IngestResult], None] | None = None,
         follow: Callable[[Model], Model | None] | None = None,
+        ensure_stream: Callable[[JetStreamContext], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         # Given the current copy, the live one when a rebuild switched (else None); the
@@ -117,6 +121,9 @@ class AuditIngester(Generic[Model]):
         self.nats_url = nats_url
         self.config = config or AuditIngestSettings()
         self.on_commit = on_commit
+        # Creates the stream when missing: the audit stream's settings unless told otherwise
+        # (the webhook worker reads the key stream too).
+        self.ensure_stream = ensure_stream
         self.counters = IngestCounters()
         self.state = "starting"
         self._stopping = asyncio.Event()
@@ -158,13 +165,22 @@ class AuditIngester(Generic[Model]):
     async def _subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         """The pull subscription, after checking the consumer against the store's position."""
         c = self.config
-        await ensure_audit_stream(js, name=c.stream, replicas=c.replicas)
+        if self.ensure_stream is not None:
+            await self.ensure_stream(js)
+        else:
+            await ensure_audit_stream(js, name=c.stream, replicas=c.replicas)
         position = await asyncio.to_thread(self.store.position)
         self.counters.position = position
         with contextlib.suppress(NotFoundError):
             info = await js.consumer_info(c.stream, c.durable)
             acked = info.ack_floor.stream_seq if info.ack_floor else 0
-            if acked > position:
+            if acked > position and not c.replay_when_behind:
+                log.warning(
+                    f"{self.config.label}.store_behind_consumer",
+                    store_position=position,
+                    consumer_acked=acked,
+                )
+            elif acked > position:
                 # The store lacks what the consumer already acknowledged (a rebuilt copy, a
                 # restored backup): resume just after what the store has.
                 await js.delete_consumer(c.stream, c.durable)

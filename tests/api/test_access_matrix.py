@@ -7,7 +7,8 @@ fails the test, so a new route (or command) joins the table before it ships.
 
 Actors and what each acts on (its "target": a live, unrestricted secret key made by the owner
 of the actor's organization, unless a case says otherwise; for `other_org` and `other_owner`,
-a key of another organization):
+a key of another organization; for a route naming `{webhook_id}`, a fresh webhook endpoint of
+that organization, live unless a case says otherwise, and `{delivery_id}` a delivery to it):
 
 - keys: `live` and `test` (pro plan), `restricted` (api_keys:read, api_keys:write,
   affiliates:read), `public` (pk_live_…), `other_org` (another org's live key), `free`
@@ -38,16 +39,19 @@ from bootstrap.api import api_process
 from dashboard.asgi import PASSWORD, csrf_token_in
 from domain.access import Command
 from domain.actors import OPERATOR, UserActor
-from domain.ids import format_org_id
+from domain.ids import format_org_id, format_webhook_id
 from domain.key_format import Environment, KeyType
 from domain.organization import Organization
 from domain.plans import Permission, Plan
 from domain.user import Role, User
 from support.api import Api, bearer, serving
+from support.webhook_api import delivery_to
 
 KEYS = ("live", "test", "restricted", "public", "other_org", "free", "dev_made", "rolled")
 USERS = ("owner", "admin", "developer", "auditor", "free_owner", "other_owner")
 RESTRICTION = {Permission.API_KEYS_READ, Permission.API_KEYS_WRITE, Permission.AFFILIATES_READ}
+#: An endpoint every key with webhooks:write may add (an IP literal: the check needs no DNS).
+NEW_WEBHOOK = {"url": "https://93.184.215.14/hook", "events": ["api_key.created"]}
 
 
 def row(*statuses: int, actors: tuple[str, ...] = KEYS) -> dict[str, int]:
@@ -132,6 +136,60 @@ MATRIX = [
     Case("GET", "/v1/audit/requests", row(200, 200, 403, 403, 200, 403, 200, 200)),
     # Without key_id, another organization's key reads its own organization's usage.
     Case("GET", "/v1/usage", row(200, 200, 403, 403, 200, 200, 200, 200)),
+    # Webhooks: a developer's key lacks webhooks:write; a test key sees test endpoints only.
+    Case("GET", "/v1/webhooks", row(200, 200, 403, 403, 200, 200, 200, 200)),
+    Case("POST", "/v1/webhooks", row(201, 201, 403, 403, 201, 201, 403, 403), NEW_WEBHOOK),
+    Case(
+        "POST",
+        "/v1/webhooks",
+        row(201, 403, 403, 403, 201, 201, 403, 403),
+        {**NEW_WEBHOOK, "env": "live"},
+        label="a live endpoint",
+    ),
+    Case("GET", "/v1/webhooks/{webhook_id}", row(200, 404, 403, 403, 404, 200, 200, 200)),
+    Case(
+        "GET",
+        "/v1/webhooks/{webhook_id}",
+        row(200, 200, 403, 403, 404, 200, 200, 200),
+        label="a test endpoint",
+        target_env=Environment.TEST,
+    ),
+    Case(
+        "PATCH",
+        "/v1/webhooks/{webhook_id}",
+        row(200, 404, 403, 403, 404, 200, 403, 403),
+        {"description": "n"},
+    ),
+    Case(
+        "PATCH",
+        "/v1/webhooks/{webhook_id}",
+        row(200, 200, 403, 403, 404, 200, 403, 403),
+        {"description": "n"},
+        label="a test endpoint",
+        target_env=Environment.TEST,
+    ),
+    Case("DELETE", "/v1/webhooks/{webhook_id}", row(200, 404, 403, 403, 404, 200, 403, 403)),
+    Case(
+        "POST",
+        "/v1/webhooks/{webhook_id}/rotate-secret",
+        row(200, 404, 403, 403, 404, 200, 403, 403),
+    ),
+    Case("POST", "/v1/webhooks/{webhook_id}/test", row(202, 404, 403, 403, 404, 202, 403, 403)),
+    Case(
+        "GET",
+        "/v1/webhooks/{webhook_id}/deliveries",
+        row(200, 404, 403, 403, 404, 200, 200, 200),
+    ),
+    Case(
+        "GET",
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}",
+        row(200, 404, 403, 403, 404, 200, 200, 200),
+    ),
+    Case(
+        "POST",
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+        row(202, 404, 403, 403, 404, 202, 403, 403),
+    ),
     Case("POST", "/v1/events", row(202, 202, 403, 202, 202, 202, 202, 202), {"event": "e"}),
     # Leak reports are signed by the scanner, not sent with a key: a key opens nothing there.
     Case("POST", "/v1/leaks", row(401, 401, 401, 401, 401, 401, 401, 401), {}),
@@ -170,6 +228,36 @@ MATRIX = [
         target_by_self=True,
     ),
     Case("GET", "/dashboard/audit", users(200, 200, 200, 200, 403, 200)),
+    # Settings > Webhooks: owners and admins manage; developers and auditors only read.
+    Case("GET", "/dashboard/webhooks", users(200, 200, 200, 200, 200, 200)),
+    Case(
+        "POST",
+        "/dashboard/webhooks",
+        users(200, 200, 403, 403, 200, 200),
+        form={"url": "https://93.184.215.14/hook", "events": "api_key.created"},
+    ),
+    Case("GET", "/dashboard/webhooks/{webhook_id}", users(200, 200, 200, 200, 200, 404)),
+    Case(
+        "POST",
+        "/dashboard/webhooks/{webhook_id}/edit",
+        users(303, 303, 403, 403, 303, 404),
+        form={"url": "https://93.184.215.14/hook", "events": "api_key.revoked"},
+    ),
+    Case("POST", "/dashboard/webhooks/{webhook_id}/disable", users(303, 303, 403, 403, 303, 404)),
+    Case("POST", "/dashboard/webhooks/{webhook_id}/enable", users(303, 303, 403, 403, 303, 404)),
+    Case("POST", "/dashboard/webhooks/{webhook_id}/rotate", users(200, 200, 403, 403, 200, 404)),
+    Case(
+        "POST",
+        "/dashboard/webhooks/{webhook_id}/delete",
+        users(303, 303, 403, 403, 303, 404),
+        form={"confirm": "yes"},
+    ),
+    Case("POST", "/dashboard/webhooks/{webhook_id}/test", users(303, 303, 403, 403, 303, 404)),
+    Case(
+        "POST",
+        "/dashboard/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+        users(303, 303, 403, 403, 303, 404),
+    ),
 ]
 
 #: Routes that are no action on an organization's keys or data, and why.
@@ -275,6 +363,27 @@ class World:
         await self.api.process.services.mirror.refresh()
         return f"key_{issued.key.id.hex}"
 
+    def clear_webhooks(self, actor: str) -> None:
+        """Delete the endpoints of the actor's target organization: it may have only a few at
+        once (`MAX_ENDPOINTS_PER_ORG`), and each cell may add one."""
+        org = self.api.registry.get_organization(self.target_org(actor).id)
+        webhooks = self.api.process.services.webhooks
+        for endpoint in webhooks.live_endpoints(org):
+            if not endpoint.deleted:
+                webhooks.delete(OPERATOR, endpoint.id)
+
+    def webhook_target(self, actor: str, case: Case) -> tuple[str, str]:
+        """A fresh endpoint of the actor's target organization in the case's environment, and
+        a delivery to it, as the path names them."""
+        org = self.target_org(actor)
+        services = self.api.process.services
+        endpoint = services.webhooks.add(
+            OPERATOR, org.id, env=case.target_env, **NEW_WEBHOOK
+        ).endpoint
+        delivery = delivery_to(endpoint.id, org.id)
+        services.deliveries.enqueue([delivery])
+        return format_webhook_id(endpoint.id), delivery.id
+
 
 async def make_world(api: Api) -> World:
     acme, other, free = api.org(Plan.PRO), api.org(Plan.PRO), api.org(Plan.FREE)
@@ -343,6 +452,11 @@ async def ask(world: World, case: Case, actor: str) -> httpx.Response:
     path = case.route.replace("{affiliate_id}", world.affiliate_id)
     if "{key_id}" in path:
         path = path.replace("{key_id}", await world.target(actor, case))
+    if "/webhooks" in path:
+        world.clear_webhooks(actor)
+    if "{webhook_id}" in path:
+        webhook_id, delivery_id = world.webhook_target(actor, case)
+        path = path.replace("{webhook_id}", webhook_id).replace("{delivery_id}", delivery_id)
     if case.route.startswith("/v1"):
         return await world.api.client.request(
             case.method, path, json=case.body, headers=bearer(world.keys[actor])

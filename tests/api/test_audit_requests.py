@@ -161,6 +161,7 @@ async def test_bad_filters_are_clear_validation_errors(api: Api) -> None:
         {"since": "2026-03-01T12:00:00"},  # no offset
         {"until": "yesterday"},
         {"status": "abc"},
+        {"status": "\u00b2\u00b2\u00b2"},  # digits to str.isdigit, not to int(): was a 500
         {"key_id": "key_nothex"},
         {"method": "GET / HTTP"},
         {"cursor": "not-a-cursor"},

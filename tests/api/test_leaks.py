@@ -135,7 +135,9 @@ async def test_a_body_signed_without_a_timestamp_is_refused_so_it_cannot_be_repl
     assert not api.registry.get_key(issued.key.id).is_revoked
 
 
-@pytest.mark.parametrize("skew", [-301, 301, -3600, 86400])
+# Ten seconds past the edge: a loaded machine takes a while to answer, and the signed time is
+# truncated to the second.
+@pytest.mark.parametrize("skew", [-310, 310, -3600, 86400])
 async def test_a_report_signed_outside_five_minutes_of_now_is_401_stale_timestamp(
     api: Api, skew: int
 ) -> None:

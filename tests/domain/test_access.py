@@ -35,6 +35,8 @@ FREE = PLAN_PERMISSIONS[Plan.FREE]
 LIVE, TEST = Environment.LIVE, Environment.TEST
 KEYS_READ, KEYS_WRITE = Permission.API_KEYS_READ, Permission.API_KEYS_WRITE
 AUDIT = Permission.AUDIT_READ
+#: What a developer's keys never carry: they would change others' keys or any webhook.
+WITHHELD = {KEYS_WRITE, Permission.WEBHOOKS_WRITE}
 
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -292,7 +294,7 @@ def test_owners_and_admins_may_do_everything_to_any_key(role: Role) -> None:
 
 def test_a_developer_creates_keys_and_reads_everything() -> None:
     developer = a_user(Role.DEVELOPER)
-    authorize(developer, Command.CREATE_KEY, grant=grant(permissions=PRO - {KEYS_WRITE}))
+    authorize(developer, Command.CREATE_KEY, grant=grant(permissions=PRO - WITHHELD))
     authorize(developer, Command.READ_KEYS, key=target())
     authorize(developer, Command.READ_AUDIT)
 
@@ -310,7 +312,7 @@ def test_a_developer_cannot_issue_a_key_that_changes_others_keys() -> None:
     with pytest.raises(NotAllowed, match="api_keys:write"):
         authorize(developer, Command.CREATE_KEY, grant=grant())
     default = inherited_limits(developer, PRO, Limits())
-    assert default.restriction == PRO - {KEYS_WRITE}
+    assert default.restriction == PRO - WITHHELD
     assert inherited_limits(a_user(Role.ADMIN), PRO, Limits()) == Limits()
 
 
@@ -321,11 +323,16 @@ def test_a_developer_cannot_roll_an_owners_key() -> None:
     assert allows(owner, Command.ROLL_KEY, key=owners_key, grant=grant())
 
 
-def test_an_auditor_only_reads_keys_the_audit_log_and_usage() -> None:
+def test_an_auditor_only_reads_keys_the_audit_log_usage_and_webhooks() -> None:
     auditor = a_user(Role.AUDITOR)
     own_key = target(created_by=auditor.name)
     allowed = {c for c in Command if allows(auditor, c, key=own_key)}
-    assert allowed == {Command.READ_KEYS, Command.READ_AUDIT, Command.READ_USAGE}
+    assert allowed == {
+        Command.READ_KEYS,
+        Command.READ_AUDIT,
+        Command.READ_USAGE,
+        Command.READ_WEBHOOKS,
+    }
     assert Role.AUDITOR not in OWN_KEY_COMMANDS
 
 

@@ -25,6 +25,8 @@ FREE_PERMISSIONS = {
     Permission.API_KEYS_WRITE,
     Permission.EVENTS_WRITE,
     Permission.USAGE_READ,
+    Permission.WEBHOOKS_READ,
+    Permission.WEBHOOKS_WRITE,
 }
 
 

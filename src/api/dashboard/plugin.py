@@ -31,6 +31,7 @@ from api.dashboard.security import (
     stores_for,
 )
 from api.dashboard.sign_in_pages import SessionPages, dashboard_home
+from api.dashboard.webhook_pages import WebhookPages
 from api.services import Services
 
 HERE = Path(__file__).parent
@@ -72,7 +73,7 @@ class DashboardPlugin(InitPlugin):
 
         router = Router(
             path=PREFIX,
-            route_handlers=[dashboard_home, SessionPages, KeyPages, AuditPages],
+            route_handlers=[dashboard_home, SessionPages, KeyPages, AuditPages, WebhookPages],
             middleware=[
                 JoinCookieHeaders,
                 session_config().middleware,

@@ -126,7 +126,7 @@ def decode_cursor(text: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
         prefix, _, seq = raw.partition(":")
-        if prefix != "ar1" or not seq.isdigit():
+        if prefix != "ar1" or not (seq.isascii() and seq.isdigit()):
             raise ValueError(raw)
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -156,7 +156,7 @@ def parse_status(text: str | None) -> tuple[int | None, int | None]:
     if text is None:
         return None, None
     text = text.strip()
-    if text.isdigit() and 100 <= int(text) <= 599:
+    if text.isascii() and text.isdigit() and 100 <= int(text) <= 599:
         return int(text), int(text)
     match = _STATUS_CLASS.match(text)
     if match:

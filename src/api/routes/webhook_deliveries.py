@@ -1,0 +1,184 @@
+"""`/v1/webhooks/{id}/deliveries`: what was sent to an endpoint, each try, and retrying one.
+
+Read from the delivery log (`projections.webhook_deliveries.DeliveryLog`) after the access
+policy has let the key see the endpoint (`Webhooks.endpoint`): a delivery is found only through
+its own endpoint. Pages are newest first, keyed on (created_at, id) in an opaque cursor. A retry
+is asked for as an event on the endpoint (`webhook.retry_requested`), which the webhook worker
+acts on; the answer is the delivery as it stands when asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from api.errors import ApiError
+from api.services import Services
+from application.webhooks import webhook_ref
+from domain.access import Command, allows
+from domain.errors import NotFound
+from domain.webhook import KEY_EVENTS, WebhookEndpoint
+from projections.key_lookup import Principal
+from projections.webhook_deliveries import Attempt, Delivery, DeliveryStatus
+from projections.webhook_delivery_views import delivery_view
+
+#: The cursor format's tag: a cursor of another format (or none of ours) is refused.
+_CURSOR_TAG = "wd1"
+#: Longer than any delivery id the log holds ("whd_" + 32 hex digits).
+MAX_DELIVERY_ID = 100
+#: Latest created_at a cursor may name (year 2100): a crafted one must not reach the store.
+LATEST = 4_102_444_800.0
+STATUSES = ", ".join(s.value for s in DeliveryStatus)
+
+
+def encode_cursor(delivery: Delivery) -> str:
+    """An opaque token for the page after `delivery`."""
+    raw = msgspec.json.encode([_CURSOR_TAG, delivery.created_at, delivery.id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[float, str]:
+    """The (created_at, id) a `next_cursor` names; 422 for anything `encode_cursor` did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        tag, created_at, delivery_id = msgspec.json.decode(raw, type=tuple[str, float, str])
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        tag, created_at, delivery_id = "", math.nan, ""
+    if (
+        tag != _CURSOR_TAG
+        or not 0 <= created_at <= LATEST  # NaN included
+        or len(delivery_id) > MAX_DELIVERY_ID
+    ):
+        raise ApiError(422, "validation_error", "cursor: not a cursor from this API")
+    return created_at, delivery_id
+
+
+def parse_status(text: str | None) -> DeliveryStatus | None:
+    if text is None:
+        return None
+    try:
+        return DeliveryStatus(text)
+    except ValueError:
+        raise ApiError(422, "validation_error", f"status: expected one of {STATUSES}") from None
+
+
+def view(
+    principal: Principal, delivery: Delivery, attempts: list[Attempt] | None
+) -> dict[str, Any]:
+    """The delivery object; an `api_key.*` payload (a key object) only for a key that may read
+    keys, as subscribing to such events needs api_keys:read too."""
+    shown = delivery_view(delivery, attempts)
+    if delivery.event_type in KEY_EVENTS and not allows(principal, Command.READ_KEYS):
+        shown["payload"] = None
+    return shown
+
+
+def own_delivery(services: Services, endpoint: WebhookEndpoint, delivery_id: str) -> Delivery:
+    """The endpoint's delivery of that id; NotFound for none, or one of another endpoint."""
+    found = None if len(delivery_id) > MAX_DELIVERY_ID else services.deliveries.get(delivery_id)
+    if found is None or found.endpoint_id != endpoint.id:
+        raise NotFound("no such webhook delivery")
+    return found
+
+
+class WebhookDeliveriesController(Controller):
+    path = "/v1/webhooks/{webhook_id:str}/deliveries"
+    tags = ["webhooks"]
+    security = [{"BearerAuth": []}]
+
+    @get(
+        "/",
+        opt={"command": Command.READ_WEBHOOKS},
+        description=(
+            "Newest first, each with its attempts (time, response status and duration, an "
+            "excerpt of the response) and, while pending, `next_attempt_at`. Filter with "
+            f"`status` ({STATUSES}); page with `limit` and `cursor=next_cursor`."
+        ),
+    )
+    async def list_deliveries(
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        webhook_id: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        """The endpoint's deliveries, newest first."""
+        principal = request.user
+        endpoint_id = webhook_ref(webhook_id)
+        before = None if cursor is None else decode_cursor(cursor)
+        wanted = parse_status(status)
+
+        def read() -> dict[str, Any]:
+            endpoint = services.webhooks.endpoint(principal, endpoint_id)
+            rows = services.deliveries.deliveries(
+                endpoint.id, limit=limit + 1, before=before, status=wanted
+            )
+            page = rows[:limit]
+            attempts = services.deliveries.attempts([d.id for d in page])
+            return {
+                "object": "list",
+                "data": [view(principal, d, attempts.get(d.id, [])) for d in page],
+                "next_cursor": encode_cursor(page[-1]) if len(rows) > limit else None,
+            }
+
+        return await asyncio.to_thread(read)
+
+    @get("/{delivery_id:str}", opt={"command": Command.READ_WEBHOOKS})
+    async def get_delivery(
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        webhook_id: FromPath[str],
+        delivery_id: FromPath[str],
+    ) -> dict[str, Any]:
+        """One delivery of the endpoint, with its attempts."""
+        principal = request.user
+        endpoint_id = webhook_ref(webhook_id)
+
+        def read() -> dict[str, Any]:
+            endpoint = services.webhooks.endpoint(principal, endpoint_id)
+            delivery = own_delivery(services, endpoint, delivery_id)
+            attempts = services.deliveries.attempts([delivery.id])
+            return view(principal, delivery, attempts.get(delivery.id, []))
+
+        return await asyncio.to_thread(read)
+
+    @post(
+        "/{delivery_id:str}/retry",
+        status_code=HTTP_202_ACCEPTED,
+        opt={"command": Command.MANAGE_WEBHOOKS},
+        description=(
+            "Ask for the delivery to be sent again now, whatever its status; the webhook "
+            "worker sends it shortly. Answers with the delivery as it is when asked."
+        ),
+    )
+    async def retry_delivery(
+        self,
+        request: Request[Principal, Any, Any],
+        services: NamedDependency[Services],
+        webhook_id: FromPath[str],
+        delivery_id: FromPath[str],
+    ) -> dict[str, Any]:
+        """Send one of the endpoint's deliveries again."""
+        principal = request.user
+        endpoint_id = webhook_ref(webhook_id)
+
+        def retry() -> dict[str, Any]:
+            endpoint = services.webhooks.endpoint(principal, endpoint_id)
+            delivery = own_delivery(services, endpoint, delivery_id)
+            services.webhooks.request_retry(principal, endpoint.id, delivery.id)
+            attempts = services.deliveries.attempts([delivery.id])
+            return view(principal, delivery, attempts.get(delivery.id, []))
+
+        return await asyncio.to_thread(retry)
