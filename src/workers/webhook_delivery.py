@@ -77,6 +77,9 @@ class Dispatcher:
         """Claim and send until `stopping`; waits for the sends in flight before returning."""
         try:
             while not stopping.is_set():
+                # Cleared before the claim: a wake during it (a send done, news enqueued)
+                # makes the next wait return at once instead of being lost.
+                self._wake.clear()
                 room = self.concurrency - len(self._in_flight)
                 claimed: list[Delivery] = []
                 if room > 0:
@@ -92,7 +95,6 @@ class Dispatcher:
                     task.add_done_callback(self._done)
                 if claimed and len(claimed) == room:
                     continue
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_WAIT)
         finally:
