@@ -224,28 +224,6 @@ class WebhookSender:
         await self._client.aclose()
 
 
-async def check_reachable_host(
-    url: str, *, allow_private: bool, resolve: Resolve | None = None
-) -> None:
-    """Refuse, with WebhookUrlNotAllowed, a URL whose host is not allowed or does not resolve."""
-    checked = check_url(url, allow_private=allow_private)
-    try:
-        parsed = httpx.URL(checked)
-        host = parsed.raw_host.decode("ascii")  # the IDNA form, as the sender will resolve it
-    except (httpx.InvalidURL, UnicodeError) as exc:
-        raise WebhookUrlNotAllowed(f"not a valid URL: {exc}") from exc
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        async with asyncio.timeout(ATTEMPT_TIMEOUT):
-            await allowed_addresses(
-                host, port, allow_private=allow_private, resolve=resolve or resolve_host
-            )
-    except TimeoutError as exc:
-        raise WebhookUrlNotAllowed(f"host {host} does not resolve (timed out)") from exc
-    except httpcore.ConnectError as exc:
-        raise WebhookUrlNotAllowed(str(exc)) from exc
-
-
 def describe_failure(exc: BaseException) -> str:
     """A short, human description of why an attempt got no response."""
     for cause in _causes(exc):

@@ -69,10 +69,10 @@ class Webhooks:
     # -- reads ---------------------------------------------------------------------------
 
     def endpoints(self, actor: Actor, org_id: UUID) -> list[WebhookEndpoint]:
-        """The org's endpoints `actor` may see, oldest first (deleted ones left out)."""
+        """The org's endpoints `actor` may see, oldest first (deleted ones are not live)."""
         authorize(actor, Command.READ_WEBHOOKS, org_id=org_id)
         org = self.registry.get_organization(org_id)
-        return [e for e in self.live_endpoints(org) if not e.deleted and sees(actor, facts(e))]
+        return [e for e in self.live_endpoints(org) if sees(actor, facts(e))]
 
     def endpoint(self, actor: Actor, webhook_id: UUID) -> WebhookEndpoint:
         """One endpoint `actor` may see; NotFound otherwise (deleted ones included)."""
@@ -121,8 +121,7 @@ class Webhooks:
             org = self.registry.get_organization(org_id)
             grant = WebhookGrant(org_id, env, frozenset(chosen))
             authorize(self.registry.acting(actor, org), Command.MANAGE_WEBHOOKS, grant=grant)
-            live = [e for e in self.live_endpoints(org) if not e.deleted]
-            if len(live) >= MAX_ENDPOINTS_PER_ORG:
+            if len(org.live_webhook_ids) >= MAX_ENDPOINTS_PER_ORG:
                 raise ValidationError(
                     f"an organization has at most {MAX_ENDPOINTS_PER_ORG} webhook endpoints: "
                     "delete one first"

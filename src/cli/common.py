@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import wraps
@@ -178,6 +178,22 @@ def emit(document: Any, as_json: bool, human: Callable[[], None]) -> None:
         print_json(document)
     else:
         human()
+
+
+def print_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, left: int | None = None
+) -> None:
+    """Columns as wide as their widest cell; the first `left` (all, when None) left-aligned,
+    the rest (numbers) right-aligned."""
+    lines = [header, *rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    aligned = len(header) if left is None else left
+    for line in lines:
+        cells = (
+            cell.ljust(width) if i < aligned else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
+        click.echo("  ".join(cells).rstrip())
 
 
 def when(iso: str | None) -> str:

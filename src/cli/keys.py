@@ -13,7 +13,7 @@ import click
 
 from application.registry import utc_now
 from application.views import api_key_view
-from cli.common import DURATION, Group, emit, json_option, registry_from, when
+from cli.common import DURATION, Group, emit, json_option, print_table, registry_from, when
 from domain.actors import OPERATOR
 from domain.api_key import MAX_ROLL_GRACE
 from domain.errors import ValidationError
@@ -89,10 +89,7 @@ def _print_table(views: list[dict[str, Any]]) -> None:
         )
         for v in views
     ]
-    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
-    for row in [columns, *rows]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        click.echo("  ".join(cells).rstrip())
+    print_table(columns, rows)
     if not rows:
         click.echo("(no keys yet: icodrip keys create --org ORG --name NAME)")
 

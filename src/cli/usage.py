@@ -15,7 +15,7 @@ from uuid import UUID
 import click
 
 from application.registry import KeyRegistry
-from cli.common import DURATION, emit, json_option, registry_from, settings_from
+from cli.common import DURATION, emit, json_option, print_table, registry_from, settings_from
 from domain.actors import OPERATOR
 from domain.errors import DomainError, ValidationError
 from domain.ids import format_org_id, parse_key_id, parse_org_id
@@ -103,13 +103,7 @@ def _print_table(
         lines.append((key_id, name, *(_cell(summary[f]) for f in SHOWN)))
     summary = totals.summary()
     lines.append(("TOTAL", f"{len(keys)} keys", *(_cell(summary[f]) for f in SHOWN)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    for line in lines:
-        cells = [
-            cell.ljust(width) if i < 2 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ]
-        click.echo("  ".join(cells).rstrip())
+    print_table(lines[0], lines[1:], left=2)
 
 
 @click.command(

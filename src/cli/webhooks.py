@@ -15,7 +15,7 @@ import click
 from application.webhook_views import webhook_view
 from application.webhooks import Webhooks
 from bootstrap.webhooks import webhooks_for
-from cli.common import Group, emit, json_option, registry_from, settings_from, when
+from cli.common import Group, emit, json_option, print_table, registry_from, settings_from, when
 from domain.actors import OPERATOR
 from domain.ids import parse_org_id, parse_webhook_id
 from domain.key_format import Environment
@@ -68,10 +68,7 @@ def _print_table(views: list[dict[str, Any]]) -> None:
         )
         for v in views
     ]
-    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
-    for row in [columns, *rows]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        click.echo("  ".join(cells).rstrip())
+    print_table(columns, rows)
     if not rows:
         click.echo("(no webhook endpoints yet: icodrip webhooks create --org ORG --url URL ...)")
 

@@ -135,7 +135,7 @@ class WebhookFanout:
         return org, [
             e
             for e in self.webhooks.live_endpoints(org)
-            if e.enabled and not e.deleted and e.created_on <= occurred_at
+            if e.enabled and e.created_on <= occurred_at  # a deleted one is never enabled
         ]
 
     def _key_at(self, key_id: UUID, version: int) -> ApiKey:

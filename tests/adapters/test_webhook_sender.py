@@ -23,9 +23,7 @@ from adapters.webhook_sender import (
     AddressNotAllowed,
     GuardedBackend,
     WebhookSender,
-    check_reachable_host,
 )
-from domain.webhook_urls import WebhookUrlNotAllowed
 from e2e.harness import make_test_pki
 
 BODY = b'{"type":"api_key.created"}'
@@ -334,35 +332,3 @@ async def test_tls_verifies_the_certificate_against_the_host_name_not_the_addres
     assert bad.error is not None and bad.error.startswith("TLS certificate not valid")
     assert "hooks.example.com" in bad.error
     assert len(server.requests) == 1
-
-
-async def test_a_reachable_public_host_passes_the_create_time_check() -> None:
-    resolve = resolving({"hooks.example.com": ["93.184.215.14", "2606:2800:21f:cb07::1"]})
-
-    await check_reachable_host(
-        "https://hooks.example.com/hook", allow_private=False, resolve=resolve
-    )
-
-
-@pytest.mark.parametrize(
-    ("url", "names", "reason"),
-    [
-        ("https://hooks.example.com/", {"hooks.example.com": ["10.0.0.7"]}, "10.0.0.7"),
-        ("https://hooks.example.com/", {"hooks.example.com": ["::1"]}, "::1"),
-        ("https://hooks.example.com/", {}, "host hooks.example.com does not resolve"),
-        ("https://hooks.example.com/", {"hooks.example.com": []}, "does not resolve"),
-        ("http://hooks.example.com/", {"hooks.example.com": ["8.8.8.8"]}, "https"),
-        ("https://169.254.169.254/", {}, "address not allowed"),
-    ],
-)
-async def test_the_create_time_check_refuses_internal_unresolvable_and_malformed_urls(
-    url: str, names: dict[str, list[str]], reason: str
-) -> None:
-    with pytest.raises(WebhookUrlNotAllowed, match=reason):
-        await check_reachable_host(url, allow_private=False, resolve=resolving(names))
-
-
-async def test_the_create_time_check_allows_internal_hosts_with_allow_private() -> None:
-    resolve = resolving({"receiver": ["127.0.0.1"]})
-
-    await check_reachable_host("http://receiver:8080/", allow_private=True, resolve=resolve)

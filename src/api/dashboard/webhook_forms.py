@@ -8,8 +8,6 @@ once, and read here as typed values. Who may do what is the access policy's (`al
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -22,7 +20,11 @@ from domain.errors import ValidationError
 from domain.key_format import Environment
 from domain.webhook import KEY_EVENTS, WebhookEndpoint, WebhookEventType
 from projections.webhook_deliveries import Attempt, Delivery, DeliveryStatus
-from projections.webhook_delivery_views import attempt_view, delivery_view
+from projections.webhook_delivery_views import (
+    attempt_view,
+    delivery_view,
+    parse_delivery_cursor,
+)
 
 #: Deliveries on one page of an endpoint's deliveries.
 DELIVERY_PAGE_SIZE = 20
@@ -30,9 +32,6 @@ DELIVERY_PAGE_SIZE = 20
 WATCH_SECONDS = 60
 #: Every event type an endpoint can subscribe to, in the order the checkboxes show them.
 EVENT_TYPES = tuple(t.value for t in WebhookEventType)
-#: Latest time a `before` link may name (year 2100): a crafted one must not reach the store.
-_LATEST = 4_102_444_800.0
-_DELIVERY_ID = re.compile(r"[A-Za-z0-9_]{1,100}")
 
 
 def _text(form: Any, name: str, default: str = "") -> str:
@@ -78,28 +77,14 @@ def confirmed(form: Any) -> None:
         raise ValidationError("tick the box to confirm the endpoint is to be deleted")
 
 
-def delivery_cursor(delivery: Delivery) -> str:
-    """The `before` link to the deliveries after `delivery` (older ones)."""
-    return f"{delivery.created_at!r}~{delivery.id}"
-
-
 def parse_cursor(text: str | None) -> tuple[float, str] | None:
     """The (created_at, id) a `before` link names; ValidationError for one we did not make."""
     if text is None:
         return None
-    created, _, delivery_id = text.partition("~")
     try:
-        at = float(created)
+        return parse_delivery_cursor(text)
     except ValueError:
-        at = math.nan
-    if not 0 <= at <= _LATEST or not _DELIVERY_ID.fullmatch(delivery_id):  # NaN included
-        raise ValidationError("before: not a link from this page")
-    return at, delivery_id
-
-
-def is_delivery_id(text: str) -> bool:
-    """Whether `text` could name a delivery (anything else is not looked up)."""
-    return _DELIVERY_ID.fullmatch(text) is not None
+        raise ValidationError("before: not a link from this page") from None
 
 
 def watching(since: float | None, deliveries: Sequence[Delivery], now: float) -> bool:

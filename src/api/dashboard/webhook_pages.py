@@ -29,10 +29,11 @@ from api.errors import STORE_ERRORS
 from application.webhooks import EndpointWithSecret, facts, webhook_ref
 from domain.access import Command, allows, authorize
 from domain.actors import UserActor
-from domain.errors import NotFound, ValidationError
+from domain.errors import ValidationError
 from domain.ids import format_webhook_id
 from domain.user import User
 from domain.webhook import WebhookEndpoint
+from projections.webhook_delivery_views import delivery_cursor, endpoint_delivery
 
 log = structlog.get_logger()
 
@@ -259,11 +260,7 @@ class WebhookPages(Controller):
         asked_at = time.time()
 
         def retry() -> None:
-            found = (
-                services.deliveries.get(delivery_id) if forms.is_delivery_id(delivery_id) else None
-            )
-            if found is None or found.endpoint_id != endpoint.id:  # only through its endpoint
-                raise NotFound("no such webhook delivery")
+            found = endpoint_delivery(services.deliveries, endpoint.id, delivery_id)
             services.webhooks.request_retry(actor, endpoint.id, found.id)
 
         await asyncio.to_thread(retry)
@@ -360,7 +357,7 @@ def _webhook_page(
         ),
         deliveries_unavailable=unavailable,
         paged=before is not None,
-        older=forms.delivery_cursor(rows[-1]) if len(found) > len(rows) else None,
+        older=delivery_cursor(rows[-1]) if len(found) > len(rows) else None,
         since=since,
         watching=before is None and forms.watching(since, rows, time.time()),
     )

@@ -10,12 +10,8 @@ acts on; the answer is the delivery as it stands when asked.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import math
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -25,41 +21,25 @@ from api.errors import ApiError
 from api.services import Services
 from application.webhooks import webhook_ref
 from domain.access import Command, allows
-from domain.errors import NotFound
-from domain.webhook import KEY_EVENTS, WebhookEndpoint
+from domain.webhook import KEY_EVENTS
 from projections.key_lookup import Principal
 from projections.webhook_deliveries import Attempt, Delivery, DeliveryStatus
-from projections.webhook_delivery_views import delivery_view
+from projections.webhook_delivery_views import (
+    delivery_cursor,
+    delivery_view,
+    endpoint_delivery,
+    parse_delivery_cursor,
+)
 
-#: The cursor format's tag: a cursor of another format (or none of ours) is refused.
-_CURSOR_TAG = "wd1"
-#: Longer than any delivery id the log holds ("whd_" + 32 hex digits).
-MAX_DELIVERY_ID = 100
-#: Latest created_at a cursor may name (year 2100): a crafted one must not reach the store.
-LATEST = 4_102_444_800.0
 STATUSES = ", ".join(s.value for s in DeliveryStatus)
 
 
-def encode_cursor(delivery: Delivery) -> str:
-    """An opaque token for the page after `delivery`."""
-    raw = msgspec.json.encode([_CURSOR_TAG, delivery.created_at, delivery.id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def decode_cursor(text: str) -> tuple[float, str]:
-    """The (created_at, id) a `next_cursor` names; 422 for anything `encode_cursor` did not make."""
+    """The (created_at, id) a `next_cursor` names; 422 for anything else."""
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        tag, created_at, delivery_id = msgspec.json.decode(raw, type=tuple[str, float, str])
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        tag, created_at, delivery_id = "", math.nan, ""
-    if (
-        tag != _CURSOR_TAG
-        or not 0 <= created_at <= LATEST  # NaN included
-        or len(delivery_id) > MAX_DELIVERY_ID
-    ):
-        raise ApiError(422, "validation_error", "cursor: not a cursor from this API")
-    return created_at, delivery_id
+        return parse_delivery_cursor(text)
+    except ValueError:
+        raise ApiError(422, "validation_error", "cursor: not a cursor from this API") from None
 
 
 def parse_status(text: str | None) -> DeliveryStatus | None:
@@ -80,14 +60,6 @@ def view(
     if delivery.event_type in KEY_EVENTS and not allows(principal, Command.READ_KEYS):
         shown["payload"] = None
     return shown
-
-
-def own_delivery(services: Services, endpoint: WebhookEndpoint, delivery_id: str) -> Delivery:
-    """The endpoint's delivery of that id; NotFound for none, or one of another endpoint."""
-    found = None if len(delivery_id) > MAX_DELIVERY_ID else services.deliveries.get(delivery_id)
-    if found is None or found.endpoint_id != endpoint.id:
-        raise NotFound("no such webhook delivery")
-    return found
 
 
 class WebhookDeliveriesController(Controller):
@@ -129,7 +101,7 @@ class WebhookDeliveriesController(Controller):
             return {
                 "object": "list",
                 "data": [view(principal, d, attempts.get(d.id, [])) for d in page],
-                "next_cursor": encode_cursor(page[-1]) if len(rows) > limit else None,
+                "next_cursor": delivery_cursor(page[-1]) if len(rows) > limit else None,
             }
 
         return await asyncio.to_thread(read)
@@ -148,7 +120,7 @@ class WebhookDeliveriesController(Controller):
 
         def read() -> dict[str, Any]:
             endpoint = services.webhooks.endpoint(principal, endpoint_id)
-            delivery = own_delivery(services, endpoint, delivery_id)
+            delivery = endpoint_delivery(services.deliveries, endpoint.id, delivery_id)
             attempts = services.deliveries.attempts([delivery.id])
             return view(principal, delivery, attempts.get(delivery.id, []))
 
@@ -176,7 +148,7 @@ class WebhookDeliveriesController(Controller):
 
         def retry() -> dict[str, Any]:
             endpoint = services.webhooks.endpoint(principal, endpoint_id)
-            delivery = own_delivery(services, endpoint, delivery_id)
+            delivery = endpoint_delivery(services.deliveries, endpoint.id, delivery_id)
             services.webhooks.request_retry(principal, endpoint.id, delivery.id)
             attempts = services.deliveries.attempts([delivery.id])
             return view(principal, delivery, attempts.get(delivery.id, []))
