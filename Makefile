@@ -17,6 +17,7 @@ test: install
 	$(UV) run pytest
 
 lint: install
-	$(UV) run ruff check src tests bench
-	$(UV) run ruff format --check src tests bench
+	$(UV) run ruff check src tests bench clients
+	$(UV) run ruff format --check src tests bench clients
 	$(UV) run mypy src
+	$(UV) run mypy clients/python/src

@@ -94,6 +94,20 @@ class ScopedRows:
         )
         return tuple(row)
 
+    def insert_many(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """Add several rows in one statement, so all or none are stored; them as stored, in
+        the order given (matched by `id`, the first column: RETURNING promises no order)."""
+        if not rows:
+            return []
+        one = f"({', '.join([self._db.param] * len(self._names))})"
+        stored = self._db.query(
+            f"INSERT INTO {self.table} ({', '.join(self._names)}) "
+            f"VALUES {', '.join([one] * len(rows))} RETURNING {self._select}",
+            [value for row in rows for value in row],
+        )
+        by_id = {row[0]: tuple(row) for row in stored}
+        return [by_id[row[0]] for row in rows]
+
     def get(self, org_id: str, env: str, row_id: str) -> tuple[Any, ...] | None:
         p = self._db.param
         rows = self._db.query(

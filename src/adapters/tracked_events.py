@@ -1,13 +1,16 @@
 """Tracking events sent by client SDKs with public keys (`POST /v1/events`), per org and env.
 
 Stored with `adapters.scoped_rows` (SQLite on the embedded default, else PostgreSQL).
-Properties are kept as JSON text, already validated and size-limited by the route.
+Properties are kept as JSON text, already validated and size-limited by the route. A batch is
+stored in one statement: all of its events or none.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapters.scoped_rows import ScopedRows
@@ -25,6 +28,33 @@ class TrackedEvent:
     occurred_at: float
     received_at: float
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventToStore:
+    """An event to store: its name, its properties as JSON text, when it happened (None: now)."""
+
+    name: str
+    properties: str
+    occurred_at: float | None = None
+
+
+#: Above any `seq` either store hands out (PostgreSQL's bigserial): a larger cursor is no cursor.
+_MAX_SEQ = 2**63 - 1
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"e:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The position a cursor of `GET /v1/events` stands for; ValueError when it is not one
+    (another list's cursor included)."""
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    tag, _, seq = raw.partition(":")
+    if tag != "e" or not seq.isascii() or not seq.isdigit() or int(seq) > _MAX_SEQ:
+        raise ValueError("bad cursor")
+    return int(seq)
 
 
 class TrackedEventStore:
@@ -46,19 +76,25 @@ class TrackedEventStore:
             ],
         )
 
-    def add(
-        self,
-        org_id: str,
-        env: str,
-        key_id: str,
-        name: str,
-        properties: str,
-        occurred_at: float | None,
-    ) -> TrackedEvent:
+    def add_many(
+        self, org_id: str, env: str, key_id: str, events: Sequence[EventToStore]
+    ) -> list[TrackedEvent]:
+        """Store `events` (one batch, sent with one key) at once; them as stored, in order."""
         now = time.time()
-        event_id = f"evt_{uuid.uuid4().hex}"
-        values = (event_id, org_id, env, key_id, name, properties, occurred_at or now, now)
-        return TrackedEvent(*self._rows.insert(values))
+        rows = [
+            (
+                f"evt_{uuid.uuid4().hex}",
+                org_id,
+                env,
+                key_id,
+                event.name,
+                event.properties,
+                now if event.occurred_at is None else event.occurred_at,
+                now,
+            )
+            for event in events
+        ]
+        return [TrackedEvent(*row) for row in self._rows.insert_many(rows)]
 
     def page(self, org_id: str, env: str, after: int, limit: int) -> list[TrackedEvent]:
         return [TrackedEvent(*row) for row in self._rows.page(org_id, env, after, limit)]

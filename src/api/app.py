@@ -23,15 +23,24 @@ from api.routes.audit_requests import AuditRequestsController
 from api.routes.events import EventsController
 from api.routes.health import healthz, readyz
 from api.routes.leaks import LeaksController
+from api.routes.sdk import sdk_script
 from api.routes.usage import UsageController
 from api.routes.webhook_deliveries import WebhookDeliveriesController
 from api.routes.webhooks import WebhooksController
 from api.services import Services
 from api.store_health import StoreHealth
 
-#: Requests that present no key: probes, the schema, the dashboard (session login).
-#: Leak reports (`/v1/leaks`) are signed with ICODRIP_LEAK_SIGNING_KEY instead.
-NO_KEY_PATHS = ("/healthz", "/readyz", "/schema", "/dashboard", "/favicon.ico", "/v1/leaks")
+#: Requests that present no key: probes, the schema, the dashboard (session login), the
+#: browser SDK's script. Leak reports (`/v1/leaks`) are signed with ICODRIP_LEAK_SIGNING_KEY.
+NO_KEY_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/schema",
+    "/dashboard",
+    "/favicon.ico",
+    "/v1/leaks",
+    "/sdk",
+)
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -70,6 +79,7 @@ def create_app(
         route_handlers=[
             healthz,
             readyz,
+            sdk_script(),
             AffiliatesController,
             ApiKeysController,
             ApiKeyHistoryController,

@@ -183,9 +183,8 @@ class KeyAuthenticator:
         context.presented_key = True
         if len(authorization) > 1:
             raise unauthorized("malformed_api_key", "send exactly one Authorization header")
-        scheme, _, token = authorization[0].decode("latin-1").strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(authorization[0])
+        if not token:
             raise unauthorized(
                 "malformed_api_key", "the Authorization header must be: Bearer <key>"
             )
@@ -306,6 +305,12 @@ class KeyAuthenticator:
                 f"too many invalid keys from this address; retry in {decision.retry_after} s",
                 headers={"Retry-After": str(decision.retry_after)},
             )
+
+
+def bearer_token(authorization: bytes) -> str:
+    """The key an `Authorization: Bearer <key>` header presents ("" for any other header)."""
+    scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _over_limit(context: RequestContext, decision: RateLimitDecision, message: str) -> ApiError:

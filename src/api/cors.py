@@ -21,9 +21,10 @@ from api.key_mirror import KeyMirror
 
 EVENTS_PATHS = frozenset({"/v1/events", "/v1/events/"})
 ALLOWED_METHODS = "POST, OPTIONS"
-ALLOWED_HEADERS = "authorization, content-type"
+ALLOWED_HEADERS = "authorization, content-type, idempotency-key"
 EXPOSED_HEADERS = (
-    "x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after"
+    "x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after, "
+    "idempotent-replayed"
 )
 MAX_AGE_SECONDS = "600"
 

@@ -120,6 +120,14 @@ class KeyMirror:
                 if any(isinstance(event, ApiKey.Created) for event, _ in batch):
                     self._missing.clear()
 
+    async def refresh_after_write(self) -> None:
+        """`refresh`, for a request whose change is already stored: a failure to read it back
+        is logged, not answered (the change happened; the follower applies it when it can)."""
+        try:
+            await self.refresh()
+        except Exception as error:
+            log.warning("key_mirror.refresh_after_write_failed", error=type(error).__name__)
+
     async def _on_event(self, _msg: Any) -> None:
         self._wake.set()
 

@@ -19,6 +19,8 @@ from litestar.openapi.spec import (
     Schema,
 )
 
+from api.openapi_headers import add_headers
+
 ERROR_SCHEMA_NAME = "Error"
 
 ERROR_SCHEMA = Schema(
@@ -86,6 +88,8 @@ def add_error_responses(openapi: OpenAPI) -> OpenAPI:
                 statuses += ["404", "409"]
             if operation.request_body is not None:
                 statuses.append("413")
+            if operation.security and method == "post":  # Idempotency-Key (api.idempotency)
+                statuses += ["409", "422"]
             responses = operation.responses = dict(operation.responses or {})
             for status in statuses:
                 responses[status] = _error_response(status)  # replaces Litestar's own 400
@@ -94,4 +98,4 @@ def add_error_responses(openapi: OpenAPI) -> OpenAPI:
 
 def document_errors(app: Litestar) -> None:
     """Write the error responses into `app`'s OpenAPI document (built now, served as is)."""
-    add_error_responses(app.openapi_schema)
+    add_headers(add_error_responses(app.openapi_schema))

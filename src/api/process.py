@@ -17,6 +17,7 @@ from api.app import create_app, route_commands
 from api.auth import KeyAuthenticator, KeyGate
 from api.cors import CorsMiddleware
 from api.edge import EdgeMiddleware
+from api.idempotency import Idempotency
 from api.services import Services
 
 log = structlog.get_logger()
@@ -38,7 +39,7 @@ class ApiProcess:
         )
         store_health = self.litestar.state.store_health
         gate = KeyGate(
-            self.litestar,
+            Idempotency(self.litestar, store=services.idempotency, pepper=settings.key_pepper),
             authenticator=KeyAuthenticator(
                 mirror=services.mirror,
                 limiter=services.limiter,
@@ -81,6 +82,7 @@ class ApiProcess:
         if services.nats_client is not None:
             await _close_nats(services.nats_client)
         await services.limiter.aclose()
+        await services.idempotency.aclose()
         for part in (
             services.affiliates,
             services.tracked_events,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 
 from adapters.affiliates import AffiliateStore
+from adapters.idempotency_store import IdempotencyStore
 from adapters.rate_limiter import RateLimiter
 from adapters.request_event_publisher import RequestEventPublisher
 from adapters.settings import Settings
@@ -45,5 +46,6 @@ class Services:
     exposure: ExposureFlagger
     webhooks: Webhooks
     deliveries: DeliveryLog
+    idempotency: IdempotencyStore
     publisher: RequestEventPublisher | None = None
     nats_client: Client | None = None

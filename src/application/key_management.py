@@ -153,6 +153,24 @@ class KeyManagement:
         used = self._last_use([k.id for k in keys]) if with_use and keys else {}
         return OrgKeys(org, tuple(ManagedKey(k, org, used.get(k.id)) for k in keys))
 
+    def org_key_page(
+        self, actor: Actor, org_id: UUID, *, after: UUID | None, limit: int
+    ) -> tuple[OrgKeys, bool]:
+        """Up to `limit` of the keys `actor` may see after the key `after` (oldest first), with
+        their last use, and whether more follow; ValidationError when `after` is not one."""
+        org = self.registry.readable_org(actor, org_id)
+        keys = self.registry.visible_keys(actor, org, self._read_keys(org.key_ids))
+        start = 0
+        if after is not None:
+            ids = [k.id for k in keys]
+            if after not in ids:
+                raise ValidationError("cursor: not a cursor of this list")
+            start = ids.index(after) + 1
+        page = keys[start : start + limit]
+        used = self._last_use([k.id for k in page]) if page else {}
+        listed = OrgKeys(org, tuple(ManagedKey(k, org, used.get(k.id)) for k in page))
+        return listed, start + limit < len(keys)
+
     def key(self, actor: Actor, key_id: UUID, *, with_use: bool = True) -> ManagedKey:
         """One key `actor` may see, with its organization and (unless not asked) its last use."""
         return self.record(self.registry.key_for(actor, key_id), with_use=with_use)

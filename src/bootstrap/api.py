@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Sequence
 
 from adapters.affiliates import open_affiliate_store
+from adapters.idempotency_store import idempotency_store_for
 from adapters.rate_limiter import rate_limiter_for
 from adapters.settings import Settings
 from adapters.startup import retry_start
@@ -59,6 +60,7 @@ def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) ->
         usage.name  # noqa: B018 - reads the pointer and opens (creates) the live usage copy
         deliveries = open_delivery_log(settings)
         opened.callback(deliveries.close)
+        idempotency = idempotency_store_for(settings)
         cards = KeyCards(registry, audit.last_used)
         mirror.listeners.append(cards.forget)
         services = Services(
@@ -76,6 +78,7 @@ def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) ->
             exposure=ExposureFlagger(registry, mirror, settings.key_pepper),
             webhooks=webhooks_for(registry, settings),
             deliveries=deliveries,
+            idempotency=idempotency,
         )
         opened.pop_all()  # built: the process closes them when it stops
         return services

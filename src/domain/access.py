@@ -58,6 +58,7 @@ class Command(StrEnum):
     READ_AFFILIATES = "read_affiliates"
     WRITE_AFFILIATES = "write_affiliates"
     SEND_EVENTS = "send_events"
+    READ_EVENTS = "read_events"
     READ_WEBHOOKS = "read_webhooks"
     MANAGE_WEBHOOKS = "manage_webhooks"
     MANAGE_ORGANIZATION = "manage_organization"
@@ -78,6 +79,7 @@ PERMISSION: dict[Command, Permission | None] = {
     Command.READ_AFFILIATES: Permission.AFFILIATES_READ,
     Command.WRITE_AFFILIATES: Permission.AFFILIATES_WRITE,
     Command.SEND_EVENTS: Permission.EVENTS_WRITE,
+    Command.READ_EVENTS: Permission.EVENTS_READ,
     Command.READ_WEBHOOKS: Permission.WEBHOOKS_READ,
     Command.MANAGE_WEBHOOKS: Permission.WEBHOOKS_WRITE,
     Command.MANAGE_ORGANIZATION: None,
@@ -115,6 +117,7 @@ _WHAT = {
     Command.READ_AFFILIATES: "read affiliates",
     Command.WRITE_AFFILIATES: "add affiliates",
     Command.SEND_EVENTS: "send tracking events",
+    Command.READ_EVENTS: "view tracked events",
     Command.READ_WEBHOOKS: "view webhooks",
     Command.MANAGE_WEBHOOKS: "manage webhooks",
     Command.MANAGE_ORGANIZATION: "change the organization's plan or limits",

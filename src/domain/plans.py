@@ -15,6 +15,7 @@ class Permission(StrEnum):
     AFFILIATES_WRITE = "affiliates:write"
     API_KEYS_READ = "api_keys:read"
     API_KEYS_WRITE = "api_keys:write"
+    EVENTS_READ = "events:read"
     EVENTS_WRITE = "events:write"
     AUDIT_READ = "audit:read"
     USAGE_READ = "usage:read"
@@ -34,6 +35,7 @@ _FREE = frozenset(
         Permission.AFFILIATES_WRITE,
         Permission.API_KEYS_READ,
         Permission.API_KEYS_WRITE,
+        Permission.EVENTS_READ,
         Permission.EVENTS_WRITE,
         Permission.USAGE_READ,
         Permission.WEBHOOKS_READ,
@@ -48,7 +50,8 @@ PLAN_PERMISSIONS: dict[Plan, frozenset[Permission]] = {
     Plan.AGENCY: _PRO,
 }
 
-#: Public keys are for browsers and SDKs: they may only send tracking events.
+#: Public keys are for browsers and SDKs: they may only send tracking events (not read them:
+#: what a page's visitors sent is the organization's, read with a secret key).
 PUBLIC_KEY_PERMISSIONS = frozenset({Permission.EVENTS_WRITE})
 
 

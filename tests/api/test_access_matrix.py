@@ -191,6 +191,16 @@ MATRIX = [
         row(202, 404, 403, 403, 404, 202, 403, 403),
     ),
     Case("POST", "/v1/events", row(202, 202, 403, 202, 202, 202, 202, 202), {"event": "e"}),
+    Case(
+        "POST",
+        "/v1/events",
+        row(202, 202, 403, 202, 202, 202, 202, 202),
+        {"batch": [{"event": "e"}, {"event": "f"}]},
+        label="a batch",
+    ),
+    # What was tracked is read with a secret key (events:read on every plan); another
+    # organization's key reads its own organization's events.
+    Case("GET", "/v1/events", row(200, 200, 403, 403, 200, 200, 200, 200)),
     # Leak reports are signed by the scanner, not sent with a key: a key opens nothing there.
     Case("POST", "/v1/leaks", row(401, 401, 401, 401, 401, 401, 401, 401), {}),
     #                                owner admin  dev  audit free other

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from adapters.affiliates import encode_cursor as encode_affiliates_cursor
+from adapters.tracked_events import encode_cursor
 from api import auth as auth_module
 from application.registry import IssuedKey
 from domain.actors import OPERATOR
@@ -169,3 +171,181 @@ def proxied_client(api: Api) -> httpx.AsyncClient:
         base_url="https://api.test",
         headers={"X-Forwarded-Proto": "https"},
     )
+
+
+# -- batches -------------------------------------------------------------------------------
+
+
+async def test_a_batch_is_stored_in_order_and_answered_with_the_list(api: Api) -> None:
+    org = api.org()
+    issued = await public_key(api, org)
+    batch = [{"event": "view", "properties": {"page": n}} for n in range(3)]
+    response = await api.client.post("/v1/events", json={"batch": batch}, headers=bearer(issued))
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["object"] == "list" and body["next_cursor"] is None
+    assert [e["object"] for e in body["data"]] == ["event"] * 3
+    assert stored(api, org) == [("view", f'{{"page":{n}}}') for n in range(3)]
+    store = api.process.services.tracked_events
+    in_order = [e.id for e in store.page(format_org_id(org.id), "live", 0, 10)]
+    assert [e["id"] for e in body["data"]] == in_order
+
+
+async def test_one_invalid_event_refuses_the_batch_by_its_index_and_stores_nothing(
+    api: Api,
+) -> None:
+    org = api.org()
+    issued = await public_key(api, org)
+    batch = [{"event": "ok"}, {"event": "ok"}, {"event": ""}]
+    response = await api.client.post("/v1/events", json={"batch": batch}, headers=bearer(issued))
+    body = assert_error(response, 422, "validation_error")
+    assert body["error"]["message"].startswith("batch[2]")
+    assert stored(api, org) == []
+
+
+async def test_a_batch_events_timestamp_out_of_range_is_named_by_its_index(api: Api) -> None:
+    org = api.org()
+    issued = await public_key(api, org)
+    old = (datetime.now(UTC) - timedelta(days=30)).isoformat()
+    batch = [{"event": "ok"}, {"event": "late", "timestamp": old}]
+    response = await api.client.post("/v1/events", json={"batch": batch}, headers=bearer(issued))
+    body = assert_error(response, 422, "validation_error")
+    assert body["error"]["message"].startswith("batch[1].timestamp:")
+    assert stored(api, org) == []
+
+
+@pytest.mark.parametrize("size", [0, 101])
+async def test_a_batch_of_other_than_1_to_100_events_is_422(api: Api, size: int) -> None:
+    issued = await public_key(api, api.org())
+    batch = [{"event": "v"}] * size
+    response = await api.client.post("/v1/events", json={"batch": batch}, headers=bearer(issued))
+    assert_error(response, 422, "validation_error")
+
+
+async def test_an_event_beside_a_batch_is_422(api: Api) -> None:
+    issued = await public_key(api, api.org())
+    response = await api.client.post(
+        "/v1/events", json={"event": "v", "batch": [{"event": "w"}]}, headers=bearer(issued)
+    )
+    assert_error(response, 422, "validation_error")
+
+
+async def test_a_batch_of_up_to_64_kib_is_accepted(api: Api) -> None:
+    org = api.org()
+    issued = await public_key(api, org)
+    batch = [{"event": "v", "properties": {"blob": "x" * 12_000}} for _ in range(5)]
+    response = await api.client.post("/v1/events", json={"batch": batch}, headers=bearer(issued))
+    assert response.status_code == 202, response.text
+    assert len(stored(api, org)) == 5
+
+
+async def test_a_batch_over_64_kib_is_413_payload_too_large(api: Api) -> None:
+    issued = await public_key(api, api.org())
+    batch = [{"event": "v", "properties": {"blob": "x" * 14_000}} for _ in range(5)]
+    response = await api.client.post("/v1/events", json={"batch": batch}, headers=bearer(issued))
+    assert_error(response, 413, "payload_too_large")
+
+
+async def test_an_event_over_16_kib_in_a_batch_is_422_by_its_index(api: Api) -> None:
+    org = api.org()
+    issued = await public_key(api, org)
+    batch = [{"event": "v"}, {"event": "v", "properties": {"blob": "x" * 20_000}}]
+    response = await api.client.post("/v1/events", json={"batch": batch}, headers=bearer(issued))
+    body = assert_error(response, 422, "validation_error")
+    assert body["error"]["message"].startswith("batch[1]:")
+    assert stored(api, org) == []
+
+
+# -- reading what was tracked ------------------------------------------------------------------
+
+
+async def test_a_secret_key_lists_its_orgs_events_with_properties_and_sending_key(
+    api: Api,
+) -> None:
+    org = api.org()
+    sender = await public_key(api, org)
+    properties = {"plan": "pro", "seats": 3, "tags": ["a", "é"], "nested": {"ok": True}}
+    await api.client.post(
+        "/v1/events", json={"event": "signup", "properties": properties}, headers=bearer(sender)
+    )
+    response = await api.client.get("/v1/events", headers=bearer(await api.key(org)))
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    (event,) = response.json()["data"]
+    assert event["event"] == "signup" and event["object"] == "event" and event["env"] == "live"
+    assert event["properties"] == properties
+    assert event["key_id"] == f"key_{sender.key.id.hex}"
+    assert response.json()["next_cursor"] is None
+
+
+async def test_the_list_pages_by_cursor_oldest_first(api: Api) -> None:
+    org = api.org()
+    batch = [{"event": f"e{n}"} for n in range(5)]
+    await api.client.post(
+        "/v1/events", json={"batch": batch}, headers=bearer(await public_key(api, org))
+    )
+    reader = bearer(await api.key(org))
+    names: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await api.client.get("/v1/events", params=params, headers=reader)).json()
+        names += [e["event"] for e in page["data"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert names == [f"e{n}" for n in range(5)]
+    assert pages == 3
+
+
+async def test_a_test_key_lists_test_events_only(api: Api) -> None:
+    org = api.org()
+    for env in (Environment.LIVE, Environment.TEST):
+        sender = await public_key(api, org, env)
+        await api.client.post("/v1/events", json={"event": env.value}, headers=bearer(sender))
+    response = await api.client.get(
+        "/v1/events", headers=bearer(await api.key(org, Environment.TEST))
+    )
+    assert [e["event"] for e in response.json()["data"]] == ["test"]
+
+
+async def test_another_orgs_events_are_not_listed(api: Api) -> None:
+    await api.client.post(
+        "/v1/events", json={"event": "theirs"}, headers=bearer(await public_key(api, api.org()))
+    )
+    response = await api.client.get("/v1/events", headers=bearer(await api.key(api.org())))
+    assert response.json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        pytest.param("nope", id="not base64 of a cursor"),
+        pytest.param(encode_affiliates_cursor(3), id="an affiliates cursor"),
+        pytest.param(encode_cursor(10**30), id="beyond any row"),
+        pytest.param("ZTotMQ", id="a negative position"),  # base64 of "e:-1"
+        pytest.param("%%%", id="not base64"),
+    ],
+)
+async def test_a_foreign_or_damaged_cursor_is_422_validation_error(api: Api, cursor: str) -> None:
+    org = api.org()
+    response = await api.client.get(
+        "/v1/events", params={"cursor": cursor}, headers=bearer(await api.key(org))
+    )
+    assert_error(response, 422, "validation_error")
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "x"])
+async def test_a_limit_outside_1_to_100_is_422_validation_error(api: Api, limit: str) -> None:
+    response = await api.client.get(
+        "/v1/events", params={"limit": limit}, headers=bearer(await api.key(api.org()))
+    )
+    assert_error(response, 422, "validation_error")
+
+
+async def test_a_public_key_cannot_read_events(api: Api) -> None:
+    issued = await public_key(api, api.org())
+    response = await api.client.get("/v1/events", headers=bearer(issued))
+    assert_error(response, 403, "insufficient_permissions")

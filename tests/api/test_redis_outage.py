@@ -88,3 +88,20 @@ async def test_with_fail_closed_limits_and_redis_down_a_wrong_key_is_told_503_to
     # must not tell a wrong key from a right one while the right one is answered 503.
     assert_error(response, 503, "rate_limiter_unavailable")
     assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_a_post_with_an_idempotency_key_is_refused_while_redis_is_down(
+    api_on_private_redis: Api, private_redis: RedisServer
+) -> None:
+    api = api_on_private_redis
+    issued = await api.key(api.org())
+    headers = {**bearer(issued), "Idempotency-Key": "during-the-outage"}
+    private_redis.kill()
+    refused = await api.client.post("/v1/affiliates", json={"name": "a"}, headers=headers)
+    assert_error(refused, 503, "idempotency_unavailable")
+    assert refused.headers["retry-after"] == "1"
+    # Without the header the request is answered (its author did not ask for the guarantee).
+    plain = await api.client.post("/v1/affiliates", json={"name": "a"}, headers=bearer(issued))
+    assert plain.status_code == 201
+    listing = await api.client.get("/v1/affiliates", headers=bearer(issued))
+    assert [a["name"] for a in listing.json()["data"]] == ["a"]

@@ -44,10 +44,10 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(msgspec.to_builtins(value)))
 
 
-#: Permissions every plan has granted since the fixture was written (issues 13, 14). What a plan
-#: grants is today's rule, not stored history: an organization's view and an unrestricted
+#: Permissions every plan has granted since the fixture was written (issues 13, 14, 15). What a
+#: plan grants is today's rule, not stored history: an organization's view and an unrestricted
 #: secret key's view list them; stored events and restricted keys do not change.
-PLAN_GAINS = ("usage:read", "webhooks:read", "webhooks:write")
+PLAN_GAINS = ("usage:read", "webhooks:read", "webhooks:write", "events:read")
 
 
 def as_today(expected: Any) -> Any:

@@ -23,6 +23,7 @@ FREE_PERMISSIONS = {
     Permission.AFFILIATES_WRITE,
     Permission.API_KEYS_READ,
     Permission.API_KEYS_WRITE,
+    Permission.EVENTS_READ,
     Permission.EVENTS_WRITE,
     Permission.USAGE_READ,
     Permission.WEBHOOKS_READ,

@@ -10,8 +10,10 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from adapters.affiliates import Affiliate, decode_cursor, encode_cursor
+from adapters.affiliates import Affiliate as StoredAffiliate
+from adapters.affiliates import decode_cursor, encode_cursor
 from api.errors import ApiError
+from api.objects.affiliates import Affiliate, AffiliateList
 from api.services import Services
 from domain.access import Command
 from projections.key_lookup import Principal
@@ -22,15 +24,8 @@ class NewAffiliate(msgspec.Struct, forbid_unknown_fields=True):
     email: Annotated[str, msgspec.Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
 
 
-def affiliate_view(affiliate: Affiliate) -> dict[str, Any]:
-    return {
-        "id": affiliate.id,
-        "object": "affiliate",
-        "name": affiliate.name,
-        "email": affiliate.email,
-        "env": affiliate.env,
-        "created_at": affiliate.created_at,
-    }
+def affiliate_view(affiliate: StoredAffiliate) -> Affiliate:
+    return msgspec.convert(affiliate, Affiliate, from_attributes=True)
 
 
 class AffiliatesController(Controller):
@@ -45,7 +40,7 @@ class AffiliatesController(Controller):
         services: NamedDependency[Services],
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         cursor: FromQuery[str | None] = None,
-    ) -> dict[str, Any]:
+    ) -> AffiliateList:
         """The organization's affiliates in this key's environment, oldest first."""
         principal = request.user
         try:
@@ -61,11 +56,10 @@ class AffiliatesController(Controller):
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        return {
-            "object": "list",
-            "data": [affiliate_view(a) for a in rows],
-            "next_cursor": encode_cursor(rows[-1].seq) if more else None,
-        }
+        return AffiliateList(
+            data=[affiliate_view(a) for a in rows],
+            next_cursor=encode_cursor(rows[-1].seq) if more else None,
+        )
 
     @post("/", opt={"command": Command.WRITE_AFFILIATES})
     async def create_affiliate(
@@ -73,7 +67,7 @@ class AffiliatesController(Controller):
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         data: JSONBody[NewAffiliate],
-    ) -> dict[str, Any]:
+    ) -> Affiliate:
         """Add an affiliate to the organization, in this key's environment."""
         principal = request.user
         affiliate = await asyncio.to_thread(
@@ -91,7 +85,7 @@ class AffiliatesController(Controller):
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         affiliate_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> Affiliate:
         """One affiliate; another org's or environment's is simply not found."""
         principal = request.user
         affiliate = await asyncio.to_thread(

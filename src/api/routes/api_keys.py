@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, patch, post
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -17,12 +20,15 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from api.errors import ApiError
 from api.key_dependencies import provide_key_management
+from api.objects.api_keys import ApiKey, ApiKeyList
 from api.services import Services
 from application.history import History, parse_moment
 from application.key_management import KeyManagement, KeyOrder, ManagedKey, key_ref
 from application.registry import utc_now
-from application.views import api_key_view, iso
+from application.views import api_key_view
 from domain.access import Command
+from domain.errors import ValidationError
+from domain.ids import parse_key_id
 from projections.key_lookup import Principal
 
 
@@ -50,11 +56,48 @@ class Revocation(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
 
 
-def _view(record: ManagedKey, secret: str | None = None) -> dict[str, Any]:
+#: The cursor format's tag: a token of another list (or none of ours) is refused.
+_CURSOR_TAG = "ak1"
+MAX_PAGE = 100
+#: The answers that show a new key's secret are kept out of every cache.
+SHOWS_A_SECRET = CacheControlHeader(no_store=True)
+
+
+def _view(record: ManagedKey, secret: str | None = None) -> ApiKey:
     """The API key object of `record` (its secret only when given: once, at issue)."""
-    return api_key_view(
+    view = api_key_view(
         record.key, record.org, utc_now(), secret=secret, last_used_at=record.last_used_at
     )
+    return msgspec.convert(view, ApiKey)
+
+
+def key_cursor(key_id: str) -> str:
+    """An opaque token for the page after the key `key_id`."""
+    raw = msgspec.json.encode([_CURSOR_TAG, key_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_key_cursor(text: str) -> UUID:
+    """The key a `key_cursor` names; ValidationError (422) for anything it did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        tag, key_id = msgspec.json.decode(raw, type=tuple[str, str])
+        if tag != _CURSOR_TAG:
+            raise ValueError(tag)
+        return parse_key_id(key_id)
+    except (binascii.Error, ValueError, msgspec.DecodeError, ValidationError):
+        raise ValidationError("cursor: not a cursor from this API") from None
+
+
+def _page_of(views: list[dict[str, Any]], after: UUID | None, limit: int) -> tuple[list[Any], bool]:
+    """A page of the key objects `views` (oldest first) after the key `after`."""
+    start = 0
+    if after is not None:
+        ids = [parse_key_id(v["id"]) for v in views]
+        if after not in ids:
+            raise ValidationError("cursor: not a cursor of this list")
+        start = ids.index(after) + 1
+    return views[start : start + limit], start + limit < len(views)
 
 
 class ApiKeysController(Controller):
@@ -63,14 +106,19 @@ class ApiKeysController(Controller):
     security = [{"BearerAuth": []}]
     dependencies = {"management": provide_key_management("api_keys.last_used_unavailable")}
 
-    @post("/", status_code=HTTP_201_CREATED, opt={"command": Command.CREATE_KEY})
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        opt={"command": Command.CREATE_KEY},
+        cache_control=SHOWS_A_SECRET,
+    )
     async def create_key(
         self,
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         management: NamedDependency[KeyManagement],
         data: JSONBody[NewApiKey],
-    ) -> dict[str, Any]:
+    ) -> ApiKey:
         """Create a key; the response is the only time its secret is shown."""
         principal = request.user
         order = KeyOrder.asked(
@@ -83,7 +131,7 @@ class ApiKeysController(Controller):
             allowed_ips=data.allowed_ips,
         )
         new = await asyncio.to_thread(management.create, principal, principal.org_id, order)
-        await services.mirror.refresh()
+        await services.mirror.refresh_after_write()
         return _view(new.record, new.secret)
 
     @get("/", opt={"command": Command.READ_KEYS})
@@ -96,31 +144,39 @@ class ApiKeysController(Controller):
             str | None,
             QueryParameter(description="RFC 3339 time: the keys as they were at that instant."),
         ] = None,
-    ) -> dict[str, Any]:
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+        cursor: Annotated[
+            str | None, QueryParameter(description="The previous page's `next_cursor`.")
+        ] = None,
+    ) -> ApiKeyList:
         """The organization's keys, oldest first; never their secrets.
 
         With `as_of`, the keys as they were at that instant, computed from their history.
+        Page with `limit` and `cursor=next_cursor` while `next_cursor` is not null.
         """
         principal = request.user
+        after = None if cursor is None else parse_key_cursor(cursor)
         if as_of is not None:
             moment = parse_moment(as_of)
             past = await asyncio.to_thread(
                 History(services.registry, principal).keys_as_of, principal.org_id, moment
             )
-            return {"object": "list", "data": past, "next_cursor": None, "as_of": iso(moment)}
+            views, more = _page_of(past, after, limit)
+            page = msgspec.convert(views, list[ApiKey])
+            return ApiKeyList(data=page, next_cursor=_next(page, more), as_of=moment)
 
-        listing = await asyncio.to_thread(management.org_keys, principal, principal.org_id)
+        listing, more = await asyncio.to_thread(
+            management.org_key_page, principal, principal.org_id, after=after, limit=limit
+        )
         data = [_view(record) for record in listing.keys]
-        return {"object": "list", "data": data, "next_cursor": None}
+        return ApiKeyList(data=data, next_cursor=_next(data, more))
 
     # Any valid key may ask which key it is. The card's response is encoded once per change.
     @get(
         "/current",
         opt={"command": None},
         responses={
-            200: ResponseSpec(
-                dict[str, Any], description="The API key object", generate_examples=False
-            )
+            200: ResponseSpec(ApiKey, description="The API key object", generate_examples=False)
         },
     )
     async def current_key(
@@ -136,7 +192,7 @@ class ApiKeysController(Controller):
         request: Request[Principal, Any, Any],
         management: NamedDependency[KeyManagement],
         key_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> ApiKey:
         """One of the organization's keys."""
         return _view(await asyncio.to_thread(management.key, request.user, key_ref(key_id)))
 
@@ -148,7 +204,7 @@ class ApiKeysController(Controller):
         management: NamedDependency[KeyManagement],
         key_id: FromPath[str],
         data: JSONBody[ApiKeyChange],
-    ) -> dict[str, Any]:
+    ) -> ApiKey:
         """Rename a key and/or replace its IP allowlist (`allowed_ips`, CIDR; [] = anywhere)."""
         if data.name is None and data.allowed_ips is None:
             raise ApiError(422, "validation_error", "body: give name and/or allowed_ips")
@@ -159,10 +215,16 @@ class ApiKeysController(Controller):
             name=data.name,
             allowed_ips=data.allowed_ips,
         )
-        await services.mirror.refresh()  # its allowed IPs for authentication, its name for cards
+        # Its allowed IPs for authentication, its name for cards.
+        await services.mirror.refresh_after_write()
         return _view(await asyncio.to_thread(management.record, key))
 
-    @post("/{key_id:str}/roll", status_code=HTTP_200_OK, opt={"command": Command.ROLL_KEY})
+    @post(
+        "/{key_id:str}/roll",
+        status_code=HTTP_200_OK,
+        opt={"command": Command.ROLL_KEY},
+        cache_control=SHOWS_A_SECRET,
+    )
     async def roll_key(
         self,
         request: Request[Principal, Any, Any],
@@ -170,11 +232,11 @@ class ApiKeysController(Controller):
         management: NamedDependency[KeyManagement],
         key_id: FromPath[str],
         data: JSONBody[Roll | None] = None,
-    ) -> dict[str, Any]:
+    ) -> ApiKey:
         """Issue a successor (secret shown once); the old key expires after the grace period."""
         grace = timedelta(seconds=(data or Roll()).expire_in_seconds)
         new = await asyncio.to_thread(management.roll, request.user, key_ref(key_id), grace=grace)
-        await services.mirror.refresh()
+        await services.mirror.refresh_after_write()
         return _view(new.record, new.secret)
 
     @post("/{key_id:str}/revoke", status_code=HTTP_200_OK, opt={"command": Command.REVOKE_KEY})
@@ -185,13 +247,17 @@ class ApiKeysController(Controller):
         management: NamedDependency[KeyManagement],
         key_id: FromPath[str],
         data: JSONBody[Revocation | None] = None,
-    ) -> dict[str, Any]:
+    ) -> ApiKey:
         """Revoke a key at once, on every API process within a second."""
         key = await asyncio.to_thread(
             management.revoke, request.user, key_ref(key_id), reason=(data or Revocation()).reason
         )
-        await services.mirror.refresh()
+        await services.mirror.refresh_after_write()
         return _view(await asyncio.to_thread(management.record, key))
+
+
+def _next(page: list[ApiKey], more: bool) -> str | None:
+    return key_cursor(page[-1].id) if more and page else None
 
 
 __all__ = ["UUID", "ApiKeysController"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
+from api.objects.api_keys import LifecycleEvent, LifecycleEventList
 from api.services import Services
 from application.history import MAX_FEED_LIMIT, History
 from application.key_management import key_ref
@@ -35,7 +37,7 @@ class AuditEventsController(Controller):
             ),
         ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_FEED_LIMIT)] = 100,
-    ) -> dict[str, Any]:
+    ) -> LifecycleEventList:
         """The organization's key lifecycle events after a position, oldest first.
 
         A replayable feed: the same request always returns the same events in the same
@@ -49,7 +51,8 @@ class AuditEventsController(Controller):
             after=after,
             limit=limit,
         )
-        return {"object": "list", "data": page.events, "next_cursor": page.next_position}
+        events = msgspec.convert(page.events, list[LifecycleEvent])
+        return LifecycleEventList(data=events, next_cursor=page.next_position)
 
 
 class ApiKeyHistoryController(Controller):
@@ -63,8 +66,10 @@ class ApiKeyHistoryController(Controller):
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         key_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> LifecycleEventList:
         """Every lifecycle event of one of the organization's keys: who, when, what changed."""
         history = History(services.registry, request.user)
         events = await asyncio.to_thread(history.key_history, key_ref(key_id))
-        return {"object": "list", "data": events, "next_cursor": None}
+        return LifecycleEventList(
+            data=msgspec.convert(events, list[LifecycleEvent]), next_cursor=None
+        )

@@ -23,10 +23,12 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
 
 from api.errors import ApiError
+from api.objects.audit import AuditRequest, AuditRequestList
 from api.services import Services
 from domain.access import Command, visible_envs
 from domain.errors import ValidationError
@@ -242,6 +244,13 @@ class AuditRequestsController(Controller):
     @get(
         "/",
         opt={"command": Command.READ_AUDIT},
+        responses={
+            200: ResponseSpec(
+                AuditRequestList,
+                description="A page of requests (JSON), or every matching row (CSV, NDJSON)",
+                generate_examples=False,
+            )
+        },
         description=(
             "Filters: key_id, status (404 or 4xx), method, route (the route template, e.g. "
             "/v1/affiliates), since (inclusive) and until (exclusive) as RFC 3339 times, env. "
@@ -290,10 +299,9 @@ class AuditRequestsController(Controller):
         more = len(rows) > limit
         rows = rows[:limit]
         return Response(
-            {
-                "object": "list",
-                "data": [audit_request_view(row) for row in rows],
-                "next_cursor": encode_cursor(rows[-1].seq) if more else None,
-            },
+            AuditRequestList(
+                data=msgspec.convert([audit_request_view(row) for row in rows], list[AuditRequest]),
+                next_cursor=encode_cursor(rows[-1].seq) if more else None,
+            ),
             headers={"Cache-Control": "no-store"},
         )

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import hmac
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 import structlog
@@ -30,6 +30,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from api.errors import ApiError
 from api.json_body import MAX_JSON_DEPTH, nested_deeper_than
+from api.objects.service import LeakLabel
 from api.services import Services
 from domain.ids import format_key_id
 from domain.key_format import MalformedKey, hash_key, parse_key
@@ -42,8 +43,8 @@ SIGNATURE_PREFIX = "sha256="
 #: How far a report's signed timestamp may be from our clock, either way (seconds).
 TIMESTAMP_TOLERANCE = 300
 MAX_REPORTED_TOKENS = 1000
-TRUE_POSITIVE = "true_positive"
-FALSE_POSITIVE = "false_positive"
+TRUE_POSITIVE: Final = "true_positive"
+FALSE_POSITIVE: Final = "false_positive"
 
 
 class LeakReport(msgspec.Struct):
@@ -85,7 +86,7 @@ class LeaksController(Controller):
     @post("/", status_code=HTTP_200_OK, opt={"command": None})
     async def report_leaks(
         self, request: Request[Any, Any, Any], services: NamedDependency[Services]
-    ) -> list[dict[str, Any]]:
+    ) -> list[LeakLabel]:
         """Revoke or roll every reported live key; label each token for the reporter."""
         signing_key = services.settings.leak_signing_key
         if not signing_key:
@@ -127,12 +128,12 @@ class LeaksController(Controller):
         return results
 
     @staticmethod
-    async def _handle(services: Services, report: LeakReport) -> dict[str, Any]:
-        answer: dict[str, Any] = {
-            "token_hash": hashlib.sha256(report.token.encode()).hexdigest(),
-            "token_type": report.type,
-            "label": FALSE_POSITIVE,
-        }
+    async def _handle(services: Services, report: LeakReport) -> LeakLabel:
+        answer = LeakLabel(
+            token_hash=hashlib.sha256(report.token.encode()).hexdigest(),
+            token_type=report.type,
+            label=FALSE_POSITIVE,
+        )
         try:
             parsed = parse_key(report.token.strip())
         except MalformedKey:
@@ -141,8 +142,8 @@ class LeaksController(Controller):
         record = services.mirror.get(key_hash) or await services.mirror.find(key_hash)
         if record is None:
             return answer
-        answer["label"] = TRUE_POSITIVE
-        answer["hint"] = parsed.hint
+        answer.label = TRUE_POSITIVE
+        answer.hint = parsed.hint
         action = await asyncio.to_thread(
             services.registry.respond_to_leak,
             record.key_id,

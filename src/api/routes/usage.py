@@ -16,15 +16,19 @@ import io
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
 
 from api.errors import ApiError
+from api.objects.usage import UsageBucket, UsageCounts, UsageReport
 from api.routes.audit_requests import parse_time
 from api.services import Services
 from domain.access import Command
@@ -32,7 +36,7 @@ from domain.errors import ValidationError
 from domain.ids import parse_key_id
 from domain.key_format import Environment
 from projections.key_lookup import Principal
-from projections.usage import COUNTER_FIELDS, PERCENTILES, iso
+from projections.usage import COUNTER_FIELDS, PERCENTILES
 from projections.usage_query import UsageCursor, UsageRow
 from projections.usage_report import LATEST, MAX_PAGE, UsageReports, UsageWindow
 
@@ -112,6 +116,13 @@ class UsageController(Controller):
     @get(
         "/",
         opt={"command": Command.READ_USAGE},
+        responses={
+            200: ResponseSpec(
+                UsageReport,
+                description="A page of the window's rows and its totals (JSON), or every row (CSV)",
+                generate_examples=False,
+            )
+        },
         description=(
             "Requests per key per bucket (minute, hour or day, aligned in UTC) in [from, to): "
             "every key of the organization, or one (`key_id`). Sparse: buckets without "
@@ -175,16 +186,13 @@ class UsageController(Controller):
             after=after,
             limit=limit,
         )
-        return Response(
-            {
-                "object": "usage",
-                "granularity": window.granularity.label,
-                "from": iso(window.start),
-                "to": iso(window.end),
-                "env": report.env,
-                "totals": report.totals.summary(),
-                "data": [row.as_dict() for row in report.rows],
-                "next_cursor": None if report.next_cursor is None else report.next_cursor.encode(),
-            },
-            headers={"Cache-Control": "no-store"},
+        answer = UsageReport(
+            granularity=window.granularity.label,  # type: ignore[arg-type]
+            start=datetime.fromtimestamp(window.start, UTC),
+            end=datetime.fromtimestamp(window.end, UTC),
+            env=report.env,
+            totals=msgspec.convert(report.totals.summary(), UsageCounts),
+            data=msgspec.convert([row.as_dict() for row in report.rows], list[UsageBucket]),
+            next_cursor=None if report.next_cursor is None else report.next_cursor.encode(),
         )
+        return Response(answer, headers={"Cache-Control": "no-store"})

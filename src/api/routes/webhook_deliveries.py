@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api.errors import ApiError
+from api.objects.webhooks import WebhookDelivery, WebhookDeliveryList
 from api.services import Services
 from application.webhooks import webhook_ref
 from domain.access import Command, allows
@@ -53,13 +55,13 @@ def parse_status(text: str | None) -> DeliveryStatus | None:
 
 def view(
     principal: Principal, delivery: Delivery, attempts: list[Attempt] | None
-) -> dict[str, Any]:
+) -> WebhookDelivery:
     """The delivery object; an `api_key.*` payload (a key object) only for a key that may read
     keys, as subscribing to such events needs api_keys:read too."""
     shown = delivery_view(delivery, attempts)
     if delivery.event_type in KEY_EVENTS and not allows(principal, Command.READ_KEYS):
         shown["payload"] = None
-    return shown
+    return msgspec.convert(shown, WebhookDelivery)
 
 
 class WebhookDeliveriesController(Controller):
@@ -84,25 +86,24 @@ class WebhookDeliveriesController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         cursor: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
-    ) -> dict[str, Any]:
+    ) -> WebhookDeliveryList:
         """The endpoint's deliveries, newest first."""
         principal = request.user
         endpoint_id = webhook_ref(webhook_id)
         before = None if cursor is None else decode_cursor(cursor)
         wanted = parse_status(status)
 
-        def read() -> dict[str, Any]:
+        def read() -> WebhookDeliveryList:
             endpoint = services.webhooks.endpoint(principal, endpoint_id)
             rows = services.deliveries.deliveries(
                 endpoint.id, limit=limit + 1, before=before, status=wanted
             )
             page = rows[:limit]
             attempts = services.deliveries.attempts([d.id for d in page])
-            return {
-                "object": "list",
-                "data": [view(principal, d, attempts.get(d.id, [])) for d in page],
-                "next_cursor": delivery_cursor(page[-1]) if len(rows) > limit else None,
-            }
+            return WebhookDeliveryList(
+                data=[view(principal, d, attempts.get(d.id, [])) for d in page],
+                next_cursor=delivery_cursor(page[-1]) if len(rows) > limit else None,
+            )
 
         return await asyncio.to_thread(read)
 
@@ -113,12 +114,12 @@ class WebhookDeliveriesController(Controller):
         services: NamedDependency[Services],
         webhook_id: FromPath[str],
         delivery_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> WebhookDelivery:
         """One delivery of the endpoint, with its attempts."""
         principal = request.user
         endpoint_id = webhook_ref(webhook_id)
 
-        def read() -> dict[str, Any]:
+        def read() -> WebhookDelivery:
             endpoint = services.webhooks.endpoint(principal, endpoint_id)
             delivery = endpoint_delivery(services.deliveries, endpoint.id, delivery_id)
             attempts = services.deliveries.attempts([delivery.id])
@@ -141,12 +142,12 @@ class WebhookDeliveriesController(Controller):
         services: NamedDependency[Services],
         webhook_id: FromPath[str],
         delivery_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> WebhookDelivery:
         """Send one of the endpoint's deliveries again."""
         principal = request.user
         endpoint_id = webhook_ref(webhook_id)
 
-        def retry() -> dict[str, Any]:
+        def retry() -> WebhookDelivery:
             endpoint = services.webhooks.endpoint(principal, endpoint_id)
             delivery = endpoint_delivery(services.deliveries, endpoint.id, delivery_id)
             services.webhooks.request_retry(principal, endpoint.id, delivery.id)

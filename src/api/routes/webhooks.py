@@ -18,6 +18,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from api.errors import ApiError
+from api.objects.webhooks import WebhookEndpoint, WebhookEndpointList, WebhookTest
 from api.services import Services
 from application.webhook_views import webhook_view
 from application.webhooks import EndpointWithSecret, webhook_ref
@@ -51,11 +52,14 @@ class WebhookChange(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | None = None
 
 
-def _with_secret(new: EndpointWithSecret, status_code: int) -> Response[dict[str, Any]]:
+def _endpoint(view: dict[str, Any]) -> WebhookEndpoint:
+    return msgspec.convert(view, WebhookEndpoint)
+
+
+def _with_secret(new: EndpointWithSecret, status_code: int) -> Response[WebhookEndpoint]:
     """The endpoint object with its secret: the one answer that shows it, never cached."""
-    return Response(
-        webhook_view(new.endpoint, secret=new.secret), status_code=status_code, headers=NO_STORE
-    )
+    shown = _endpoint(webhook_view(new.endpoint, secret=new.secret))
+    return Response(shown, status_code=status_code, headers=NO_STORE)
 
 
 class WebhooksController(Controller):
@@ -80,7 +84,7 @@ class WebhooksController(Controller):
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         data: JSONBody[NewWebhook],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[WebhookEndpoint]:
         """Add a webhook endpoint; its secret is shown this once."""
         principal = request.user
         new = await asyncio.to_thread(
@@ -97,13 +101,14 @@ class WebhooksController(Controller):
     @get("/", opt={"command": Command.READ_WEBHOOKS})
     async def list_webhooks(
         self, request: Request[Principal, Any, Any], services: NamedDependency[Services]
-    ) -> dict[str, Any]:
+    ) -> WebhookEndpointList:
         """The organization's endpoints the key may see, oldest first; never their secrets."""
         principal = request.user
         endpoints = await asyncio.to_thread(
             services.webhooks.endpoints, principal, principal.org_id
         )
-        return {"object": "list", "data": [webhook_view(e) for e in endpoints], "next_cursor": None}
+        data = [_endpoint(webhook_view(e)) for e in endpoints]
+        return WebhookEndpointList(data=data, next_cursor=None)
 
     @get("/{webhook_id:str}", opt={"command": Command.READ_WEBHOOKS})
     async def get_webhook(
@@ -111,12 +116,12 @@ class WebhooksController(Controller):
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         webhook_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> WebhookEndpoint:
         """One endpoint (never its secret)."""
         endpoint = await asyncio.to_thread(
             services.webhooks.endpoint, request.user, webhook_ref(webhook_id)
         )
-        return webhook_view(endpoint)
+        return _endpoint(webhook_view(endpoint))
 
     @patch(
         "/{webhook_id:str}",
@@ -133,7 +138,7 @@ class WebhooksController(Controller):
         services: NamedDependency[Services],
         webhook_id: FromPath[str],
         data: JSONBody[WebhookChange],
-    ) -> dict[str, Any]:
+    ) -> WebhookEndpoint:
         """Change an endpoint's URL, events, description or whether it is enabled."""
         if all(v is None for v in (data.url, data.events, data.description, data.enabled)):
             raise ApiError(
@@ -148,7 +153,7 @@ class WebhooksController(Controller):
             description=data.description,
             enabled=data.enabled,
         )
-        return webhook_view(endpoint)
+        return _endpoint(webhook_view(endpoint))
 
     @delete(
         "/{webhook_id:str}",
@@ -164,12 +169,12 @@ class WebhooksController(Controller):
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         webhook_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> WebhookEndpoint:
         """Delete an endpoint for good."""
         endpoint = await asyncio.to_thread(
             services.webhooks.delete, request.user, webhook_ref(webhook_id)
         )
-        return {**webhook_view(endpoint), "deleted": True}
+        return _endpoint({**webhook_view(endpoint), "deleted": True})
 
     @post(
         "/{webhook_id:str}/rotate-secret",
@@ -185,7 +190,7 @@ class WebhooksController(Controller):
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         webhook_id: FromPath[str],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[WebhookEndpoint]:
         """Rotate the endpoint's signing secret; the old one signs too for 24 hours."""
         new = await asyncio.to_thread(
             services.webhooks.rotate_secret, request.user, webhook_ref(webhook_id)
@@ -206,13 +211,9 @@ class WebhooksController(Controller):
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         webhook_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> WebhookTest:
         """Send a test event to the endpoint (asynchronously)."""
         endpoint = await asyncio.to_thread(
             services.webhooks.request_test, request.user, webhook_ref(webhook_id)
         )
-        return {
-            "object": "webhook_test",
-            "webhook_id": format_webhook_id(endpoint.id),
-            "status": "requested",
-        }
+        return WebhookTest(webhook_id=format_webhook_id(endpoint.id))

@@ -1,0 +1,35 @@
+"""The typed results: frozen dataclasses, each keeping the whole JSON object in `.raw`."""
+
+from icodrip_client._models.hooks import (
+    DeliveryAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookTest,
+)
+from icodrip_client._models.keys import ApiKey, Exposure, LifecycleEvent
+from icodrip_client._models.records import (
+    Affiliate,
+    AuditRequest,
+    RateLimit,
+    TrackedEvent,
+    UsageCounts,
+    UsageReport,
+    UsageRow,
+)
+
+__all__ = [
+    "Affiliate",
+    "ApiKey",
+    "AuditRequest",
+    "DeliveryAttempt",
+    "Exposure",
+    "LifecycleEvent",
+    "RateLimit",
+    "TrackedEvent",
+    "UsageCounts",
+    "UsageReport",
+    "UsageRow",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookTest",
+]
