@@ -24,7 +24,7 @@ ALLOWED_METHODS = "POST, OPTIONS"
 ALLOWED_HEADERS = "authorization, content-type, idempotency-key"
 EXPOSED_HEADERS = (
     "x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after, "
-    "idempotent-replayed"
+    "idempotent-replayed, date"
 )
 MAX_AGE_SECONDS = "600"
 

@@ -63,10 +63,20 @@ _decode = msgspec.msgpack.Decoder(KeptAnswer).decode
 class Idempotency:
     """Wraps the app behind the key gate; keyed POSTs with the header are kept and replayed."""
 
-    def __init__(self, app: Any, *, store: IdempotencyStore, pepper: bytes) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        store: IdempotencyStore,
+        pepper: bytes,
+        best_effort_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.store = store
         self._pepper = pepper
+        # Where losing the request is worse than perhaps running it twice (tracking events,
+        # sent by browsers on every write): without the store, run it unguarded.
+        self._best_effort = best_effort_paths
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if (
@@ -98,7 +108,10 @@ class Idempotency:
             held = await self.store.begin(slot, fingerprint)
         except IdempotencyUnavailable as error:
             log.warning("idempotency.unavailable", error=str(error), request_id=request_id)
-            await _unavailable(send, request_id)
+            if scope["path"] in self._best_effort:
+                await self.app(scope, receive, send)
+            else:
+                await _unavailable(send, request_id)
             return
         if held.claim is None:
             if not hmac.compare_digest(held.fingerprint, fingerprint):

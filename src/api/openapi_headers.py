@@ -66,7 +66,12 @@ _IDEMPOTENCY = Parameter(
     name=IDEMPOTENCY_PARAMETER,
     param_in="header",
     required=False,
-    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_IDEMPOTENCY_KEY),
+    schema=Schema(
+        type=OpenAPIType.STRING,
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY,
+        pattern=r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$",  # printable ASCII, not blank
+    ),
     description=(
         "Makes a retried POST safe: the same key with the same body within 24 hours returns "
         "the first answer again (`Idempotent-Replayed: true`) instead of acting twice. Scoped "
@@ -85,7 +90,7 @@ def _headers_of(status: str, *, keyed: bool, idempotent: bool) -> list[str]:
     names = ["X-Request-Id"]
     if keyed and status not in _UNCOUNTED:
         names += _RATE_LIMIT
-    if status in ("429", "503"):
+    if status in ("409", "429", "503"):  # 409: idempotency_key_in_use
         names.append("Retry-After")
     if idempotent and status.startswith("2"):
         names.append(REPLAYED_HEADER)

@@ -15,7 +15,7 @@ from adapters.request_event_publisher import RequestEventPublisher
 from adapters.request_events import ensure_audit_stream
 from api.app import create_app, route_commands
 from api.auth import KeyAuthenticator, KeyGate
-from api.cors import CorsMiddleware
+from api.cors import EVENTS_PATHS, CorsMiddleware
 from api.edge import EdgeMiddleware
 from api.idempotency import Idempotency
 from api.services import Services
@@ -39,7 +39,12 @@ class ApiProcess:
         )
         store_health = self.litestar.state.store_health
         gate = KeyGate(
-            Idempotency(self.litestar, store=services.idempotency, pepper=settings.key_pepper),
+            Idempotency(
+                self.litestar,
+                store=services.idempotency,
+                pepper=settings.key_pepper,
+                best_effort_paths=EVENTS_PATHS,
+            ),
             authenticator=KeyAuthenticator(
                 mirror=services.mirror,
                 limiter=services.limiter,

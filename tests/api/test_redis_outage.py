@@ -105,3 +105,14 @@ async def test_a_post_with_an_idempotency_key_is_refused_while_redis_is_down(
     assert plain.status_code == 201
     listing = await api.client.get("/v1/affiliates", headers=bearer(issued))
     assert [a["name"] for a in listing.json()["data"]] == ["a"]
+
+
+async def test_tracked_events_are_stored_unguarded_while_redis_is_down(
+    api_on_private_redis: Api, private_redis: RedisServer
+) -> None:
+    api = api_on_private_redis
+    issued = await api.key(api.org())
+    headers = {**bearer(issued), "Idempotency-Key": "browser-batch"}
+    private_redis.kill()
+    tracked = await api.client.post("/v1/events", json={"event": "view"}, headers=headers)
+    assert tracked.status_code == 202, tracked.text  # losing it would be worse than a repeat

@@ -10,9 +10,11 @@ would read it: `GET /v1/events` with one of its secret keys.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -294,6 +296,112 @@ async def test_a_batch_whose_answer_was_lost_is_sent_again_and_stored_once(
     assert len(attempts) == 2
     assert attempts[0]["idempotency-key"] == attempts[1]["idempotency-key"]
     assert [e["event"] for e in await landed(dashboard_server, keys)] == ["paid"]
+
+
+async def test_a_page_whose_clock_runs_fast_has_its_events_restamped_and_stored(
+    dashboard_server: DashboardServer, shop: Shop, browsing: Browsing, keys: Keys
+) -> None:
+    shop_page = await visit(browsing, shop.origin)
+    answer = await shop_page.page.evaluate(
+        """async (key) => {
+          const real = Date.now;
+          Date.now = () => real() + 10 * 60 * 1000;  // ten minutes ahead of the API
+          const icodrip = new window.Icodrip({ publicKey: key });
+          icodrip.track("view", { path: "/" });
+          return await icodrip.flush();
+        }""",
+        keys.public.secret,
+    )
+
+    assert answer == {"sent": 1, "dropped": 0}
+    assert len(shop_page.posts) == 2  # refused for its time, then sent on the API's
+    (event,) = await landed(dashboard_server, keys)
+    stamped = datetime.fromisoformat(event["timestamp"])
+    assert abs((stamped - datetime.now(UTC)).total_seconds()) < 30
+
+
+async def test_half_an_emoji_does_not_cost_the_batch(
+    dashboard_server: DashboardServer, shop: Shop, browsing: Browsing, keys: Keys
+) -> None:
+    shop_page = await visit(browsing, shop.origin)
+    answer = await shop_page.page.evaluate(
+        """async (key) => {
+          const icodrip = new window.Icodrip({ publicKey: key });
+          const title = "Caf\u00e9 \ud83d\ude00".slice(0, 6);  // cut inside the emoji
+          icodrip.track("view", { title });
+          icodrip.track("view", { title: "fine" });
+          return await icodrip.flush();
+        }""",
+        keys.public.secret,
+    )
+
+    assert answer == {"sent": 2, "dropped": 0}
+    titles = [e["properties"]["title"] for e in await landed(dashboard_server, keys)]
+    assert titles == ["Caf\u00e9 \ufffd", "fine"]
+
+
+async def test_an_event_tracked_as_the_page_goes_is_sent_with_it(
+    dashboard_server: DashboardServer, shop: Shop, browsing: Browsing, keys: Keys
+) -> None:
+    shop_page = await visit(browsing, shop.origin)
+    await shop_page.page.evaluate(
+        """(key) => {
+          const icodrip = new window.Icodrip({ publicKey: key, flushInterval: 60000 });
+          // The page's own handler, added after the SDK's: it runs as the page goes (the
+          // last of the events a browser fires at a page it leaves).
+          document.addEventListener("visibilitychange", () => {
+            if (document.visibilityState === "hidden") icodrip.track("page_leave", {});
+          });
+        }""",
+        keys.public.secret,
+    )
+    await shop_page.page.goto("about:blank")
+
+    async def left() -> list[str]:
+        return [e["event"] for e in await landed(dashboard_server, keys)]
+
+    assert await poll(left, timeout=15) == ["page_leave"]
+
+
+async def test_a_batch_cut_off_by_the_page_going_is_sent_again_and_lands_once(
+    dashboard_server: DashboardServer, shop: Shop, browsing: Browsing, keys: Keys
+) -> None:
+    shop_page = await visit(browsing, shop.origin)
+    requests: list[dict[str, str]] = []
+    left = asyncio.Event()
+
+    async def hold_the_first(route: Any) -> None:
+        requests.append(await route.request.all_headers())
+        if len(requests) == 1:
+            await left.wait()  # never answered: the page goes first
+            await route.abort("connectionreset")
+        else:
+            await route.continue_()
+
+    await shop_page.page.route("**/v1/events", hold_the_first)
+    await shop_page.page.evaluate(
+        """(key) => {
+          const icodrip = new window.Icodrip({ publicKey: key });
+          icodrip.track("order", { total: 9 });
+          icodrip.flush();  // under way when the page goes
+        }""",
+        keys.public.secret,
+    )
+
+    async def sent(count: int) -> bool:
+        return len(requests) >= count
+
+    assert await poll(lambda: sent(1), timeout=10)
+    await shop_page.page.evaluate("dispatchEvent(new Event('pagehide'))")
+
+    async def once() -> list[str]:
+        return [e["event"] for e in await landed(dashboard_server, keys)]
+
+    assert await poll(once, timeout=15) == ["order"]  # the keepalive copy
+    left.set()  # the first fails now: the page (still here) tries again, and is answered
+    assert await poll(lambda: sent(3), timeout=15)  # with what the copy stored
+    assert len({r["idempotency-key"] for r in requests}) == 1
+    assert await once() == ["order"]
 
 
 # -- with a stand-in for fetch: what the SDK does with each answer ------------------------------

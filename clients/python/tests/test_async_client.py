@@ -91,3 +91,16 @@ async def test_affiliates_and_webhooks_are_there_too(client: AsyncIcodrip) -> No
     assert (await client.affiliates.get(affiliate.id)).name == affiliate.name
     assert endpoint.id in [hook.id async for hook in client.webhooks.list()]
     assert (await client.webhooks.delete(endpoint.id)).deleted
+
+
+async def test_tracked_events_are_listed_back_with_async_for(client: AsyncIcodrip) -> None:
+    name = unique("async event")
+    tracked = await client.events.track_batch(
+        [{"event": name, "properties": {"n": n}} for n in range(3)]
+    )
+
+    listed = [event async for event in client.events.list(limit=2) if event.event == name]
+    first = await client.events.list(limit=2)
+
+    assert [event.id for event in listed] == [event.id for event in tracked]
+    assert first.next_cursor is not None  # more than one page

@@ -1,7 +1,8 @@
 """Idempotent writes through the client against a real server (`Idempotency-Key` on POST).
 
 These need the server side of issue 15: a POST repeated with the same `Idempotency-Key` is
-answered with the first response (`Idempotent-Replayed: true`) instead of running again.
+answered with the first response (`Idempotent-Replayed: true`) instead of running again. A
+DELETE has no such guard, so one whose answer was lost is not repeated.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from icodrip_client import Icodrip, UnprocessableEntityError
+from icodrip_client import APIConnectionError, Icodrip, NotFoundError, UnprocessableEntityError
 from real_server import RealServer, Stage
 
 
@@ -36,19 +37,21 @@ def client(world: World) -> Iterator[Icodrip]:
 
 
 class LosesTheFirstAnswer(httpx.BaseTransport):
-    """Sends every request to the real server, but the answer to the first POST is lost on
-    the way back (the connection breaks after the server has acted): a failure the real
-    server cannot be made to produce on demand, so it is made here, in the transport."""
+    """Sends every request to the real server, but the answer to the first request (a POST
+    unless told) is lost on the way back (the connection breaks after the server has acted):
+    a failure the real server cannot be made to produce on demand, so it is made here, in the
+    transport."""
 
-    def __init__(self, server: RealServer) -> None:
+    def __init__(self, server: RealServer, method: str = "POST") -> None:
         self.inner = httpx.HTTPTransport(verify=server.tls)
+        self.method = method
         self.sent: list[httpx.Request] = []
         self.answers: list[httpx.Response] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.sent.append(request)
         response = self.inner.handle_request(request)
-        if request.method == "POST" and len(self.sent) == 1:
+        if request.method == self.method and len(self.sent) == 1:
             response.read()
             response.close()
             raise httpx.ReadError("connection reset by peer", request=request)
@@ -99,6 +102,29 @@ def test_a_post_whose_answer_was_lost_is_retried_and_creates_one_key(world: Worl
         assert transport.answers[0].headers.get("idempotent-replayed") == "true"
         assert named(client, name) == [created.id]
         assert created.key is not None  # the replay answers as the first answer did
+
+
+def test_a_delete_whose_answer_was_lost_is_not_retried(world: World, client: Icodrip) -> None:
+    """Its repeat would answer 404 for an endpoint the first one deleted: the lost answer is
+    raised, and a GET tells what happened."""
+    hook = client.webhooks.create(url="https://127.0.0.1:9/lost", events=["api_key.created"])
+    transport = LosesTheFirstAnswer(world.server, method="DELETE")
+
+    with (
+        httpx.Client(transport=transport) as http,
+        Icodrip(
+            api_key=world.admin,
+            base_url=world.server.base_url,
+            http_client=http,
+            max_retry_delay=0.1,
+        ) as deleting,
+        pytest.raises(APIConnectionError),
+    ):
+        deleting.webhooks.delete(hook.id)
+
+    assert [request.method for request in transport.sent] == ["DELETE"]
+    with pytest.raises(NotFoundError):
+        client.webhooks.get(hook.id)  # the delete did happen
 
 
 def test_the_same_idempotency_key_twice_creates_one_affiliate(client: Icodrip) -> None:

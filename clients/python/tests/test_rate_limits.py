@@ -1,8 +1,10 @@
 """Rate limits through the client against a real server: the headers, a 429, its retry.
 
 Keys of agency organizations with tiny custom limits (a few requests per minute), so a 429
-takes a handful of requests. Windows are the Unix minute: a test that counts its hits starts
-at least `MARGIN` seconds before a window ends, so all of them land in one window.
+takes a handful of requests; a 429 `too_many_failed_attempts` takes 31 unknown keys from this
+address (only requests with bad keys are refused then). Windows are the Unix minute: a test
+that counts its hits starts at least `MARGIN` seconds before a window ends, so all of them
+land in one window.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import pytest
 from domain.actors import OPERATOR
 from domain.organization import Organization
 from e2e.harness import not_at_a_minute_boundary
-from icodrip_client import Icodrip, RateLimitError
+from icodrip_client import AuthenticationError, Icodrip, RateLimitError
 from icodrip_client._retry import RetryPolicy
 from real_server import RealServer, Stage
 
 LIMIT = 3
 MARGIN = 5.0
+FAILED_ATTEMPTS_ALLOWED = 30  # per address and minute
 
 
 @dataclass(frozen=True)
@@ -174,3 +177,51 @@ def test_a_429_past_the_retries_is_raised(world: World) -> None:
 
     assert len(attempts) == 3  # the first try and two retries
     assert caught.value.code == "rate_limit_exceeded"
+
+
+def test_a_429_is_retried_for_a_delete_as_the_server_did_not_act(world: World) -> None:
+    with world.server.client(world.limited.key, max_retries=0) as plain:
+        exhaust(plain)
+    attempts: list[httpx.Request] = []
+
+    with (
+        httpx.Client(verify=world.server.tls, event_hooks={"request": [attempts.append]}) as http,
+        Icodrip(
+            api_key=world.limited.key,
+            base_url=world.server.base_url,
+            http_client=http,
+            max_retries=2,
+            max_retry_delay=0.05,
+        ) as client,
+        pytest.raises(RateLimitError),
+    ):
+        client.webhooks.delete("we_" + "0" * 32)
+
+    assert [request.method for request in attempts] == ["DELETE"] * 3
+
+
+def test_too_many_failed_attempts_is_raised_at_once(world: World) -> None:
+    """Each retry with a bad key would be one more failed attempt from this address."""
+    unknown = "ak_live_" + uuid.uuid4().hex
+    not_at_a_minute_boundary(MARGIN)
+    with world.server.client(unknown, max_retries=0) as plain:
+        for _ in range(FAILED_ATTEMPTS_ALLOWED):
+            with pytest.raises(AuthenticationError):
+                plain.api_keys.current()
+    attempts: list[httpx.Request] = []
+
+    with (
+        httpx.Client(verify=world.server.tls, event_hooks={"request": [attempts.append]}) as http,
+        Icodrip(
+            api_key=unknown,
+            base_url=world.server.base_url,
+            http_client=http,
+            max_retries=2,
+            max_retry_delay=0.05,
+        ) as client,
+        pytest.raises(RateLimitError) as caught,
+    ):
+        client.api_keys.current()
+
+    assert caught.value.code == "too_many_failed_attempts"
+    assert len(attempts) == 1

@@ -110,6 +110,42 @@ def test_a_public_key_tracks_events(world: World) -> None:
     assert tracked.env == "live"
 
 
+def test_tracked_events_are_listed_back_page_by_page(client: Icodrip) -> None:
+    name = f"listed {uuid.uuid4().hex[:6]}"
+    tracked = [client.events.track(name, {"step": step}) for step in range(3)]
+
+    pages = list(client.events.list(limit=2).iter_pages())
+    listed = [event for page in pages for event in page.data if event.event == name]
+
+    assert len(pages) >= 2 and all(len(page.data) <= 2 for page in pages)
+    assert [event.id for event in listed] == [event.id for event in tracked]  # oldest first
+    assert [event.properties for event in listed] == [{"step": 0}, {"step": 1}, {"step": 2}]
+    assert {event.key_id for event in listed} == {client.api_keys.current().id}
+
+
+def test_a_batch_of_events_is_stored_as_sent_in_order(client: Icodrip) -> None:
+    name = f"batched {uuid.uuid4().hex[:6]}"
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+    tracked = client.events.track_batch(
+        [
+            {"event": name, "properties": {"n": 1}, "timestamp": when},
+            {"event": name, "properties": {"n": 2}},
+            {"event": name},
+        ]
+    )
+
+    assert [event.event for event in tracked] == [name] * 3
+    assert len({event.id for event in tracked}) == 3
+    assert tracked[0].timestamp == when
+    listed = [event for event in client.events.list(limit=100) if event.event == name]
+    assert {event.id: event.properties for event in listed} == {
+        tracked[0].id: {"n": 1},
+        tracked[1].id: {"n": 2},
+        tracked[2].id: {},
+    }
+
+
 def test_a_public_key_may_do_nothing_else(world: World) -> None:
     with (
         world.server.client(world.publishable) as public,

@@ -3,8 +3,9 @@
 A refused connection and a server that never answers are real sockets here. A 5xx, a 409
 `idempotency_key_in_use` (two identical requests racing) and a proxy's HTML error page come
 from an `httpx.MockTransport`: the real server answers 5xx only while its store or limiter is
-down, and the race cannot be won on purpose. Everything the real server can answer is tested
-against it in the other modules.
+down (or on a bug), and the race cannot be won on purpose. Everything the real server can
+answer is tested against it in the other modules (429s in `test_rate_limits`, a lost answer in
+`test_idempotency`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,25 @@ import httpx
 import pytest
 
 from icodrip_client import APIConnectionError, APITimeoutError, Icodrip, InternalServerError
-from icodrip_client._retry import MAX_BACKOFF, RetryPolicy
+from icodrip_client._retry import MAX_BACKOFF, RetryPolicy, is_safe_to_repeat
 from support.servers import free_port
 
 BASE_URL = "https://icodrip.test"
 ERROR = {"error": {"code": "store_unavailable", "message": "down", "request_id": "1" * 32}}
+BUG = {"error": {"code": "internal_error", "message": "oops", "request_id": "1" * 32}}
+HOOK_ID = "we_" + "3" * 32
+HOOK = {
+    "id": HOOK_ID,
+    "object": "webhook_endpoint",
+    "organization": "org_" + "2" * 32,
+    "env": "live",
+    "url": "https://hooks.example.com/icodrip",
+    "events": ["api_key.revoked"],
+    "description": "",
+    "status": "enabled",
+    "created_at": "2026-12-01T00:00:00Z",
+    "deleted": True,
+}
 KEY = {
     "id": "key_" + "1" * 32,
     "object": "api_key",
@@ -146,15 +161,62 @@ def test_a_503_is_retried_after_its_retry_after() -> None:
     assert time.monotonic() - started >= 0.3  # Retry-After, capped by max_retry_delay
 
 
-def test_a_500_is_retried_with_backoff_then_raised() -> None:
-    client, sent = scripted(*(httpx.Response(500, json=ERROR) for _ in range(3)))
+def test_a_503_is_retried_whatever_the_method_as_the_server_did_not_act() -> None:
+    client, sent = scripted(
+        httpx.Response(503, json=ERROR, headers={"Retry-After": "1"}),
+        httpx.Response(200, json=HOOK),
+    )
+
+    deleted = client.webhooks.delete(HOOK_ID)
+
+    assert deleted.deleted
+    assert [request.method for request in sent] == ["DELETE", "DELETE"]
+
+
+def test_a_500_is_raised_at_once() -> None:
+    client, sent = scripted(httpx.Response(500, json=BUG), httpx.Response(200, json=KEY))
 
     with pytest.raises(InternalServerError) as caught:
         client.api_keys.current()
 
-    assert len(sent) == 3
-    assert (caught.value.status, caught.value.code) == (500, "store_unavailable")
+    assert len(sent) == 1  # a bug: asking again does not fix it
+    assert (caught.value.status, caught.value.code) == (500, "internal_error")
     assert caught.value.request_id == "1" * 32
+
+
+def test_a_delete_is_not_retried_after_a_502() -> None:
+    client, sent = scripted(httpx.Response(502, text="bad gateway"), httpx.Response(200, json=HOOK))
+
+    with pytest.raises(InternalServerError) as caught:
+        client.webhooks.delete(HOOK_ID)
+
+    assert caught.value.status == 502 and len(sent) == 1
+
+
+def test_a_delete_that_timed_out_is_not_retried(
+    silent_server: tuple[int, list[socket.socket]],
+) -> None:
+    port, accepted = silent_server
+    with (
+        Icodrip(
+            api_key="unused",
+            base_url=f"https://127.0.0.1:{port}",
+            timeout=0.2,
+            max_retries=2,
+            max_retry_delay=0.01,
+        ) as client,
+        pytest.raises(APITimeoutError),
+    ):
+        client.webhooks.delete(HOOK_ID)
+
+    assert len(accepted) == 1
+
+
+def test_an_idempotency_key_makes_only_a_post_safe_to_repeat() -> None:
+    """The API keeps answers by `Idempotency-Key` for POSTs only; it ignores the header on a
+    DELETE, so the header does not make a DELETE safe to repeat."""
+    assert is_safe_to_repeat("POST", "k") and not is_safe_to_repeat("POST", None)
+    assert not is_safe_to_repeat("DELETE", "k")
 
 
 def test_a_post_is_retried_with_the_same_idempotency_key() -> None:

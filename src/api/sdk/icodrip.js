@@ -32,8 +32,8 @@ const MAX_RETRY_AFTER_SECONDS = 300;
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 /** A clock further off than this from the API's is corrected (the API refuses timestamps
- *  more than 5 minutes ahead of its own clock). */
-const SKEW_TOLERANCE_MS = 2000;
+ *  more than 5 minutes ahead of its own clock); its `Date` header counts whole seconds. */
+const SKEW_TOLERANCE_MS = 3000;
 /** `{"batch":[` and `]}` around the events, which are separated by commas. */
 const BATCH_FRAME_BYTES = 12;
 
@@ -45,16 +45,27 @@ export class Icodrip {
   #fetch;
   /** @type {Array<{event: string, properties: object, at: number, bytes: number}>} */
   #queue = [];
-  /** The events of the request being sent now, if any. */
+  /** The batch of the request being sent now (not with `keepalive`), if any. */
   #inFlight = null;
+  /** Bytes of the `keepalive` requests in flight: a browser allows 64 KiB at once. */
+  #keepaliveBytes = 0;
+  /** The page is hidden (perhaps for good): what is tracked now is sent at once. */
+  #hidden = false;
   #timer = null;
   /** @type {Promise<{sent: number, dropped: number}> | null} */
   #sending = null;
   #skewMs = 0;
   #onVisibilityChange = () => {
-    if (document.visibilityState === "hidden") this.#flushOnHide();
+    this.#hidden = document.visibilityState === "hidden";
+    if (this.#hidden) this.#flushOnHide();
   };
-  #onPageHide = () => this.#flushOnHide();
+  #onPageHide = () => {
+    this.#hidden = true;
+    this.#flushOnHide();
+  };
+  #onPageShow = () => {
+    this.#hidden = false;
+  };
 
   /**
    * @param {object} options
@@ -90,6 +101,7 @@ export class Icodrip {
     if (typeof document !== "undefined" && typeof addEventListener === "function") {
       document.addEventListener("visibilitychange", this.#onVisibilityChange);
       addEventListener("pagehide", this.#onPageHide);
+      addEventListener("pageshow", this.#onPageShow);
     }
   }
 
@@ -101,8 +113,11 @@ export class Icodrip {
    * @returns {boolean} whether the event was queued
    */
   track(name, properties = {}) {
-    // A copy: what the caller changes later does not change the event.
-    const entry = { event: name, properties: jsonCopy(properties), at: Date.now(), bytes: 0 };
+    // A copy (what the caller changes later does not change the event), its text well formed:
+    // half an emoji (a string cut short) would make the whole batch unreadable to the API.
+    const entry = {
+      event: wellFormed(name), properties: wellFormed(jsonCopy(properties)), at: Date.now(), bytes: 0,
+    };
     entry.bytes = utf8.encode(this.#encode(entry)).length;
     const full = this.#queue.length >= MAX_QUEUE ? `${MAX_QUEUE} events already wait` : null;
     const problem = problemWith(entry) ?? full;
@@ -111,7 +126,9 @@ export class Icodrip {
       return false;
     }
     this.#queue.push(entry);
-    if (this.#queue.length >= this.maxBatch) this.flush();
+    // Tracked as the page goes (in its own pagehide handler, say): sent now, or never.
+    if (this.#hidden) this.#flushOnHide();
+    else if (this.#queue.length >= this.maxBatch) this.flush();
     else this.#later();
     return true;
   }
@@ -144,6 +161,7 @@ export class Icodrip {
     if (typeof document !== "undefined" && typeof removeEventListener === "function") {
       document.removeEventListener("visibilitychange", this.#onVisibilityChange);
       removeEventListener("pagehide", this.#onPageHide);
+      removeEventListener("pageshow", this.#onPageShow);
     }
     return this.flush();
   }
@@ -154,12 +172,18 @@ export class Icodrip {
     while (this.#queue.length > 0) {
       const batch = nextBatch(this.#queue, this.maxBatch, MAX_BODY_BYTES);
       if (batch.length === 0) break; // cannot happen: every queued event fits in a request
-      this.#inFlight = new Set(batch);
+      this.#inFlight = batch;
       let outcome;
       try {
         outcome = await this.#send(batch, false);
       } finally {
         this.#inFlight = null;
+      }
+      if (outcome.restamp && attempt < this.maxRetries) {
+        // Refused for times our clock made, now corrected: a new request (nothing was stored).
+        unpin(batch);
+        attempt += 1;
+        continue;
       }
       if (outcome.retry && attempt < this.maxRetries) {
         // The batch stays at the head of the queue: sent again after the wait (or on page
@@ -188,20 +212,27 @@ export class Icodrip {
    * travels in that header, never in a URL or a body that logs and proxies keep. `keepalive`
    * bodies in flight may total 64 KiB in a browser: what does not fit waits for the next flush,
    * which happens if the page was only hidden.
+   *
+   * The batch being sent without `keepalive` right now would be cancelled with the page: it
+   * goes again with `keepalive`, as it was (same body, same key), so that it lands once either
+   * way; its first request's outcome still decides what becomes of it.
    */
   #flushOnHide() {
     clearTimeout(this.#timer);
     this.#timer = null;
-    const busy = this.#inFlight ?? new Set();
+    const current = this.#inFlight;
+    if (current?.sent.body && !current.sent.rescued && this.#fitsKeepalive(current.sent.bytes)) {
+      current.sent.rescued = true;
+      this.#sendKeepalive(current);
+    }
+    const busy = new Set(current ?? []);
     const waiting = this.#queue.filter((entry) => !busy.has(entry));
-    let budget = MAX_BODY_BYTES;
     while (waiting.length > 0) {
-      const batch = nextBatch(waiting, this.maxBatch, budget);
+      const batch = nextBatch(waiting, this.maxBatch, MAX_BODY_BYTES - this.#keepaliveBytes);
       if (batch.length === 0) break;
       waiting.splice(0, batch.length);
-      budget -= batch.sent.bytes;
       this.#remove(batch);
-      this.#send(batch, true).then((outcome) => {
+      this.#sendKeepalive(batch).then((outcome) => {
         if (outcome.sent) return;
         if (outcome.retry) {
           // Still here (the page was only hidden): back to the queue, for the usual retries.
@@ -211,6 +242,19 @@ export class Icodrip {
           this.#dropped(outcome, batch.length);
         }
       });
+    }
+  }
+
+  #fitsKeepalive(bytes) {
+    return this.#keepaliveBytes + bytes <= MAX_BODY_BYTES;
+  }
+
+  async #sendKeepalive(batch) {
+    this.#keepaliveBytes += batch.sent.bytes;
+    try {
+      return await this.#send(batch, true);
+    } finally {
+      this.#keepaliveBytes -= batch.sent.bytes;
     }
   }
 
@@ -244,10 +288,8 @@ export class Icodrip {
       return { retry: true, status: null, code: "network_error", message, requestId: null };
     }
     this.#readRateLimit(response.headers);
-    if (response.ok) {
-      this.#calibrate(await response.json().catch(() => null));
-      return { sent: true };
-    }
+    const corrected = this.#readClock(response.headers);
+    if (response.ok) return { sent: true };
     const error = (await response.json().catch(() => null))?.error ?? {};
     const refusal = {
       status: response.status,
@@ -261,7 +303,8 @@ export class Icodrip {
       const wait = seconds === null ? (response.status === 429 ? 1000 : null) : seconds * 1000;
       return { ...refusal, retry: true, retryAfterMs: wait }; // null: back off
     }
-    return { ...refusal, retry: false };
+    const stamped = response.status === 422 && /timestamp/.test(refusal.message);
+    return { ...refusal, retry: false, restamp: stamped && corrected };
   }
 
   /** An event as the API takes it; its time on the API's clock, as best known. */
@@ -270,12 +313,16 @@ export class Icodrip {
     return JSON.stringify({ event, properties, timestamp });
   }
 
-  /** Learn how far this browser's clock is from the API's, from a batch's `received_at`. */
-  #calibrate(answer) {
-    const received = Date.parse(answer?.data?.at?.(-1)?.received_at ?? "");
-    if (Number.isNaN(received)) return;
-    const skew = received - Date.now();
-    this.#skewMs = Math.abs(skew) > SKEW_TOLERANCE_MS ? skew : 0;
+  /** Learn how far this browser's clock is from the API's, from an answer's `Date` (a replay's
+   *  too: it is sent fresh). Whether that changed what this clock is taken to be off by. */
+  #readClock(headers) {
+    const said = Date.parse(headers.get("date") ?? "");
+    if (Number.isNaN(said)) return false;
+    const skew = said + 500 - Date.now(); // the header cuts to the second: its middle
+    const skewMs = Math.abs(skew) > SKEW_TOLERANCE_MS ? skew : 0;
+    const changed = Math.abs(skewMs - this.#skewMs) > SKEW_TOLERANCE_MS;
+    if (changed) this.#skewMs = skewMs;
+    return changed;
   }
 
   #readRateLimit(headers) {
@@ -345,6 +392,21 @@ function refuse(message) {
   throw new Error(`Icodrip: ${message}`);
 }
 
+/** `value` with every string (and property name) well formed: a lone surrogate, half of an
+ *  emoji, becomes U+FFFD, as `String.prototype.toWellFormed` does. */
+function wellFormed(value) {
+  if (typeof value === "string") {
+    return typeof value.toWellFormed === "function"
+      ? value.toWellFormed()
+      : value.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd");
+  }
+  if (Array.isArray(value)) return value.map(wellFormed);
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [wellFormed(k), wellFormed(v)]));
+  }
+  return value;
+}
+
 /** `value` through JSON (dates become strings, functions vanish); undefined if it is not JSON. */
 function jsonCopy(value) {
   try {
@@ -394,6 +456,13 @@ function nextBatch(entries, count, maxBytes) {
   for (const entry of batch) entry.sent = sent;
   batch.sent = sent;
   return batch;
+}
+
+/** Forget the request `batch` went out with: it goes again as a new one (a new body, a new
+ *  key), which is right only when the API stored none of it. */
+function unpin(batch) {
+  for (const entry of batch) delete entry.sent;
+  delete batch.sent;
 }
 
 function newIdempotencyKey() {

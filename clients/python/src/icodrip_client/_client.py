@@ -30,10 +30,13 @@ class Icodrip(ClientCore):
         me = client.api_keys.current()
     ```
 
-    `max_retries` repeats (default 2, 0: none) of a request that met a rate limit (after its
-    `Retry-After`), a 5xx or a broken connection (after a backoff), never waiting longer than
-    `max_retry_delay` seconds at once. POST and PATCH are repeated only because each carries an
-    `Idempotency-Key` (one is made per call unless you give `idempotency_key=`).
+    `max_retries` repeats (default 2, 0: none) of a request the server did not act on (a 429
+    rate limit or a 503, after its `Retry-After`), and of one safe to repeat whose answer may
+    have been lost (a broken or timed-out connection, a 502 or 504, after a backoff), never
+    waiting longer than `max_retry_delay` seconds at once; a 500 and a 429
+    `too_many_failed_attempts` are raised at once. Safe to repeat: GET and PATCH (it sets
+    values), and POST because each carries an `Idempotency-Key` (one is made per call unless
+    you give `idempotency_key=`); not DELETE (its repeat would answer 404).
     `verify`: True, False, a CA bundle's path, or an `ssl.SSLContext`. `http_client`: an
     `httpx.Client` of yours (proxies, event hooks, transports); it is then yours to close, and
     `verify` and `timeout` are its own unless given.

@@ -20,7 +20,7 @@ import httpx
 
 from icodrip_client._models.fields import Raw, obj
 from icodrip_client._models.records import RateLimit
-from icodrip_client._retry import RetryPolicy, is_safe_to_repeat
+from icodrip_client._retry import KEYED_METHODS, RetryPolicy, is_safe_to_repeat
 from icodrip_client._version import __version__
 from icodrip_client.errors import (
     APIConnectionError,
@@ -36,9 +36,6 @@ Params = Mapping[str, str | int]
 log = logging.getLogger("icodrip_client")
 
 DEFAULT_TIMEOUT = 30.0
-#: Methods that get an automatic `Idempotency-Key`, which makes repeating them safe (the
-#: server keeps and replays the answers of POSTs).
-KEYED_METHODS = frozenset({"POST"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +193,9 @@ class ClientCore:
         headers = dict(self._headers)
         key = call.idempotency_key or None
         if key is None and call.method in KEYED_METHODS:
-            key = str(uuid.uuid4())  # one per call: the same on each of its attempts
+            # One per call, the same on each of its attempts: the server keeps and replays the
+            # answers of POSTs, which makes repeating them safe.
+            key = str(uuid.uuid4())
         if key is not None:
             headers["Idempotency-Key"] = key
         return Prepared(

@@ -1,12 +1,24 @@
 """When a request is worth sending again, and after how long.
 
-- 429 and 503: after `Retry-After` (never longer than `max_retry_delay`).
-- Other 5xx, 408, a broken or timed-out connection: exponential backoff with jitter.
-- 409 `idempotency_key_in_use` (the same request is still being answered) and `conflict`
-  (concurrent changes kept winning; nothing was changed): backoff too.
-- Only requests that are safe to repeat: GET, DELETE and PATCH (it sets values: the second
-  time sets the same ones), and a POST carrying an `Idempotency-Key` (the server answers a
-  repeat with the first response).
+What an answer says about whether the server acted decides what may be repeated:
+
+- The server did not act: a 429 `rate_limit_exceeded` (or a proxy's 429) and any 503 are
+  repeated whatever the method, after `Retry-After` (never longer than `max_retry_delay`;
+  without the header, an exponential backoff with jitter). So are a 409
+  `idempotency_key_in_use` (the same request is still being answered) and a 409 `conflict`
+  (concurrent changes kept winning; nothing was changed), after a backoff.
+- Repeating cannot help: a 429 `too_many_failed_attempts` (the address sent too many bad keys:
+  each try is one more failure) and a 500 (a bug; the server even keeps a keyed POST's 500
+  and answers its repeats with it) are raised at once, as is any other 4xx or 5xx.
+- The answer may have been lost after the server acted: a broken or timed-out connection, a
+  502, 504 or 408 from whatever is in between. Only requests safe to repeat are sent again
+  (after a backoff): GET, HEAD and OPTIONS; PUT and PATCH (they set values: the second time
+  sets the same ones); and a POST carrying an `Idempotency-Key` (every POST does: the server
+  answers a repeat with the first response). The API ignores the header on other methods.
+- DELETE is not repeated after such a failure: if the first one was carried out, its repeat
+  is a 404, which cannot be told from deleting something that never was, and the deleted
+  object the first answer held is gone. The failure is raised instead; a GET tells whether the
+  delete happened (404: it did).
 """
 
 from __future__ import annotations
@@ -23,12 +35,22 @@ from icodrip_client.errors import APIError
 
 INITIAL_BACKOFF = 0.5
 MAX_BACKOFF = 8.0
+#: Refusals of requests the server did not act on, retried whatever the method.
+NOT_ACTED_STATUSES = frozenset({429, 503})
+#: A 429 that retrying only makes worse.
+NOT_RETRIED_CODES = frozenset({"too_many_failed_attempts"})
 RETRIED_CONFLICTS = frozenset({"idempotency_key_in_use", "conflict"})
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT", "PATCH"})
+#: Answers from in between (a proxy, a gateway) after which the server may have acted.
+AMBIGUOUS_STATUSES = frozenset({408, 502, 504})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH"})
+#: Methods the server keeps the answers of by `Idempotency-Key`.
+KEYED_METHODS = frozenset({"POST"})
 
 
 def is_safe_to_repeat(method: str, idempotency_key: str | None) -> bool:
-    return method.upper() in SAFE_METHODS or bool(idempotency_key)
+    """Whether sending the request again after a lost answer does what sending it once did."""
+    method = method.upper()
+    return method in SAFE_METHODS or (method in KEYED_METHODS and bool(idempotency_key))
 
 
 def retry_after_seconds(headers: httpx.Headers | Any, now: float) -> float | None:
@@ -81,18 +103,21 @@ class RetryPolicy:
     def after_refusal(
         self, error: APIError, retries_done: int, safe: bool, now: float
     ) -> float | None:
-        """Seconds to wait before repeating a request the API refused, or None: give up."""
-        if retries_done >= self.max_retries or not safe:
+        """Seconds to wait before repeating a request the API refused, or None: give up.
+
+        `safe`: whether the request may be repeated after an answer that leaves open whether
+        the server acted (see `is_safe_to_repeat`)."""
+        if retries_done >= self.max_retries:
             return None
         status = error.status
-        if status in (429, 503):
+        if status in NOT_ACTED_STATUSES and error.code not in NOT_RETRIED_CODES:
             asked = retry_after_seconds(error.headers, now)
             if asked is not None:
                 return min(asked, self.max_retry_delay)
             return self.backoff(retries_done)
         if status == 409 and error.code in RETRIED_CONFLICTS:
             return self.backoff(retries_done)
-        if status == 408 or status >= 500:
+        if status in AMBIGUOUS_STATUSES and safe:
             return self.backoff(retries_done)
         return None
 

@@ -10,6 +10,7 @@ from icodrip_client._models.keys import ApiKey, Exposure, LifecycleEvent
 from icodrip_client._models.records import (
     Affiliate,
     AuditRequest,
+    ListedTrackedEvent,
     RateLimit,
     TrackedEvent,
     UsageCounts,
@@ -24,6 +25,7 @@ __all__ = [
     "DeliveryAttempt",
     "Exposure",
     "LifecycleEvent",
+    "ListedTrackedEvent",
     "RateLimit",
     "TrackedEvent",
     "UsageCounts",

@@ -34,7 +34,8 @@ class Affiliate:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackedEvent:
-    """An event recorded by `POST /v1/events`."""
+    """An event recorded by `POST /v1/events` (`timestamp`: when it happened, the one sent or
+    else when it was received; `received_at`: when the API stored it)."""
 
     id: str
     event: str
@@ -51,6 +52,28 @@ class TrackedEvent:
             env=f.text(raw, "env"),
             timestamp=f.time(raw, "timestamp"),
             received_at=f.time(raw, "received_at"),
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListedTrackedEvent(TrackedEvent):
+    """A tracked event as `GET /v1/events` lists it: with its `properties` (as sent) and the
+    key that sent it (`key_id`, `key_…`)."""
+
+    properties: Raw
+    key_id: str
+
+    @classmethod
+    def from_dict(cls, raw: Raw) -> ListedTrackedEvent:
+        return cls(
+            id=f.text(raw, "id"),
+            event=f.text(raw, "event"),
+            env=f.text(raw, "env"),
+            timestamp=f.time(raw, "timestamp"),
+            received_at=f.time(raw, "received_at"),
+            properties=f.obj(raw.get("properties"), "properties"),
+            key_id=f.text(raw, "key_id"),
             raw=raw,
         )
 
