@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from dataclasses import dataclass
 
+from adapters import scoped_rows
 from adapters.scoped_rows import ScopedRows
 from adapters.settings import Settings
 
@@ -23,16 +23,12 @@ class Affiliate:
 
 
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"a:{seq}".encode()).decode().rstrip("=")
+    return scoped_rows.encode_cursor("a", seq)
 
 
 def decode_cursor(cursor: str) -> int:
-    """The position a cursor stands for; ValueError when it was not made by us."""
-    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    tag, _, seq = raw.partition(":")
-    if tag != "a" or not seq.isdigit():
-        raise ValueError("bad cursor")
-    return int(seq)
+    """The position a cursor of `GET /v1/affiliates` stands for; ValueError when it is not one."""
+    return scoped_rows.decode_cursor("a", cursor)
 
 
 class AffiliateStore:

@@ -7,6 +7,7 @@ SQLite in the data dir on the embedded default, PostgreSQL when ICODRIP_DATABASE
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -16,6 +17,24 @@ from typing import Any
 from adapters.event_store import schema_lock, store_pool
 from adapters.private_files import private_sqlite
 from adapters.settings import Settings
+
+#: Above any `seq` either store hands out (PostgreSQL's bigserial): a larger cursor is no cursor.
+MAX_SEQ = 2**63 - 1
+
+
+def encode_cursor(tag: str, seq: int) -> str:
+    """An opaque token for the rows after `seq` of the list `tag` names."""
+    return base64.urlsafe_b64encode(f"{tag}:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(tag: str, cursor: str) -> int:
+    """The position a cursor of the list `tag` stands for; ValueError when it is not one
+    (another list's cursor included)."""
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    found, _, seq = raw.partition(":")
+    if found != tag or not seq.isascii() or not seq.isdigit() or int(seq) > MAX_SEQ:
+        raise ValueError("bad cursor")
+    return int(seq)
 
 
 class _SQLite:

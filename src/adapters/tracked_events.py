@@ -7,12 +7,12 @@ stored in one statement: all of its events or none.
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from adapters import scoped_rows
 from adapters.scoped_rows import ScopedRows
 from adapters.settings import Settings
 
@@ -39,22 +39,13 @@ class EventToStore:
     occurred_at: float | None = None
 
 
-#: Above any `seq` either store hands out (PostgreSQL's bigserial): a larger cursor is no cursor.
-_MAX_SEQ = 2**63 - 1
-
-
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"e:{seq}".encode()).decode().rstrip("=")
+    return scoped_rows.encode_cursor("e", seq)
 
 
 def decode_cursor(cursor: str) -> int:
-    """The position a cursor of `GET /v1/events` stands for; ValueError when it is not one
-    (another list's cursor included)."""
-    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    tag, _, seq = raw.partition(":")
-    if tag != "e" or not seq.isascii() or not seq.isdigit() or int(seq) > _MAX_SEQ:
-        raise ValueError("bad cursor")
-    return int(seq)
+    """The position a cursor of `GET /v1/events` stands for; ValueError when it is not one."""
+    return scoped_rows.decode_cursor("e", cursor)
 
 
 class TrackedEventStore:

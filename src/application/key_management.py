@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from application.history import History
@@ -27,6 +27,8 @@ from domain.ids import parse_key_id
 from domain.key_format import Environment, KeyType
 from domain.organization import Organization
 from domain.plans import Permission, parse_permissions
+
+T = TypeVar("T")
 
 
 class KeyUse(Protocol):
@@ -80,6 +82,19 @@ class OrgKeys:
 
     org: Organization
     keys: tuple[ManagedKey, ...]
+
+
+def page_after(
+    items: Sequence[T], ids: Sequence[UUID], after: UUID | None, limit: int
+) -> tuple[list[T], bool]:
+    """Up to `limit` of `items` (whose ids are `ids`) after the one `after`, and whether more
+    follow; ValidationError when `after` is not among them (a cursor of another list)."""
+    start = 0
+    if after is not None:
+        if after not in ids:
+            raise ValidationError("cursor: not a cursor of this list")
+        start = list(ids).index(after) + 1
+    return list(items[start : start + limit]), start + limit < len(items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,16 +175,9 @@ class KeyManagement:
         their last use, and whether more follow; ValidationError when `after` is not one."""
         org = self.registry.readable_org(actor, org_id)
         keys = self.registry.visible_keys(actor, org, self._read_keys(org.key_ids))
-        start = 0
-        if after is not None:
-            ids = [k.id for k in keys]
-            if after not in ids:
-                raise ValidationError("cursor: not a cursor of this list")
-            start = ids.index(after) + 1
-        page = keys[start : start + limit]
+        page, more = page_after(keys, [k.id for k in keys], after, limit)
         used = self._last_use([k.id for k in page]) if page else {}
-        listed = OrgKeys(org, tuple(ManagedKey(k, org, used.get(k.id)) for k in page))
-        return listed, start + limit < len(keys)
+        return OrgKeys(org, tuple(ManagedKey(k, org, used.get(k.id)) for k in page)), more
 
     def key(self, actor: Actor, key_id: UUID, *, with_use: bool = True) -> ManagedKey:
         """One key `actor` may see, with its organization and (unless not asked) its last use."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from domain.key_format import Environment, parse_key
@@ -162,3 +164,53 @@ async def test_keys_list_from_the_caught_up_listing_as_the_policy_allows(
     assert [k["id"] for k in test.json()["data"]] == [f"key_{tester.key.id.hex}"]
     assert live.json()["data"][2]["restricted"] is True
     assert loads == []  # every key came from the listing
+
+
+async def _all_pages(api: Api, issued: object, **params: str) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        query = {"limit": "2", **params, **({"cursor": cursor} if cursor else {})}
+        page = (await api.client.get("/v1/api-keys", params=query, headers=bearer(issued))).json()
+        pages.append([key["name"] for key in page["data"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+async def test_the_keys_page_by_cursor_oldest_first(api: Api) -> None:
+    org = api.org()
+    issued = await api.key(org)
+    for name in ("b", "c", "d", "e"):
+        await api.client.post("/v1/api-keys", json={"name": name}, headers=bearer(issued))
+    assert await _all_pages(api, issued) == [["test key", "b"], ["c", "d"], ["e"]]
+
+
+async def test_the_keys_of_a_past_instant_page_by_cursor_too(api: Api) -> None:
+    org = api.org()
+    issued = await api.key(org)
+    for name in ("b", "c"):
+        await api.client.post("/v1/api-keys", json={"name": name}, headers=bearer(issued))
+    now = datetime.now(UTC).isoformat()
+    await api.client.post("/v1/api-keys", json={"name": "later"}, headers=bearer(issued))
+    assert await _all_pages(api, issued, as_of=now) == [["test key", "b"], ["c"]]
+
+
+@pytest.mark.parametrize("cursor", ["nonsense", "YToxMjM", "WyJhazEiLCJrZXlfMDAiXQ"])
+async def test_a_foreign_or_damaged_keys_cursor_is_422(api: Api, cursor: str) -> None:
+    issued = await api.key(api.org())
+    response = await api.client.get(
+        "/v1/api-keys", params={"cursor": cursor}, headers=bearer(issued)
+    )
+    assert_error(response, 422, "validation_error")
+
+
+async def test_a_cursor_naming_another_organizations_key_is_422(api: Api) -> None:
+    mine, theirs = await api.key(api.org()), await api.key(api.org())
+    await api.client.post("/v1/api-keys", json={"name": "x"}, headers=bearer(theirs))
+    page = (
+        await api.client.get("/v1/api-keys", params={"limit": "1"}, headers=bearer(theirs))
+    ).json()
+    response = await api.client.get(
+        "/v1/api-keys", params={"cursor": page["next_cursor"]}, headers=bearer(mine)
+    )
+    assert_error(response, 422, "validation_error")

@@ -23,7 +23,7 @@ from api.key_dependencies import provide_key_management
 from api.objects.api_keys import ApiKey, ApiKeyList
 from api.services import Services
 from application.history import History, parse_moment
-from application.key_management import KeyManagement, KeyOrder, ManagedKey, key_ref
+from application.key_management import KeyManagement, KeyOrder, ManagedKey, key_ref, page_after
 from application.registry import utc_now
 from application.views import api_key_view
 from domain.access import Command
@@ -89,17 +89,6 @@ def parse_key_cursor(text: str) -> UUID:
         raise ValidationError("cursor: not a cursor from this API") from None
 
 
-def _page_of(views: list[dict[str, Any]], after: UUID | None, limit: int) -> tuple[list[Any], bool]:
-    """A page of the key objects `views` (oldest first) after the key `after`."""
-    start = 0
-    if after is not None:
-        ids = [parse_key_id(v["id"]) for v in views]
-        if after not in ids:
-            raise ValidationError("cursor: not a cursor of this list")
-        start = ids.index(after) + 1
-    return views[start : start + limit], start + limit < len(views)
-
-
 class ApiKeysController(Controller):
     path = "/v1/api-keys"
     tags = ["api keys"]
@@ -161,7 +150,8 @@ class ApiKeysController(Controller):
             past = await asyncio.to_thread(
                 History(services.registry, principal).keys_as_of, principal.org_id, moment
             )
-            views, more = _page_of(past, after, limit)
+            ids = [parse_key_id(view["id"]) for view in past]
+            views, more = page_after(past, ids, after, limit)
             page = msgspec.convert(views, list[ApiKey])
             return ApiKeyList(data=page, next_cursor=_next(page, more), as_of=moment)
 
