@@ -278,6 +278,7 @@ NOT_ACTIONS = {
     ("POST", "/dashboard/logout"): "signing out",
     ("GET", "/dashboard/static/{file_path}"): "the dashboard's CSS and scripts",
     ("HEAD", "/dashboard/static/{file_path}"): "the dashboard's CSS and scripts",
+    ("GET", "/sdk/v1/icodrip.js"): "the browser SDK's public script (tests/api/test_sdk_script.py)",
 }
 
 
@@ -290,11 +291,11 @@ async def api(api_settings: Settings) -> AsyncIterator[Api]:
 
 
 def app_routes(api: Api) -> set[tuple[str, str]]:
-    """Every (method, path) of `/v1` and `/dashboard` the app serves."""
+    """Every (method, path) of `/v1`, `/dashboard` and `/sdk` the app serves."""
     found = set()
     for route in api.process.litestar.routes:
         path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path).rstrip("/") or "/"
-        if not path.startswith(("/v1", "/dashboard")):
+        if not path.startswith(("/v1", "/dashboard", "/sdk")):
             continue
         for method in getattr(route, "methods", ()):
             if method != "OPTIONS":

@@ -184,11 +184,7 @@ def tracked_event(stored: StoredEvent) -> TrackedEvent:
 
 def listed_event(stored: StoredEvent) -> ListedTrackedEvent:
     return ListedTrackedEvent(
-        id=stored.id,
-        event=stored.name,
-        env=cast(Env, stored.env),
-        timestamp=_instant(stored.occurred_at),
-        received_at=_instant(stored.received_at),
+        **msgspec.structs.asdict(tracked_event(stored)),
         properties=msgspec.json.decode(stored.properties),
         key_id=stored.key_id,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from icodrip_client._models import fields as f
 from icodrip_client._models.fields import Raw
@@ -46,14 +47,7 @@ class TrackedEvent:
 
     @classmethod
     def from_dict(cls, raw: Raw) -> TrackedEvent:
-        return cls(
-            id=f.text(raw, "id"),
-            event=f.text(raw, "event"),
-            env=f.text(raw, "env"),
-            timestamp=f.time(raw, "timestamp"),
-            received_at=f.time(raw, "received_at"),
-            raw=raw,
-        )
+        return cls(**_tracked_fields(raw), raw=raw)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,15 +61,22 @@ class ListedTrackedEvent(TrackedEvent):
     @classmethod
     def from_dict(cls, raw: Raw) -> ListedTrackedEvent:
         return cls(
-            id=f.text(raw, "id"),
-            event=f.text(raw, "event"),
-            env=f.text(raw, "env"),
-            timestamp=f.time(raw, "timestamp"),
-            received_at=f.time(raw, "received_at"),
+            **_tracked_fields(raw),
             properties=f.obj(raw.get("properties"), "properties"),
             key_id=f.text(raw, "key_id"),
             raw=raw,
         )
+
+
+def _tracked_fields(raw: Raw) -> dict[str, Any]:
+    """The fields every tracked event has, read from its JSON."""
+    return {
+        "id": f.text(raw, "id"),
+        "event": f.text(raw, "event"),
+        "env": f.text(raw, "env"),
+        "timestamp": f.time(raw, "timestamp"),
+        "received_at": f.time(raw, "received_at"),
+    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
