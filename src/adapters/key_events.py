@@ -44,6 +44,10 @@ _PUBLIC_FIELDS: dict[type[Any], tuple[str, tuple[str, ...]]] = {
     Organization.RateLimitCleared: ("organization.rate_limit_cleared", ()),
     Organization.KeyAdded: ("organization.key_added", ("key_id",)),
     Organization.LeakPolicySet: ("organization.leak_policy_set", ("policy",)),
+    Organization.LifetimePolicySet: (
+        "organization.lifetime_policy_set",
+        ("max_lifetime_seconds", "require_expiry", "revoke_unused_after_seconds"),
+    ),
     ApiKey.Created: (
         "api_key.created",
         (
@@ -65,6 +69,8 @@ _PUBLIC_FIELDS: dict[type[Any], tuple[str, tuple[str, ...]]] = {
     ApiKey.Expired: ("api_key.revoked", ("reason",)),
     ApiKey.AllowedIpsChanged: ("api_key.allowed_ips_changed", ("allowed_ips",)),
     ApiKey.Exposed: ("api_key.exposed", ("source", "detail")),
+    ApiKey.IdleRevocationArranged: ("api_key.idle_revocation_arranged", ("idle_seconds",)),
+    ApiKey.UnusedWarned: ("api_key.unused_warning", ("revoke_at",)),
     # A webhook endpoint's salt derives its secret: it is never among the public fields.
     Organization.WebhookAdded: ("organization.webhook_added", ("webhook_id",)),
     Organization.WebhookRemoved: ("organization.webhook_removed", ("webhook_id",)),

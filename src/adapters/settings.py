@@ -30,6 +30,8 @@ class Settings:
     stream_replicas: int = 1
     #: Shared secret authenticating leak reports (`POST /v1/leaks`); empty = endpoint disabled.
     leak_signing_key: bytes = field(default=b"", repr=False)
+    #: GitHub's secret-scanning public keys (`POST /v1/leaks/github` checks reports with them).
+    github_scanning_keys_url: str = "https://api.github.com/meta/public_keys/secret_scanning"
     #: Workers on PostgreSQL wait for the store's NOTIFY (ADR 0018); `ICODRIP_STORE_WAKEUP=0`
     #: makes them poll instead (behind a PgBouncer in transaction mode, which drops LISTEN).
     store_wakeup: bool = True
@@ -75,6 +77,8 @@ class Settings:
             keys_subject=env.get("ICODRIP_KEYS_SUBJECT") or "icodrip.keys",
             stream_replicas=int(env.get("ICODRIP_STREAM_REPLICAS") or 1),
             leak_signing_key=(env.get("ICODRIP_LEAK_SIGNING_KEY") or "").encode(),
+            github_scanning_keys_url=env.get("ICODRIP_GITHUB_SCANNING_KEYS_URL")
+            or cls.github_scanning_keys_url,
             store_wakeup=(env.get("ICODRIP_STORE_WAKEUP") or "1").strip().lower()
             not in ("0", "false", "no", "off"),
             webhooks_allow_private=(env.get("ICODRIP_WEBHOOKS_ALLOW_PRIVATE") or "0")

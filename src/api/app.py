@@ -21,8 +21,11 @@ from api.routes.api_keys import ApiKeysController
 from api.routes.audit_events import ApiKeyHistoryController, AuditEventsController
 from api.routes.audit_requests import AuditRequestsController
 from api.routes.events import EventsController
+from api.routes.github_leaks import GitHubLeaksController
 from api.routes.health import healthz, readyz
 from api.routes.leaks import LeaksController
+from api.routes.organization import OrganizationController
+from api.routes.public_revocation import PublicRevocationController
 from api.routes.sdk import sdk_script
 from api.routes.usage import UsageController
 from api.routes.webhook_deliveries import WebhookDeliveriesController
@@ -32,6 +35,7 @@ from api.store_health import StoreHealth
 
 #: Requests that present no key: probes, the schema, the dashboard (session login), the
 #: browser SDK's script. Leak reports (`/v1/leaks`) are signed with ICODRIP_LEAK_SIGNING_KEY.
+#: Public revocation (`/v1/public/revoke`) is open to whoever holds a leaked key.
 NO_KEY_PATHS = (
     "/healthz",
     "/readyz",
@@ -39,6 +43,7 @@ NO_KEY_PATHS = (
     "/dashboard",
     "/favicon.ico",
     "/v1/leaks",
+    "/v1/public",
     "/sdk",
 )
 MAX_BODY_BYTES = 64 * 1024
@@ -87,8 +92,11 @@ def create_app(
             AuditRequestsController,
             EventsController,
             LeaksController,
+            PublicRevocationController,
+            GitHubLeaksController,
             UsageController,
             WebhooksController,
+            OrganizationController,
             WebhookDeliveriesController,
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},

@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from api.context import SCOPE_KEY
 from domain.errors import DomainError, NotFound, PermissionExceeded
 from domain.key_format import redact_keys
+from domain.lifetime_policy import PolicyViolation
 from domain.webhook_urls import WebhookUrlNotAllowed
 
 _json = msgspec.json.Encoder()
@@ -32,6 +33,7 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     PermissionExceeded: 403,
     WebhookUrlNotAllowed: 422,  # a validation error with a code of its own
+    PolicyViolation: 422,  # the key asked for breaks the org's lifetime policy
 }
 
 
@@ -146,7 +148,10 @@ def domain_error_status(exc: DomainError) -> int:
 def handle_domain_error(
     request: Request[Any, Any, Any], exc: DomainError
 ) -> Response[dict[str, Any]]:
-    return _respond(request, domain_error_status(exc), exc.code, exc.message)
+    response = _respond(request, domain_error_status(exc), exc.code, exc.message)
+    if isinstance(exc, PolicyViolation):  # which rule, for code as well as for people
+        response.content["error"]["rule"] = exc.rule.value
+    return response
 
 
 def handle_validation(

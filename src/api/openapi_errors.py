@@ -20,6 +20,7 @@ from litestar.openapi.spec import (
 )
 
 from api.openapi_headers import add_headers
+from domain.lifetime_policy import PolicyRule
 
 ERROR_SCHEMA_NAME = "Error"
 
@@ -34,6 +35,11 @@ ERROR_SCHEMA = Schema(
                 "code": Schema(type=OpenAPIType.STRING, description="Stable, machine-readable."),
                 "message": Schema(type=OpenAPIType.STRING),
                 "request_id": Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL]),
+                "rule": Schema(
+                    type=OpenAPIType.STRING,
+                    enum=[rule.value for rule in PolicyRule],
+                    description="With `policy_violation` only: the lifetime policy's rule.",
+                ),
             },
         )
     },
@@ -53,12 +59,51 @@ _DESCRIPTIONS = {
         "(`store_unavailable`, `rate_limiter_unavailable`)"
     ),
 }
+#: Refusals particular to a route: (path, method) → status → description (replacing the
+#: generic one), above all of routes that a scanner's signature opens, not a key.
+_BREAKS_POLICY = (
+    "The body is not valid (`validation_error`), or the key would break the organization's "
+    "lifetime policy (`policy_violation`, naming the `rule`)"
+)
+ROUTE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
+    ("/v1/api-keys", "post"): {"422": _BREAKS_POLICY},
+    ("/v1/api-keys/{key_id}/roll", "post"): {"422": _BREAKS_POLICY},
+    ("/v1/organization/policy", "patch"): {
+        "403": (
+            "The key lacks api_keys:write, is a test key, or was rolled or flagged exposed "
+            "(`insufficient_permissions`)"
+        ),
+    },
+    ("/v1/leaks", "post"): {
+        "401": (
+            "The report's HMAC signature is missing, wrong or stale (`missing_signature`, "
+            "`missing_timestamp`, `invalid_signature`, `stale_timestamp`)"
+        ),
+        "503": "Leak reports are not configured here (`leak_reports_disabled`)",
+    },
+    ("/v1/leaks/github", "post"): {
+        "401": (
+            "GitHub's signature is missing or does not match the body, or names a key GitHub "
+            "does not publish (`missing_signature`, `invalid_signature`, "
+            "`unknown_key_identifier`)"
+        ),
+        "503": (
+            "GitHub's secret-scanning public keys cannot be fetched; retry after Retry-After "
+            "(`leak_keys_unavailable`)"
+        ),
+    },
+    ("/v1/public/revoke", "post"): {
+        "422": "No keys, more than 100, or a string over 200 characters (`validation_error`)",
+        "429": "Too many calls from this client address (`rate_limit_exceeded`, Retry-After)",
+        "503": "The rate limiter cannot count right now (`rate_limiter_unavailable`)",
+    },
+}
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-def _error_response(status: str) -> OpenAPIResponse:
+def _error_response(status: str, description: str | None = None) -> OpenAPIResponse:
     return OpenAPIResponse(
-        description=_DESCRIPTIONS[status],
+        description=description or _DESCRIPTIONS[status],
         content={
             MediaType.JSON: OpenAPIMediaType(
                 schema=Reference(ref=f"#/components/schemas/{ERROR_SCHEMA_NAME}")
@@ -73,7 +118,7 @@ def add_error_responses(openapi: OpenAPI) -> OpenAPI:
     if components.schemas is None:
         components.schemas = {}
     components.schemas[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
-    for path_item in (openapi.paths or {}).values():
+    for path, path_item in (openapi.paths or {}).items():
         for method in _METHODS:
             operation = getattr(path_item, method, None)
             if operation is None:
@@ -93,6 +138,9 @@ def add_error_responses(openapi: OpenAPI) -> OpenAPI:
             responses = operation.responses = dict(operation.responses or {})
             for status in statuses:
                 responses[status] = _error_response(status)  # replaces Litestar's own 400
+            route_errors = ROUTE_ERRORS.get((path.rstrip("/") or "/", method), {})
+            for status, description in route_errors.items():
+                responses[status] = _error_response(status, description)
     return openapi
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 
 from adapters.affiliates import AffiliateStore
+from adapters.github_scanning_keys import GitHubScanningKeys
 from adapters.idempotency_store import IdempotencyStore
 from adapters.rate_limiter import RateLimiter
 from adapters.request_event_publisher import RequestEventPublisher
@@ -47,5 +48,6 @@ class Services:
     webhooks: Webhooks
     deliveries: DeliveryLog
     idempotency: IdempotencyStore
+    github_keys: GitHubScanningKeys
     publisher: RequestEventPublisher | None = None
     nats_client: Client | None = None

@@ -214,9 +214,24 @@ class KeyManagement:
         )
         return NewKey(self.record(issued.key, with_use=False), issued.secret)
 
-    def roll(self, actor: Actor, key_id: UUID, *, grace: timedelta) -> NewKey:
-        """Issue the key's successor; the old key keeps working for `grace`."""
-        issued = self.registry.roll_key(key_id, grace=grace, actor=actor)
+    def roll(
+        self,
+        actor: Actor,
+        key_id: UUID,
+        *,
+        grace: timedelta,
+        expires_at: datetime | None = None,
+        revoke_when_idle: timedelta | None = None,
+    ) -> NewKey:
+        """Issue the key's successor; the old key keeps working for `grace` (or until unused
+        for `revoke_when_idle`)."""
+        issued = self.registry.roll_key(
+            key_id,
+            grace=grace,
+            actor=actor,
+            expires_at=expires_at,
+            revoke_when_idle=revoke_when_idle,
+        )
         return NewKey(self.record(issued.key, with_use=False), issued.secret)
 
     def rename(self, actor: Actor, key_id: UUID, *, name: str) -> ApiKey:

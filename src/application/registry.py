@@ -155,15 +155,23 @@ class KeyRegistry(Application[UUID]):
 
         return self.retrying(attempt)
 
-    def roll_key(self, key_id: UUID, *, grace: timedelta, actor: Actor) -> IssuedKey:
-        """Issue the key's successor; the old key keeps working for `grace`."""
+    def roll_key(
+        self,
+        key_id: UUID,
+        *,
+        grace: timedelta,
+        actor: Actor,
+        expires_at: datetime | None = None,
+        revoke_when_idle: timedelta | None = None,
+    ) -> IssuedKey:
+        """Issue the key's successor (expiring like the key, or at `expires_at`); the old key
+        keeps working for `grace`, or until unused for `revoke_when_idle` (`ApiKey.roll`)."""
 
         def attempt() -> IssuedKey:
             key = self.get_key(key_id)
             org = self.get_organization(key.org_id)
-            inherits = Limits(
-                key.successor_restriction(org), tuple(key.allowed_ips), key.expires_at
-            )
+            expiry = expires_at or key.expires_at
+            inherits = Limits(key.successor_restriction(org), tuple(key.allowed_ips), expiry)
             authorize(
                 self.acting(actor, org),
                 Command.ROLL_KEY,
@@ -171,7 +179,13 @@ class KeyRegistry(Application[UUID]):
                 grant=KeyGrant.of(org, key.env, key.type, inherits),
             )
             successor, secret = key.roll(
-                org, pepper=self._pepper, grace=grace, actor=actor, now=self.clock()
+                org,
+                pepper=self._pepper,
+                grace=grace,
+                actor=actor,
+                now=self.clock(),
+                expires_at=expires_at,
+                revoke_when_idle=revoke_when_idle,
             )
             self.save(org, key, successor)
             return IssuedKey(successor, secret)
@@ -188,12 +202,6 @@ class KeyRegistry(Application[UUID]):
         return self._update_key(
             key_id, actor, Command.RENAME_KEY, lambda key: key.rename(name, actor)
         )
-
-    def set_allowed_ips(
-        self, key_id: UUID, allowed_ips: tuple[str, ...] | list[str], *, actor: Actor
-    ) -> ApiKey:
-        """Replace the key's IP allowlist (CIDR networks; empty = from anywhere)."""
-        return self.change_key(key_id, allowed_ips=allowed_ips, actor=actor)
 
     def change_key(
         self,
@@ -238,10 +246,7 @@ class KeyRegistry(Application[UUID]):
 
     def expire_key(self, key_id: UUID) -> bool:
         """Retire the key (`ApiKey.Expired`) if its expiry, or its roll's grace, has passed;
-        True when it did.
-
-        Safe to race: the loser of two concurrent expiries re-reads the key, finds it
-        retired and does nothing.
+        True when it did. Safe to race: the loser re-reads the key, retired, and does nothing.
         """
 
         def attempt() -> bool:
@@ -253,21 +258,23 @@ class KeyRegistry(Application[UUID]):
 
         return self.retrying(attempt)
 
-    def respond_to_leak(self, key_id: UUID, *, url: str, source: str) -> str:
-        """A key reported public: flag it, then revoke or roll it per its org's policy.
-
-        Returns what was done: `revoked`, `rolled`, or `none` (already revoked, a public
-        key, which is public by design, or a repeat: a key reported before and since rolled
-        keeps its grace). All of it is saved in one transaction.
-        """
+    def respond_to_leak(
+        self,
+        key_id: UUID,
+        *,
+        url: str,
+        source: str,
+        exposure: ExposureSource = ExposureSource.LEAK_REPORT,
+    ) -> str:
+        """Flag a leaked key; revoke or roll it per its org's policy: `revoked`/`rolled`/`none`."""
 
         def attempt() -> str:
             key = self.get_key(key_id)
-            if key.is_revoked or key.type is KeyType.PUBLIC:
+            if key.is_revoked or key.type is KeyType.PUBLIC:  # a public key is public by design
                 return "none"
             org = self.get_organization(key.org_id)
-            detail = f"{source[:100]}: {url}" if source else url
-            first_report = key.flag_exposed(ExposureSource.LEAK_REPORT, detail, SYSTEM)
+            detail = f"{source[:100]}: {url}" if source and url else source[:100] or url
+            first_report = key.flag_exposed(exposure, detail, SYSTEM)
             if not first_report and key.successor_id is not None:
                 # Acted on already (the policy's roll, or a roll by hand since): a scanner's
                 # retry or a replayed report must not cut the grace short.
@@ -286,7 +293,9 @@ class KeyRegistry(Application[UUID]):
                 return "rolled"
             # Revoked when it cannot be rolled (its restriction grants nothing under the plan
             # any more): a leaked key is never left working because no successor can be made.
-            key.revoke(SYSTEM, f"leaked: reported at {url}"[:500])
+            public = exposure is ExposureSource.PUBLIC_REVOCATION
+            reason = "leaked: revoked publicly" if public else f"leaked: reported at {url}"
+            key.revoke(SYSTEM, reason[:500])
             self.save(key)
             return "revoked"
 
@@ -378,11 +387,8 @@ class KeyRegistry(Application[UUID]):
         return self.retrying(attempt)
 
     def retrying(self, attempt: Callable[[], T]) -> T:
-        """Run `attempt` again on a lost optimistic-concurrency race, from fresh state.
-
-        The retry re-reads the aggregate, so the domain rules see the winner's change
-        (for example, a second revoke fails with KeyRevoked rather than double-revoking).
-        """
+        """Run `attempt` again on a lost optimistic-concurrency race, from fresh state: the
+        domain rules see the winner's change (a second revoke fails with KeyRevoked)."""
         for _ in range(COMMAND_ATTEMPTS - 1):
             try:
                 return attempt()

@@ -7,6 +7,8 @@ from typing import Any
 
 from domain.api_key import ApiKey
 from domain.ids import format_key_id, format_org_id
+from domain.key_states import KeyStatus
+from domain.lifetime_policy import pending_unused_revocation
 from domain.organization import Organization
 
 
@@ -21,10 +23,28 @@ def organization_view(org: Organization) -> dict[str, Any]:
         "name": org.name,
         "plan": org.plan.value,
         "leak_policy": org.leak_policy.value,
+        "key_policy": org.lifetime_policy.as_seconds(),
         "permissions": sorted(p.value for p in org.permissions),
         "rate_limit_per_minute": org.rate_limit_per_minute,
         "created_at": iso(org.created_on),
     }
+
+
+def _idle_seconds(key: ApiKey, now: datetime) -> int | None:
+    """A rolled key in its grace that goes once idle: for how long unused."""
+    if key.idle_revocation is None or key.status_at(now) is not KeyStatus.EXPIRING:
+        return None
+    return int(key.idle_revocation[1].total_seconds())
+
+
+def _unused_revocation(
+    key: ApiKey, org: Organization, now: datetime, last_used: datetime | None
+) -> datetime | None:
+    """An active key warned that it goes unused: when, while the warning holds."""
+    if key.unused_revoke_at is None or key.status_at(now) is not KeyStatus.ACTIVE:
+        return None
+    last_active = key.created_on if last_used is None else max(key.created_on, last_used)
+    return pending_unused_revocation(org.lifetime_policy, last_active, key.unused_revoke_at)
 
 
 def api_key_view(
@@ -61,6 +81,8 @@ def api_key_view(
         "revocation_reason": key.revocation_reason,
         "rolled_from": None if key.predecessor_id is None else format_key_id(key.predecessor_id),
         "rolled_to": None if key.successor_id is None else format_key_id(key.successor_id),
+        "revoke_when_idle_seconds": _idle_seconds(key, now),
+        "unused_revocation_at": iso(_unused_revocation(key, org, now, last_used_at)),
     }
     if secret is not None:
         view["key"] = secret

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Sequence
 
 from adapters.affiliates import open_affiliate_store
+from adapters.github_scanning_keys import GitHubScanningKeys
 from adapters.idempotency_store import idempotency_store_for
 from adapters.rate_limiter import rate_limiter_for
 from adapters.settings import Settings
@@ -79,6 +80,7 @@ def api_services(settings: Settings, *, rate_limit_fail_closed: bool = False) ->
             webhooks=webhooks_for(registry, settings),
             deliveries=deliveries,
             idempotency=idempotency,
+            github_keys=GitHubScanningKeys(settings.github_scanning_keys_url),
         )
         opened.pop_all()  # built: the process closes them when it stops
         return services

@@ -23,11 +23,13 @@ from projections.generation_follower import Copy, GenerationFollower
 from projections.generation_store import open_generation_store
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.live_key_lookup import LiveKeyLookupView
-from projections.request_audit_live import live_audit_follower
+from projections.rebuilds import WorkerStatus
+from projections.request_audit_live import LiveRequestAuditStore, live_audit_follower
 from projections.usage_live import live_usage_follower
 from projections.usage_retention import UsageRetention
 from workers.audit_ingest import AuditIngester, AuditIngestSettings, Model
 from workers.expiry import ExpiryWorker, expire_until_stopped
+from workers.key_lifetimes import LifetimeSweep, sweep_until_stopped
 from workers.key_lookup import follow_key_lookup
 from workers.relay import Relay
 from workers.runner import WorkerEntry, supervise_workers
@@ -90,13 +92,27 @@ async def run_key_lookup(settings: Settings, stopping: asyncio.Event) -> None:
 
 
 async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
-    """The expiry worker: retires keys whose expiry or roll grace has passed."""
+    """The expiry worker: retires keys whose expiry or roll grace has passed, and (the
+    lifetime sweep) keys unused past their org's limit and rolled keys gone idle."""
     async with contextlib.AsyncExitStack() as opened:
         registry = await asyncio.to_thread(open_registry, settings)
         opened.callback(registry.close)
         view = await asyncio.to_thread(LiveKeyLookupView, settings)
         opened.callback(view.close)
-        await expire_until_stopped(ExpiryWorker(registry, view), stopping)
+        audit = await asyncio.to_thread(LiveRequestAuditStore, settings)
+        opened.callback(audit.close)
+        pointers = await asyncio.to_thread(open_generation_store, settings)
+        opened.callback(pointers.close)
+        sweep = LifetimeSweep(
+            await asyncio.to_thread(open_registry, settings),
+            audit.last_used,
+            lambda: WorkerStatus.of("audit", pointers.heartbeats("audit")).running,
+        )
+        opened.callback(sweep.registry.close)
+        await asyncio.gather(
+            expire_until_stopped(ExpiryWorker(registry, view), stopping),
+            sweep_until_stopped(sweep, stopping),
+        )
 
 
 async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:

@@ -15,10 +15,10 @@ from application.registry import utc_now
 from application.views import api_key_view
 from cli.common import DURATION, Group, emit, json_option, print_table, registry_from, when
 from domain.actors import OPERATOR
-from domain.api_key import MAX_ROLL_GRACE
 from domain.errors import ValidationError
 from domain.ids import parse_key_id, parse_org_id
 from domain.key_format import Environment, KeyType
+from domain.key_limits import MAX_ROLL_GRACE
 from domain.key_networks import clean_networks
 from domain.naming import clean_name
 from domain.plans import Permission, parse_permissions
@@ -245,15 +245,38 @@ def revoke(ctx: click.Context, key_id: str, reason: str, as_json: bool) -> None:
     show_default=True,
     help="How long the old key keeps working: 0 (now), 30m, 1h, 24h, 7d … at most 30d.",
 )
+@click.option(
+    "--revoke-when-idle",
+    type=DURATION,
+    help="Revoke the old key sooner, once unused this long (e.g. 15m; within the grace).",
+)
+@click.option(
+    "--successor-expires-in",
+    type=DURATION,
+    help="Let the new key expire after this long (default: when the old key would have).",
+)
 @json_option
 @click.pass_context
-def roll(ctx: click.Context, key_id: str, expire_in: timedelta, as_json: bool) -> None:
+def roll(
+    ctx: click.Context,
+    key_id: str,
+    expire_in: timedelta,
+    revoke_when_idle: timedelta | None,
+    successor_expires_in: timedelta | None,
+    as_json: bool,
+) -> None:
     """Issue a key's successor and print its secret once; the old key expires after a grace."""
     uuid = parse_key_id(key_id)
     if expire_in > MAX_ROLL_GRACE:
         raise ValidationError(f"--expire-in must be at most {MAX_ROLL_GRACE.days}d")
     registry = registry_from(ctx)
-    issued = registry.roll_key(uuid, grace=expire_in, actor=OPERATOR)
+    issued = registry.roll_key(
+        uuid,
+        grace=expire_in,
+        actor=OPERATOR,
+        expires_at=None if successor_expires_in is None else utc_now() + successor_expires_in,
+        revoke_when_idle=revoke_when_idle,
+    )
     organization = registry.get_organization(issued.key.org_id)
     view = api_key_view(issued.key, organization, utc_now(), secret=issued.secret)
     _emit_secret(view, as_json)
@@ -275,7 +298,7 @@ def set_allowed_ips(ctx: click.Context, key_id: str, cidrs: tuple[str, ...], as_
     uuid = parse_key_id(key_id)
     clean_networks(cidrs)
     registry = registry_from(ctx)
-    key = registry.set_allowed_ips(uuid, cidrs, actor=OPERATOR)
+    key = registry.change_key(uuid, allowed_ips=cidrs, actor=OPERATOR)
     view = api_key_view(key, registry.get_organization(key.org_id), utc_now())
     emit(view, as_json, lambda: _print_key(view))
 

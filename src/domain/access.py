@@ -61,6 +61,8 @@ class Command(StrEnum):
     READ_EVENTS = "read_events"
     READ_WEBHOOKS = "read_webhooks"
     MANAGE_WEBHOOKS = "manage_webhooks"
+    READ_KEY_POLICY = "read_key_policy"
+    SET_KEY_POLICY = "set_key_policy"
     MANAGE_ORGANIZATION = "manage_organization"
     MANAGE_USERS = "manage_users"
 
@@ -82,6 +84,8 @@ PERMISSION: dict[Command, Permission | None] = {
     Command.READ_EVENTS: Permission.EVENTS_READ,
     Command.READ_WEBHOOKS: Permission.WEBHOOKS_READ,
     Command.MANAGE_WEBHOOKS: Permission.WEBHOOKS_WRITE,
+    Command.READ_KEY_POLICY: Permission.API_KEYS_READ,
+    Command.SET_KEY_POLICY: Permission.API_KEYS_WRITE,
     Command.MANAGE_ORGANIZATION: None,
     Command.MANAGE_USERS: None,
 }
@@ -92,9 +96,17 @@ KEY_CHANGES = frozenset(
 )
 
 _READS = frozenset(
-    {Command.READ_KEYS, Command.READ_AUDIT, Command.READ_USAGE, Command.READ_WEBHOOKS}
+    {
+        Command.READ_KEYS,
+        Command.READ_AUDIT,
+        Command.READ_USAGE,
+        Command.READ_WEBHOOKS,
+        Command.READ_KEY_POLICY,
+    }
 )
-_DASHBOARD = _READS | {Command.CREATE_KEY, Command.MANAGE_WEBHOOKS} | KEY_CHANGES
+_DASHBOARD = (
+    _READS | {Command.CREATE_KEY, Command.MANAGE_WEBHOOKS, Command.SET_KEY_POLICY} | KEY_CHANGES
+)
 #: What each role may do to any key of its organization.
 ROLE_COMMANDS: dict[Role, frozenset[Command]] = {
     Role.OWNER: _DASHBOARD,
@@ -120,6 +132,8 @@ _WHAT = {
     Command.READ_EVENTS: "view tracked events",
     Command.READ_WEBHOOKS: "view webhooks",
     Command.MANAGE_WEBHOOKS: "manage webhooks",
+    Command.READ_KEY_POLICY: "view the organization's key policy",
+    Command.SET_KEY_POLICY: "change the organization's key policy",
     Command.MANAGE_ORGANIZATION: "change the organization's plan or limits",
     Command.MANAGE_USERS: "manage dashboard users",
 }
@@ -233,14 +247,20 @@ def _authorize_key(
     issues_or_changes = command in KEY_CHANGES or command in {
         Command.CREATE_KEY,
         Command.MANAGE_WEBHOOKS,
+        Command.SET_KEY_POLICY,
     }
+    if command is Command.SET_KEY_POLICY and actor.env == Environment.TEST:
+        raise PermissionExceeded(
+            "a test key cannot change the organization's key policy, which governs live keys"
+        )
     revokes_itself = (
         command is Command.REVOKE_KEY and key is not None and key.key_id == actor.key_id
     )
     if actor.retiring and issues_or_changes and not revokes_itself:
         raise PermissionExceeded(
             "this key was rolled or flagged as possibly exposed: it may no longer create or "
-            "change keys or webhooks (it may still revoke itself); use its successor"
+            "change keys, webhooks or the key policy (it may still revoke itself); use its "
+            "successor"
         )
     if key is not None and command in KEY_CHANGES and not key.permissions <= actor.permissions:
         # Not naming them: a key may change keys without being allowed to read them.

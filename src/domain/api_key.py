@@ -9,21 +9,15 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.actors import SYSTEM, Actor
-from domain.errors import KeyAlreadyRolled, KeyRevoked, PermissionExceeded, ValidationError
+from domain.errors import KeyAlreadyRolled, KeyRevoked, ValidationError
 from domain.key_format import Environment, KeyType, generate_key, hash_key, hint_for
-from domain.key_networks import clean_networks, clean_origins
-from domain.key_states import (
-    ExpiryCause,
-    ExposureSource,
-    KeyStatus,
-    expiry_cause_in,
-)
+from domain.key_limits import check_roll, checked_limits
+from domain.key_networks import clean_networks
+from domain.key_states import ExpiryCause, ExposureSource, KeyStatus, expiry_cause_in
 from domain.naming import clean_name
 from domain.organization import Organization
-from domain.plans import PUBLIC_KEY_PERMISSIONS, Permission, effective_permissions
+from domain.plans import Permission, effective_permissions
 
-#: The longest grace period a roll may give the old key.
-MAX_ROLL_GRACE = timedelta(days=30)
 #: How long a leaked key keeps working when its org's leak policy is `roll`.
 LEAK_ROLL_GRACE = timedelta(hours=1)
 
@@ -67,9 +61,8 @@ class ApiKey(Aggregate):
 
         @property
         def is_old_style_expiry(self) -> bool:
-            """Whether this is an expiry stored before `Expired` existed: the system's
-            revocation in an expiry's words. The key store's mapper reads such an event as an
-            `Expired` (`application.stored_events`).
+            """Whether this is an expiry stored before `Expired` existed (the system's
+            revocation in an expiry's words), read as an `Expired` (`application.stored_events`).
             """
             return self.reads_as_expiry(self.actor, self.reason)
 
@@ -106,6 +99,20 @@ class ApiKey(Aggregate):
 
     class AllowedIpsChanged(Aggregate.Event):
         allowed_ips: list[str]
+        org_id: UUID
+        actor: str
+
+    class IdleRevocationArranged(Aggregate.Event):
+        """At a roll: revoke the old key once unused for `idle_seconds` (before its grace ends)."""
+
+        idle_seconds: int
+        org_id: UUID
+        actor: str
+
+    class UnusedWarned(Aggregate.Event):
+        """The org's policy will revoke this unused key at `revoke_at` unless it is used."""
+
+        revoke_at: datetime
         org_id: UUID
         actor: str
 
@@ -149,6 +156,8 @@ class ApiKey(Aggregate):
         self.allowed_ips: list[str] = []
         self.exposed_at: datetime | None = None
         self.exposures: list[dict[str, str]] = []
+        self.idle_revocation: tuple[datetime, timedelta] | None = None  # (rolled at, idle for)
+        self.unused_revoke_at: datetime | None = None  # the unused-key sweep warned: revoked then
 
     @classmethod
     def issue(
@@ -169,29 +178,15 @@ class ApiKey(Aggregate):
     ) -> tuple[ApiKey, str]:
         """A new key for `org` and its plaintext, which the caller shows once and forgets.
 
-        `permissions` restricts the key (None inherits all of the org's). Whether `actor` may
-        issue it is the access policy's question, asked before (`domain.access`).
+        `permissions` restricts the key (None: all of the org's). Whether `actor` may issue it
+        is asked before (`domain.access`); the org's lifetime policy is asked here.
         """
         name = clean_name(name, "key name")
-        if permissions is not None:
-            if not permissions:
-                raise ValidationError("a restricted key needs at least one permission")
-            beyond_org = permissions - org.permissions
-            if beyond_org:
-                raise PermissionExceeded(
-                    f"the organization's plan does not grant {_names(beyond_org)}"
-                )
-        if key_type is KeyType.PUBLIC:
-            if permissions is not None and not permissions <= PUBLIC_KEY_PERMISSIONS:
-                raise ValidationError("public keys may only carry events:write")
-        elif allowed_origins:
-            raise ValidationError("allowed origins apply to public keys only")
-        if expires_at is not None and expires_at <= now:
-            raise ValidationError("expires_at must be in the future")
-        origins = clean_origins(allowed_origins)
-        networks = clean_networks(allowed_ips)
-        if networks and key_type is KeyType.PUBLIC:
-            raise ValidationError("IP allowlists apply to secret keys only")
+        origins, networks = checked_limits(
+            org, key_type, permissions, expires_at, allowed_origins, allowed_ips, now
+        )
+        if actor is not SYSTEM:  # the system's own rolls (a leak's) answer to no org policy
+            org.lifetime_policy.refuse(env, expires_at, now)
 
         plaintext = generate_key(key_type, env)
         key = cls(
@@ -241,9 +236,8 @@ class ApiKey(Aggregate):
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
 
-    # -- commands --------------------------------------------------------------------
-    # A command checks its rules, then calls the `@event` method that records (and applies)
-    # its event. A `timestamp` parameter gets the event's own time; callers leave it out.
+    # -- commands: each checks its rules, then calls the `@event` method that records (and
+    # applies) its event. A `timestamp` parameter gets the event's own time; callers omit it.
 
     def rename(self, name: str, actor: Actor) -> None:
         """Give the key a new descriptive name."""
@@ -257,24 +251,25 @@ class ApiKey(Aggregate):
         self.name = name
 
     def roll(
-        self, org: Organization, *, pepper: bytes, grace: timedelta, actor: Actor, now: datetime
+        self,
+        org: Organization,
+        *,
+        pepper: bytes,
+        grace: timedelta,
+        actor: Actor,
+        now: datetime,
+        expires_at: datetime | None = None,
+        revoke_when_idle: timedelta | None = None,
     ) -> tuple[ApiKey, str]:
-        """Issue a successor and let this key expire after `grace`: zero-downtime rotation."""
+        """Issue a successor and let this key expire after `grace`: zero-downtime rotation.
+
+        The successor expires when this key would have, or at `expires_at`. With
+        `revoke_when_idle`, this key is revoked once unused that long (the lifetime sweep)."""
         self._refuse_if_revoked("rolled")
         if self.successor_id is not None:
             raise KeyAlreadyRolled("this key was already rolled; roll its successor instead")
-        if self.expires_at is not None and self.expires_at <= now:
-            raise ValidationError("an expired key cannot be rolled")
-        if not timedelta(0) <= grace <= MAX_ROLL_GRACE:
-            raise ValidationError(
-                f"the grace period must be 0 to {MAX_ROLL_GRACE.days} days, got {grace}"
-            )
         restriction = self.successor_restriction(org)
-        if restriction == frozenset():
-            raise ValidationError(
-                "this key's permissions are no longer part of the organization's plan: "
-                "create a new key instead"
-            )
+        check_roll(self.expiry_due(now), restriction, grace, revoke_when_idle)
         successor, plaintext = ApiKey.issue(
             org,
             name=self.name,
@@ -284,7 +279,7 @@ class ApiKey(Aggregate):
             actor=actor,
             now=now,
             permissions=restriction,
-            expires_at=self.expires_at,
+            expires_at=expires_at or self.expires_at,
             allowed_origins=tuple(self.allowed_origins),
             allowed_ips=tuple(self.allowed_ips),
             predecessor_id=self.id,
@@ -295,12 +290,30 @@ class ApiKey(Aggregate):
         self._rolled(
             successor_id=successor.id, expires_at=old_expiry, org_id=self.org_id, actor=actor.name
         )
+        if revoke_when_idle is not None:
+            idle = int(revoke_when_idle.total_seconds())
+            self._idle_revocation_arranged(idle_seconds=idle, org_id=self.org_id, actor=actor.name)
         return successor, plaintext
 
     @event(Rolled)
     def _rolled(self, successor_id: UUID, expires_at: datetime, org_id: UUID, actor: str) -> None:
         self.successor_id = successor_id
         self.expires_at = expires_at
+
+    @event(IdleRevocationArranged)
+    def _idle_revocation_arranged(
+        self, idle_seconds: int, org_id: UUID, actor: str, timestamp: datetime | None = None
+    ) -> None:
+        self.idle_revocation = (timestamp or self.modified_on, timedelta(seconds=idle_seconds))
+
+    def warn_unused(self, revoke_at: datetime, actor: Actor) -> None:
+        """Announce that the unused-key sweep will revoke this key at `revoke_at`."""
+        self._refuse_if_revoked("warned")
+        self._unused_warned(revoke_at=revoke_at, org_id=self.org_id, actor=actor.name)
+
+    @event(UnusedWarned)
+    def _unused_warned(self, revoke_at: datetime, org_id: UUID, actor: str) -> None:
+        self.unused_revoke_at = revoke_at
 
     def revoke(self, actor: Actor, reason: str = "") -> None:
         """Stop the key at once, for good."""
@@ -385,7 +398,3 @@ class ApiKey(Aggregate):
     def _refuse_if_revoked(self, what: str) -> None:
         if self.revoked_at is not None:
             raise KeyRevoked(f"this key is revoked and cannot be {what}")
-
-
-def _names(permissions: frozenset[Permission]) -> str:
-    return ", ".join(sorted(p.value for p in permissions))

@@ -18,6 +18,7 @@ class ExposureSource(StrEnum):
     BROWSER = "browser"  # a secret key sent with browser signals (Origin, CORS)
     PLAIN_HTTP = "plain_http"  # a secret key sent over plain HTTP
     LEAK_REPORT = "leak_report"  # a scanner (e.g. GitHub secret scanning) found it public
+    PUBLIC_REVOCATION = "public_revocation"  # whoever found it sent it to POST /v1/public/revoke
 
 
 #: An expiry in words: the key's `revocation_reason`, and the `reason` of its wire message

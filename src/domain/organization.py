@@ -9,6 +9,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.actors import Actor
 from domain.errors import PlanDoesNotAllow, ValidationError
+from domain.lifetime_policy import LifetimePolicy
 from domain.naming import clean_name
 from domain.plans import (
     DEFAULT_RATE_LIMIT_PER_MINUTE,
@@ -61,6 +62,14 @@ class Organization(Aggregate):
 
     class LeakPolicySet(Aggregate.Event):
         policy: str
+        actor: str
+
+    class LifetimePolicySet(Aggregate.Event):
+        """The whole policy as it now stands (durations in seconds; None: the rule is off)."""
+
+        max_lifetime_seconds: int | None
+        require_expiry: str
+        revoke_unused_after_seconds: int | None
         actor: str
 
     class WebhookAdded(Aggregate.Event):
@@ -157,6 +166,36 @@ class Organization(Aggregate):
     @event(LeakPolicySet)
     def _leak_policy_set(self, policy: str, actor: str) -> None:
         self._leak_policy = LeakPolicy(policy)
+
+    @property
+    def lifetime_policy(self) -> LifetimePolicy:
+        """The key-lifetime policy; an org from before the setting (or a snapshot) has none."""
+        stored = getattr(self, "_lifetime_policy", None)
+        if not stored:
+            return LifetimePolicy()
+        return LifetimePolicy.of_seconds(
+            stored["max_lifetime_seconds"],
+            stored["require_expiry"],
+            stored["revoke_unused_after_seconds"],
+        )
+
+    def set_lifetime_policy(self, policy: LifetimePolicy, actor: Actor) -> None:
+        """Replace the key-lifetime policy (a no-op when unchanged); keys already issued stay."""
+        if policy != self.lifetime_policy:
+            self._lifetime_policy_set(**policy.as_seconds(), actor=actor.name)
+
+    @event(LifetimePolicySet)
+    def _lifetime_policy_set(
+        self,
+        max_lifetime_seconds: int | None,
+        require_expiry: str,
+        revoke_unused_after_seconds: int | None,
+        actor: str,
+    ) -> None:
+        # Kept as plain JSON values, so a snapshot holds it as the events do.
+        self._lifetime_policy = LifetimePolicy.of_seconds(
+            max_lifetime_seconds, require_expiry, revoke_unused_after_seconds
+        ).as_seconds()
 
     def add_key(self, key_id: UUID, actor: Actor) -> None:
         """Record a new key as this org's (the key itself holds its details)."""

@@ -30,6 +30,7 @@ class WebhookEventType(StrEnum):
     API_KEY_EXPIRING = "api_key.expiring"
     API_KEY_EXPIRED = "api_key.expired"
     API_KEY_EXPOSED = "api_key.exposed"
+    API_KEY_UNUSED = "api_key.unused"
     RATE_LIMIT_EXCEEDED = "rate_limit.exceeded"
     WEBHOOK_DISABLED = "webhook.disabled"
 

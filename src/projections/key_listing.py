@@ -10,7 +10,7 @@ a test compares the two over every kind of event.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -57,6 +57,8 @@ class KeyState(msgspec.Struct, kw_only=True, omit_defaults=True):
     allowed_ips: list[str] = []
     exposed_at: datetime | None = None
     exposures: list[dict[str, str]] = []
+    idle_revocation: tuple[datetime, timedelta] | None = None
+    unused_revoke_at: datetime | None = None
 
 
 # JSON, not msgpack: msgpack keeps a datetime as a UTC timestamp and would drop the offset an

@@ -47,6 +47,8 @@ _KEY_EVENT_TYPES = {
     "api_key.rolled": WebhookEventType.API_KEY_ROLLED,
     "api_key.revoked": WebhookEventType.API_KEY_REVOKED,
     "api_key.exposed": WebhookEventType.API_KEY_EXPOSED,
+    # The lifetime sweep's warning: the key object says when (`unused_revocation_at`).
+    "api_key.unused_warning": WebhookEventType.API_KEY_UNUSED,
 }
 
 

@@ -136,6 +136,15 @@ MATRIX = [
     Case("GET", "/v1/audit/requests", row(200, 200, 403, 403, 200, 403, 200, 200)),
     # Without key_id, another organization's key reads its own organization's usage.
     Case("GET", "/v1/usage", row(200, 200, 403, 403, 200, 200, 200, 200)),
+    # The org's key-lifetime policy: read with api_keys:read; changed with api_keys:write by a
+    # live key that is not retiring (a test key does not govern live keys).
+    Case("GET", "/v1/organization/policy", row(200, 200, 200, 403, 200, 200, 200, 200)),
+    Case(
+        "PATCH",
+        "/v1/organization/policy",
+        row(200, 403, 200, 403, 200, 200, 403, 403),
+        {"require_expiry": "none"},
+    ),
     # Webhooks: a developer's key lacks webhooks:write; a test key sees test endpoints only.
     Case("GET", "/v1/webhooks", row(200, 200, 403, 403, 200, 200, 200, 200)),
     Case("POST", "/v1/webhooks", row(201, 201, 403, 403, 201, 201, 403, 403), NEW_WEBHOOK),
@@ -203,11 +212,15 @@ MATRIX = [
     Case("GET", "/v1/events", row(200, 200, 403, 403, 200, 200, 200, 200)),
     # Leak reports are signed by the scanner, not sent with a key: a key opens nothing there.
     Case("POST", "/v1/leaks", row(401, 401, 401, 401, 401, 401, 401, 401), {}),
+    Case("POST", "/v1/leaks/github", row(401, 401, 401, 401, 401, 401, 401, 401), {}),
+    # Public revocation takes no key and uses none: every sender gets the same 202.
+    Case("POST", "/v1/public/revoke", row(202, 202, 202, 202, 202, 202, 202, 202), {"keys": ["x"]}),
     #                                owner admin  dev  audit free other
     Case("GET", "/dashboard/keys", users(200, 200, 200, 200, 200, 200)),
     Case("POST", "/dashboard/keys", users(200, 200, 200, 403, 200, 200), form={"name": "k"}),
     Case("GET", "/dashboard/keys/{key_id}", users(200, 200, 200, 200, 200, 404)),
     Case("GET", "/dashboard/keys/{key_id}/usage.csv", users(200, 200, 200, 200, 200, 404)),
+    Case("GET", "/dashboard/keys/{key_id}/last-use", users(200, 200, 200, 200, 200, 404)),
     Case(
         "POST",
         "/dashboard/keys/{key_id}/rename",
@@ -238,6 +251,14 @@ MATRIX = [
         target_by_self=True,
     ),
     Case("GET", "/dashboard/audit", users(200, 200, 200, 200, 403, 200)),
+    # Settings > Key policy: every role reads it; owners and admins change it (its own org's).
+    Case("GET", "/dashboard/settings/key-policy", users(200, 200, 200, 200, 200, 200)),
+    Case(
+        "POST",
+        "/dashboard/settings/key-policy",
+        users(303, 303, 403, 403, 303, 303),
+        form={"max_lifetime_days": "", "require_expiry": "none", "revoke_unused_after_days": ""},
+    ),
     # Settings > Webhooks: owners and admins manage; developers and auditors only read.
     Case("GET", "/dashboard/webhooks", users(200, 200, 200, 200, 200, 200)),
     Case(

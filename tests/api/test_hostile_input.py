@@ -71,7 +71,12 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     data = tmp_path_factory.mktemp("hostile")
     settings_ = Settings.from_env(
-        {"ICODRIP_DATA_DIR": str(data), "ICODRIP_KEY_PEPPER": "hostile-" + uuid.uuid4().hex}
+        {
+            "ICODRIP_DATA_DIR": str(data),
+            "ICODRIP_KEY_PEPPER": "hostile-" + uuid.uuid4().hex,
+            # Nothing here may reach GitHub: its scanning keys are "fetched" from a closed port.
+            "ICODRIP_GITHUB_SCANNING_KEYS_URL": "https://127.0.0.1:9/keys",
+        }
     )
     with pytest.MonkeyPatch.context() as patch:
         # Every example here comes from one client address: lift the per-address limit on

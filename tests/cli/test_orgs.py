@@ -221,3 +221,61 @@ def test_the_registry_is_closed_when_the_command_ends(
     monkeypatch.setattr("cli.common.open_registry", tracked)
     icodrip.run("orgs", "show", org.format(org=org_id))
     assert closed == [True]
+
+
+# -- the key-lifetime policy ---------------------------------------------------------------
+
+
+def test_set_policy_sets_the_rules_given_and_keeps_the_others(icodrip: Icodrip) -> None:
+    org = icodrip.json("orgs", "create", "--name", "Acme")
+    icodrip("orgs", "set-policy", org["id"], "--max-lifetime", "90d", "--require-expiry", "live")
+    icodrip("orgs", "set-policy", org["id"], "--revoke-unused-after", "30d")
+    assert icodrip.json("orgs", "show", org["id"])["key_policy"] == {
+        "max_lifetime_seconds": 90 * 86400,
+        "require_expiry": "live",
+        "revoke_unused_after_seconds": 30 * 86400,
+    }
+    shown = icodrip("orgs", "show", org["id"]).stdout
+    assert "keys live at most 90 days; expiry required on live keys" in shown
+    assert "unused keys revoked after 30 days" in shown
+
+
+def test_set_policy_off_turns_a_rule_off(icodrip: Icodrip) -> None:
+    org = icodrip.json("orgs", "create", "--name", "Acme")
+    icodrip("orgs", "set-policy", org["id"], "--max-lifetime", "90d")
+    policy = icodrip.json("orgs", "set-policy", org["id"], "--max-lifetime", "off")["key_policy"]
+    assert policy["max_lifetime_seconds"] is None
+
+
+def test_a_rule_out_of_bounds_is_refused_and_stores_nothing(icodrip: Icodrip) -> None:
+    org = icodrip.json("orgs", "create", "--name", "Acme")
+    before = icodrip.events_stored()
+    code, line = icodrip.refused("orgs", "set-policy", org["id"], "--max-lifetime", "5m")
+    assert code == "validation_error" and "max_lifetime" in line
+    assert icodrip.events_stored() == before
+
+
+def test_a_key_that_breaks_the_policy_is_refused_naming_it(icodrip: Icodrip) -> None:
+    org = icodrip.json("orgs", "create", "--name", "Acme")
+    icodrip("orgs", "set-policy", org["id"], "--max-lifetime", "90d")
+    code, line = icodrip.refused("keys", "create", "--org", org["id"], "--name", "forever")
+    assert code == "policy_violation" and "90 days" in line
+    created = icodrip.json(
+        "keys", "create", "--org", org["id"], "--name", "quarterly", "--expires-in", "30d"
+    )
+    assert created["expires_at"] is not None
+
+
+def test_a_roll_that_breaks_the_policy_is_refused_until_the_successor_expires_in_time(
+    icodrip: Icodrip,
+) -> None:
+    org = icodrip.json("orgs", "create", "--name", "Acme")
+    key = icodrip.json("keys", "create", "--org", org["id"], "--name", "old")
+    icodrip("orgs", "set-policy", org["id"], "--require-expiry", "all")
+    code, _ = icodrip.refused("keys", "roll", key["id"])
+    assert code == "policy_violation"
+    rolled = icodrip.json(
+        "keys", "roll", key["id"], "--successor-expires-in", "30d", "--revoke-when-idle", "15m"
+    )
+    assert rolled["expires_at"] is not None
+    assert icodrip.json("keys", "show", key["id"])["revoke_when_idle_seconds"] == 15 * 60

@@ -323,7 +323,7 @@ def test_a_developer_cannot_roll_an_owners_key() -> None:
     assert allows(owner, Command.ROLL_KEY, key=owners_key, grant=grant())
 
 
-def test_an_auditor_only_reads_keys_the_audit_log_usage_and_webhooks() -> None:
+def test_an_auditor_only_reads_keys_the_audit_log_usage_webhooks_and_key_policy() -> None:
     auditor = a_user(Role.AUDITOR)
     own_key = target(created_by=auditor.name)
     allowed = {c for c in Command if allows(auditor, c, key=own_key)}
@@ -332,6 +332,7 @@ def test_an_auditor_only_reads_keys_the_audit_log_usage_and_webhooks() -> None:
         Command.READ_AUDIT,
         Command.READ_USAGE,
         Command.READ_WEBHOOKS,
+        Command.READ_KEY_POLICY,
     }
     assert Role.AUDITOR not in OWN_KEY_COMMANDS
 

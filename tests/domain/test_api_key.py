@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.actors import OPERATOR, Actor, UserActor
-from domain.api_key import MAX_ROLL_GRACE, ApiKey
+from domain.api_key import ApiKey
 from domain.errors import KeyAlreadyRolled, KeyRevoked, PermissionExceeded, ValidationError
 from domain.key_format import Environment, KeyType, hash_key, hint_for, parse_key
+from domain.key_limits import MAX_ROLL_GRACE
 from domain.key_networks import MAX_ALLOWED_ORIGINS
 from domain.key_states import KeyStatus
 from domain.organization import Organization

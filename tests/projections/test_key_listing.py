@@ -11,11 +11,13 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from adapters.settings import Settings
+from application.key_lifetimes import KeyLifetimes
 from application.registry import KeyRegistry, utc_now
 from domain.actors import OPERATOR
 from domain.api_key import ApiKey
 from domain.key_format import Environment, KeyType
 from domain.key_states import ExposureSource
+from domain.lifetime_policy import LifetimePolicy
 from domain.plans import Permission, Plan
 from projections.key_listing import KeyState, fold_keys, key_from, state_of
 from projections.key_listing_reader import KeyListingReader
@@ -39,6 +41,9 @@ def stored_events(registry: KeyRegistry) -> list[object]:
     ]
 
 
+MINUTE = timedelta(minutes=1)
+
+
 def every_kind_of_event(registry: KeyRegistry) -> list[UUID]:
     """An organization's keys that between them went through every event a key can have."""
     org = registry.register_organization("Acme", Plan.AGENCY, OPERATOR)
@@ -53,7 +58,9 @@ def every_kind_of_event(registry: KeyRegistry) -> list[UUID]:
     ).key
     registry.change_key(restricted.id, name="Renamed", allowed_ips=["10.0.0.0/8"], actor=OPERATOR)
     registry.flag_exposed(restricted.id, source=ExposureSource.BROWSER, detail="origin x")
-    successor = registry.roll_key(restricted.id, grace=timedelta(minutes=5), actor=OPERATOR).key
+    successor = registry.roll_key(
+        restricted.id, grace=timedelta(minutes=5), actor=OPERATOR, revoke_when_idle=MINUTE
+    ).key
     registry.clock = lambda: utc_now() + timedelta(hours=1)
     assert registry.expire_key(restricted.id)
     public = registry.create_key(
@@ -64,6 +71,11 @@ def every_kind_of_event(registry: KeyRegistry) -> list[UUID]:
         actor=OPERATOR,
         allowed_origins=("https://shop.example",),
     ).key
+    KeyLifetimes(registry).set_policy(
+        OPERATOR, org.id, LifetimePolicy(revoke_unused_after=timedelta(days=1))
+    )
+    registry.clock = lambda: utc_now() + timedelta(days=2)
+    assert KeyLifetimes(registry).warn_unused(public.id, None) is not None
     registry.revoke_key(successor.id, actor=OPERATOR, reason="done with it")
     return [restricted.id, successor.id, public.id]
 
@@ -206,6 +218,8 @@ def test_every_kind_of_key_event_is_in_the_round_trip() -> None:
         "AllowedIpsChanged",
         "Exposed",
         "Rolled",
+        "IdleRevocationArranged",
+        "UnusedWarned",
         "Expired",
         "Revoked",
     }

@@ -25,7 +25,7 @@ def test_an_allowlist_change_reaches_the_durable_view(
         actor=OPERATOR,
         allowed_ips=("203.0.113.0/24",),
     )
-    registry.set_allowed_ips(issued.key.id, ["198.51.100.0/24", "10.0.0.1"], actor=OPERATOR)
+    registry.change_key(issued.key.id, allowed_ips=["198.51.100.0/24", "10.0.0.1"], actor=OPERATOR)
     KeyLookupUpdater.from_view(registry, open_key_lookup_view(settings, "IpView")).catch_up_fully()
 
     found = open_key_lookup_view(settings, "IpView").find(

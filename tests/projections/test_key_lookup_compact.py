@@ -100,7 +100,7 @@ def secrets(registry: KeyRegistry) -> list[str]:
     )
     rolled = registry.roll_key(plain.key.id, grace=timedelta(hours=1), actor=OPERATOR)
     registry.rename_key(restricted.key.id, name="renamed", actor=OPERATOR)
-    registry.set_allowed_ips(elsewhere.key.id, ("192.0.2.0/24",), actor=OPERATOR)
+    registry.change_key(elsewhere.key.id, allowed_ips=("192.0.2.0/24",), actor=OPERATOR)
     registry.revoke_key(public.key.id, actor=OPERATOR)
     registry.change_plan(acme.id, Plan.PRO, OPERATOR)
     return [k.secret for k in (plain, restricted, public, elsewhere, busy, rolled)]

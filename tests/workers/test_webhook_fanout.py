@@ -1,22 +1,26 @@
-"""The fan-out's own promises: a store error is never mistaken for "nothing to tell", and a
-key's rate limiting is told at most once an hour, across clock hours and restarts."""
+"""The fan-out's own promises: a store error is never mistaken for "nothing to tell", a
+key's rate limiting is told at most once an hour, across clock hours and restarts, and an
+unused key's warning is told with when it goes."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from eventsourcing.persistence import OperationalError
 
 from adapters.key_events import to_message
 from adapters.settings import Settings
+from application.key_lifetimes import KeyLifetimes
 from application.registry import KeyRegistry
 from application.webhooks import Webhooks
 from domain.actors import OPERATOR
 from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
+from domain.lifetime_policy import LifetimePolicy
 from domain.plans import Plan
 from projections.webhook_deliveries import DeliveryLog
 from projections.webhook_delivery_store import open_delivery_log
@@ -113,3 +117,29 @@ def test_a_429_handed_over_again_after_a_crash_enqueues_nothing_twice(
     told = fanout.on_rate_limited(*args)  # the same 429, handed over again
     assert (told.enqueued, told.last_told) == (0, args[2])
     assert len(log.deliveries(hook.endpoint.id, limit=10)) == 1
+
+
+def test_an_unused_keys_warning_is_told_as_api_key_unused_with_its_revocation_time(
+    registry: KeyRegistry, fanout: WebhookFanout, log: DeliveryLog
+) -> None:
+    org = registry.register_organization("Acme", Plan.PRO, OPERATOR)
+    endpoint = fanout.webhooks.add(OPERATOR, org.id, url=URL, events=["api_key.unused"]).endpoint
+    issued = registry.create_key(
+        org.id, name="k", env=Environment.LIVE, key_type=KeyType.SECRET, actor=OPERATOR
+    )
+    KeyLifetimes(registry).set_policy(
+        OPERATOR, org.id, LifetimePolicy(revoke_unused_after=timedelta(days=90))
+    )
+    registry.clock = lambda: datetime.now(UTC) + timedelta(days=85)
+    revoke_at = KeyLifetimes(registry).warn_unused(issued.key.id, None)
+    assert revoke_at is not None
+    stored = registry.recorder.select_notifications(start=1, limit=100)
+    message = to_message(stored[-1].id, registry.mapper.to_domain_event(stored[-1]))
+    assert message.type == "api_key.unused_warning"
+
+    assert fanout.on_key_event(message) == 1
+    (delivery,) = log.deliveries(endpoint.id, limit=10)
+    body = json.loads(delivery.payload)
+    assert delivery.event_type == body["type"] == "api_key.unused"
+    assert body["data"]["id"] == format_key_id(issued.key.id)
+    assert body["data"]["unused_revocation_at"] == revoke_at.isoformat().replace("+00:00", "Z")

@@ -28,6 +28,21 @@ def test_fields_the_client_does_not_know_are_kept_in_raw() -> None:
     assert key.created_at == datetime(2026, 12, 1, 4, 17, 24, 758543, tzinfo=UTC)
 
 
+def test_a_key_from_a_server_without_the_lifetime_fields_reads_as_none() -> None:
+    older = ApiKey.from_dict(KEY)
+    newer = ApiKey.from_dict(
+        {
+            **KEY,
+            "revoke_when_idle_seconds": 900,
+            "unused_revocation_at": "2026-12-08T04:17:24Z",
+        }
+    )
+
+    assert (older.revoke_when_idle_seconds, older.unused_revocation_at) == (None, None)
+    assert newer.revoke_when_idle_seconds == 900
+    assert newer.unused_revocation_at == datetime(2026, 12, 8, 4, 17, 24, tzinfo=UTC)
+
+
 def test_a_missing_documented_field_is_an_unexpected_response() -> None:
     without_id = {name: value for name, value in KEY.items() if name != "id"}
 

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.response import Template
 
-from api.dashboard import forms, views
+from api.dashboard import audit_views, forms
 from api.dashboard.context import DashboardContext
 from api.dashboard.key_pages import KEY_MANAGEMENT
 from api.dashboard.pages import USER_DEPENDENCY, page
@@ -55,15 +55,15 @@ def _audit_page(
     dashboard: DashboardContext,
     management: KeyManagement,
     actor: UserActor,
-    filters: views.AuditFilters,
+    filters: audit_views.AuditFilters,
     query: AuditQuery,
-) -> views.AuditPage:
+) -> audit_views.AuditPage:
     """The page of requests `query` selects, with the names of the keys that made them."""
     listing = management.org_keys(actor, actor.org_id, with_use=False)
     try:
         rows = dashboard.services.audit.page(query, AUDIT_PAGE_SIZE)
     except Exception as error:  # the audit model may be unavailable; the page says so
         log.warning("dashboard.audit_unavailable", error=type(error).__name__)
-        return views.audit_page(listing, None, filters, older=None)
+        return audit_views.audit_page(listing, None, filters, older=None)
     older = rows[-1].seq if len(rows) == AUDIT_PAGE_SIZE else None
-    return views.audit_page(listing, rows, filters, older)
+    return audit_views.audit_page(listing, rows, filters, older)

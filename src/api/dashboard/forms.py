@@ -6,17 +6,12 @@ who may send it is the access policy's to say, asked before a form is read (`pag
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from api.dashboard.views import (
-    EXPIRY_CHOICES,
-    GRACE_CHOICES,
-    PERIOD_CHOICES,
-    STATUS_CHOICES,
-    AuditFilters,
-)
+from api.dashboard.audit_views import PERIOD_CHOICES, STATUS_CHOICES, AuditFilters
+from api.dashboard.views import EXPIRY_CHOICES, GRACE_CHOICES
 from api.routes.audit_requests import parse_status
 from application.key_management import KeyOrder, expiry_after
 from application.registry import utc_now
@@ -58,6 +53,27 @@ def grace(form: Any) -> timedelta:
     if not text.isdigit() or int(text) not in {choice.value for choice in GRACE_CHOICES}:
         raise ValidationError("choose a grace period from the list")
     return timedelta(seconds=int(text))
+
+
+def revoke_when_idle(form: Any) -> timedelta | None:
+    """How long the old key may sit unused before it is revoked, as the Roll form says (empty:
+    only at the grace period's end); its bounds are the domain's to judge."""
+    text = form_text(form, "revoke_when_idle_minutes").strip()
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 6:
+        raise ValidationError("revoke when idle: a whole number of minutes, or empty")
+    return timedelta(minutes=int(text))
+
+
+def successor_expiry(form: Any) -> datetime | None:
+    """When a roll's new key expires, as the Roll form chose it (None: as the old key does)."""
+    text = form_text(form, "expires_in_days")
+    if not text:
+        return None
+    if not text.isdigit() or int(text) not in {choice.value for choice in EXPIRY_CHOICES[1:]}:
+        raise ValidationError("choose an expiry from the list")
+    return expiry_after(int(text), utc_now())
 
 
 def revocation_reason(form: Any) -> str:

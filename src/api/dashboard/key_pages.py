@@ -1,4 +1,5 @@
-"""Settings > API Keys: the keys, Create API Key, and one key's page (roll, rename, revoke).
+"""Settings > API Keys: the keys, Create API Key, and one key's page (roll, rename, revoke),
+whose last use it follows live while a roll's grace period lasts (`/last-use`, polled by htmx).
 
 Handlers read the form (`forms`), run one `KeyManagement` operation as the user's actor, and
 render what `views` builds. Each declares its command (`opt`), asked of the access policy
@@ -27,7 +28,7 @@ from application.key_management import KeyManagement, ManagedKey, NewKey, key_re
 from application.registry import utc_now
 from domain.access import KEY_CHANGES, Command, KeyFacts, allows, authorize
 from domain.actors import UserActor
-from domain.errors import DomainError
+from domain.errors import DomainError, NotFound
 from domain.ids import format_key_id
 from domain.user import User
 from projections.usage import Granularity
@@ -114,17 +115,27 @@ class KeyPages(Controller):
     ) -> Template:
         """One key: its details, its last use, its usage over the range asked (`range`, `by`),
         the actions, and its lifecycle history."""
-        choice, granularity = usage_views.usage_choice(range_, by)
+        usage_range = usage_views.usage_choice(range_, by)
+        view = await asyncio.to_thread(_key_page, dashboard, management, actor, key, usage_range)
+        return page(request, "key.html.j2", view, user=user)
 
-        def load() -> views.KeyPage:
+    @get("/{key_id:str}/last-use", opt={"command": Command.READ_KEYS})
+    async def key_last_use(
+        self,
+        request: Request[Any, Any, Any],
+        management: NamedDependency[KeyManagement],
+        user: NamedDependency[User],
+        key: NamedDependency[ManagedKey],
+    ) -> Template:
+        """The key's last use and grace, which its page polls while the key is expiring (the
+        fragment stops asking once the key is no longer expiring)."""
+
+        def load() -> views.LastUsePage:
             record = management.with_last_use(key)
-            history = management.history(actor, key.key.id)
-            people = dashboard.people(e.get("actor") for e in history)
-            usage, unavailable = _key_usage(dashboard, actor, key, choice, granularity)
-            shown = views.key_page(record, history, actor, utc_now(), people)
-            return msgspec.structs.replace(shown, usage=usage, usage_unavailable=unavailable)
+            return views.LastUsePage(key=views.key_view(record, utc_now(), {}))
 
-        return page(request, "key.html.j2", await asyncio.to_thread(load), user=user)
+        view = await asyncio.to_thread(load)
+        return page(request, "_key_last_use.html.j2", view, user=user)
 
     @get("/{key_id:str}/usage.csv", opt={"command": Command.READ_USAGE})
     async def key_usage_csv(
@@ -177,9 +188,33 @@ class KeyPages(Controller):
         actor: NamedDependency[UserActor],
         key: NamedDependency[ManagedKey],
     ) -> Template:
-        """Issue the key's successor (shown once); the old key works for the grace period."""
-        grace = forms.grace(await request.form())
-        new = await asyncio.to_thread(management.roll, actor, key.key.id, grace=grace)
+        """Issue the key's successor (shown once); the old key works for the grace period, or
+        until unused for the minutes asked; a refusal (the key policy's too) is shown with it."""
+        form = await request.form()
+
+        def roll() -> NewKey:
+            return management.roll(
+                actor,
+                key.key.id,
+                grace=forms.grace(form),
+                expires_at=forms.successor_expiry(form),
+                revoke_when_idle=forms.revoke_when_idle(form),
+            )
+
+        try:
+            new = await asyncio.to_thread(roll)
+        except DomainError as error:
+            if isinstance(error, NotFound):
+                raise
+            if is_htmx(request):  # shown above the form, which keeps what was chosen
+                message = f"Not rolled: {error.message}"
+                refusal = views.ErrorPage(title="Not rolled", message=message, signed_in=True)
+                return page(request, "_error.html.j2", refusal, status_code=422, user=user)
+            usage_range = usage_views.usage_choice(None, None)
+            refused = await asyncio.to_thread(
+                _key_page, dashboard, management, actor, key, usage_range, roll_error=error.message
+            )
+            return page(request, "key.html.j2", refused, status_code=422, user=user)
         await dashboard.services.mirror.refresh()
         log.info("dashboard.key_rolled", key_id=format_key_id(key.key.id))
         view = await _keys_page(
@@ -215,6 +250,27 @@ class KeyPages(Controller):
         log.info("dashboard.key_revoked", key_id=format_key_id(key.key.id))
         flash(request, f"Revoked “{key.key.name}” ({key.key.hint}). It no longer works.")
         return Redirect("/dashboard/keys", status_code=303)
+
+
+def _key_page(
+    dashboard: DashboardContext,
+    management: KeyManagement,
+    actor: UserActor,
+    key: ManagedKey,
+    usage_range: tuple[usage_views.UsageRange, Granularity],
+    *,
+    roll_error: str | None = None,
+) -> views.KeyPage:
+    """One key's page for `actor`, with its last use read now and its usage over the range."""
+    choice, granularity = usage_range
+    record = management.with_last_use(key)
+    history = management.history(actor, key.key.id)
+    people = dashboard.people(e.get("actor") for e in history)
+    usage, unavailable = _key_usage(dashboard, actor, key, choice, granularity)
+    shown = views.key_page(record, history, actor, utc_now(), people)
+    return msgspec.structs.replace(
+        shown, usage=usage, usage_unavailable=unavailable, roll_error=roll_error
+    )
 
 
 async def _keys_page(

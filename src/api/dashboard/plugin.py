@@ -19,6 +19,7 @@ from api.dashboard.audit_pages import AuditPages
 from api.dashboard.context import DashboardContext
 from api.dashboard.key_pages import KeyPages
 from api.dashboard.pages import EXCEPTION_HANDLERS, FILTERS, provide
+from api.dashboard.policy_pages import PolicyPages
 from api.dashboard.security import (
     LOCK_STORE,
     PREFIX,
@@ -73,7 +74,14 @@ class DashboardPlugin(InitPlugin):
 
         router = Router(
             path=PREFIX,
-            route_handlers=[dashboard_home, SessionPages, KeyPages, AuditPages, WebhookPages],
+            route_handlers=[
+                dashboard_home,
+                SessionPages,
+                KeyPages,
+                AuditPages,
+                WebhookPages,
+                PolicyPages,
+            ],
             middleware=[
                 JoinCookieHeaders,
                 session_config().middleware,

@@ -2,10 +2,9 @@
 
 Templates read these structs' attributes (`key.name`, `reveal.old.hint`); `pages.page` hands
 a page's struct to its template field by field, beside the `Frame` every page shares. A key
-looks as the API's key object says (`application.views.api_key_view`) and a request as the
-API's audit object says (`api.routes.audit_requests.audit_request_view`): ids, times and
-statuses are formatted there once, and read here as typed values. What a role may do is asked
-of the access policy (`allows`); nothing here decides it.
+looks as the API's key object says (`application.views.api_key_view`): ids, times and statuses
+are formatted there once, and read here as typed values. What a role may do is asked of the
+access policy (`allows`); nothing here decides it. The audit log's structs are `audit_views`'s.
 """
 
 from __future__ import annotations
@@ -17,15 +16,14 @@ from typing import Any
 import msgspec
 
 from api.dashboard.usage_views import KeySpark, KeyUsage
-from api.routes.audit_requests import audit_request_view
+from application.key_lifetimes import key_findings
 from application.key_management import ManagedKey, NewKey, OrgKeys
 from application.views import api_key_view
 from domain.access import Command, KeyFacts, allows
 from domain.actors import UserActor
-from domain.ids import format_key_id
+from domain.lifetime_policy import describe
 from domain.organization import Organization
 from domain.user import User
-from projections.request_audit import AuditRow
 
 
 class View(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,16 +53,6 @@ EXPIRY_CHOICES = (
     Choice(90, "90 days"),
     Choice(365, "1 year"),
 )
-#: Audit periods, in seconds; 0 = all time.
-PERIOD_CHOICES = (
-    Choice(3600, "last hour"),
-    Choice(86400, "last 24 hours"),
-    Choice(7 * 86400, "last 7 days"),
-    Choice(30 * 86400, "last 30 days"),
-    Choice(0, "all time"),
-)
-#: Status filters of the audit log ("" = any).
-STATUS_CHOICES = ("", "2xx", "4xx", "5xx", "401", "403", "429")
 
 
 # -- what every page shows ---------------------------------------------------------------------
@@ -154,6 +142,10 @@ class KeyView(msgspec.Struct, frozen=True, kw_only=True):
     revocation_reason: str | None
     rolled_from: str | None
     rolled_to: str | None
+    # What an active key breaks of its organization's lifetime policy, in words (empty: nothing);
+    # None when the organization has no policy, so the pages say nothing about one.
+    policy: tuple[str, ...] | None = None
+    idle_revocation: str | None = None  # a rolled key's "once unused for 15 minutes"
 
 
 class Reveal(msgspec.Struct, frozen=True, kw_only=True):
@@ -204,11 +196,20 @@ class KeyPage(View, frozen=True, kw_only=True):
     key: KeyView
     history: tuple[HistoryEntry, ...]
     grace_choices: tuple[Choice, ...] = GRACE_CHOICES
+    expiry_choices: tuple[Choice, ...] = EXPIRY_CHOICES[1:]  # a successor's; "never" is inherited
     may_roll: bool
     may_rename: bool
     may_revoke: bool
     usage: KeyUsage | None = None  # None: not shown (not allowed, or unavailable)
     usage_unavailable: bool = False
+    roll_note: str | None = None  # why the successor needs an expiry of its own (the policy)
+    roll_error: str | None = None
+
+
+class LastUsePage(View, frozen=True, kw_only=True):
+    """A rolled key's last use, which its page follows live through the grace period."""
+
+    key: KeyView
 
 
 class RevokePage(View, frozen=True, kw_only=True):
@@ -234,15 +235,26 @@ def key_view(record: ManagedKey, now: datetime, people: Mapping[str, str]) -> Ke
     """A key as the pages show it, from the API's key object at `now`."""
     key = record.key
     shown = api_key_view(key, record.org, now, last_used_at=record.last_used_at)
+    idle = key.idle_revocation
     return msgspec.convert(
         {
             **shown,
             "creator": who(key.created_by, people),
             "revoker": who(key.revoked_by, people),
             "last_used_addr": None if record.last_use is None else record.last_use.addr,
+            "policy": policy_status(record, now),
+            "idle_revocation": None if idle is None else describe(idle[1]),
         },
         KeyView,
     )
+
+
+def policy_status(record: ManagedKey, now: datetime) -> tuple[str, ...] | None:
+    """What the key breaks of its org's lifetime policy, in words; None without a policy."""
+    if record.org.lifetime_policy.is_empty:
+        return None
+    found = key_findings(record.key, record.org, record.last_used_at, now)
+    return tuple(finding.text for finding in found)
 
 
 def org_view(org: Organization) -> OrgView:
@@ -309,79 +321,13 @@ def key_page(
 ) -> KeyPage:
     """One key's page for `actor`: details, the actions offered, its history."""
     facts = KeyFacts.of(record.key, record.org)
+    key = record.key
+    inherited = record.org.lifetime_policy.violation(key.env, key.expires_at, now)
     return KeyPage(
         key=key_view(record, now, people),
         history=tuple(history_entry(e, people) for e in history),
         may_roll=allows(actor, Command.ROLL_KEY, key=facts),
         may_rename=allows(actor, Command.RENAME_KEY, key=facts),
         may_revoke=allows(actor, Command.REVOKE_KEY, key=facts),
-    )
-
-
-# -- the audit log -----------------------------------------------------------------------------
-
-
-class KeyOption(msgspec.Struct, frozen=True):
-    """A key in the audit log's key filter."""
-
-    id: str
-    name: str
-    hint: str
-
-
-class AuditFilters(msgspec.Struct, frozen=True):
-    """The audit log's filters as chosen ("" = any key, any status)."""
-
-    key: str
-    status: str
-    period: int
-
-
-class AuditRequestView(msgspec.Struct, frozen=True, kw_only=True):
-    """One request in the audit log, with the name of the key that made it."""
-
-    occurred_at: datetime
-    key_id: str | None
-    key_name: str
-    key_hint: str | None
-    method: str
-    route: str
-    status: int
-    client_addr: str | None
-
-
-class AuditPage(View, frozen=True, kw_only=True):
-    """The audit log: requests newest first, the filters, the way to older ones."""
-
-    requests: tuple[AuditRequestView, ...]
-    keys: tuple[KeyOption, ...]
-    unavailable: bool
-    filters: AuditFilters
-    status_choices: tuple[str, ...] = STATUS_CHOICES
-    period_choices: tuple[Choice, ...] = PERIOD_CHOICES
-    older: int | None
-
-
-def audit_request(row: AuditRow, names: Mapping[str, str]) -> AuditRequestView:
-    """A request as the audit log lists it, from the API's audit object."""
-    shown = audit_request_view(row)
-    key_name = names.get(shown["key_id"] or "", "unknown key")
-    return msgspec.convert({**shown, "key_name": key_name}, AuditRequestView)
-
-
-def audit_page(
-    listing: OrgKeys,
-    rows: list[AuditRow] | None,
-    filters: AuditFilters,
-    older: int | None,
-) -> AuditPage:
-    """The audit log over `rows` (None: the audit model is unavailable)."""
-    options = [KeyOption(format_key_id(r.key.id), r.key.name, r.key.hint) for r in listing.keys]
-    names = {option.id: option.name for option in options}
-    return AuditPage(
-        requests=tuple(audit_request(row, names) for row in rows or ()),
-        keys=tuple(reversed(options)),
-        unavailable=rows is None,
-        filters=filters,
-        older=older,
+        roll_note=None if inherited is None else inherited.message,
     )

@@ -43,6 +43,11 @@ class ApiKey(msgspec.Struct, kw_only=True):
     revocation_reason: str | None
     rolled_from: str | None
     rolled_to: str | None
+    #: A rolled key in its grace that goes once unused this long (`revoke_when_idle`).
+    revoke_when_idle_seconds: int | None = None
+    #: When the system revokes this active key for being unused, as it warned (a use since
+    #: the warning cancels it): the org's `revoke_unused_after` rule.
+    unused_revocation_at: datetime | None = None
     key: str | UnsetType = UNSET
 
 

@@ -1,4 +1,4 @@
-"""What the service says about itself (probes) and about reported leaks."""
+"""What the service says about itself (probes), about reported leaks and public revocations."""
 
 from __future__ import annotations
 
@@ -26,3 +26,9 @@ class LeakLabel(msgspec.Struct, kw_only=True):
     token_type: str
     label: Literal["true_positive", "false_positive"]
     hint: str | UnsetType = UNSET
+
+
+class RevocationAccepted(msgspec.Struct, kw_only=True):
+    """The one answer to a public revocation, whatever was sent: it tells no key's fate."""
+
+    status: Literal["accepted"] = "accepted"

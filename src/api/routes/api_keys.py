@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -50,6 +51,10 @@ class ApiKeyChange(msgspec.Struct, forbid_unknown_fields=True):
 
 class Roll(msgspec.Struct, forbid_unknown_fields=True):
     expire_in_seconds: Annotated[int, msgspec.Meta(ge=0, le=30 * 86400)] = 86400
+    # The successor's expiry: by default the old key's (a policy may ask for a sooner one).
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    # Revoke the old key sooner, once it has not been used for this long (in its grace).
+    revoke_when_idle_minutes: Annotated[int, msgspec.Meta(ge=1, le=30 * 1440)] | None = None
 
 
 class Revocation(msgspec.Struct, forbid_unknown_fields=True):
@@ -224,8 +229,18 @@ class ApiKeysController(Controller):
         data: JSONBody[Roll | None] = None,
     ) -> ApiKey:
         """Issue a successor (secret shown once); the old key expires after the grace period."""
-        grace = timedelta(seconds=(data or Roll()).expire_in_seconds)
-        new = await asyncio.to_thread(management.roll, request.user, key_ref(key_id), grace=grace)
+        roll = data or Roll()
+        idle = roll.revoke_when_idle_minutes
+        new = await asyncio.to_thread(
+            partial(
+                management.roll,
+                request.user,
+                key_ref(key_id),
+                grace=timedelta(seconds=roll.expire_in_seconds),
+                expires_at=roll.expires_at,
+                revoke_when_idle=None if idle is None else timedelta(minutes=idle),
+            )
+        )
         await services.mirror.refresh_after_write()
         return _view(new.record, new.secret)
 

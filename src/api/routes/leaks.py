@@ -9,6 +9,9 @@ is one of our live secret keys is flagged `exposed` (with the URL) and revoked o
 its org's `leak_policy`; a repeated report changes nothing more (see
 `KeyRegistry.respond_to_leak`), so a replay inside the window is harmless.
 
+GitHub itself signs with ECDSA keys of its own: its reports go to `POST /v1/leaks/github`
+(`api.routes.github_leaks`), which shares the decoding and per-token handling below.
+
 Answer, per reported token, as GitHub expects:
 `{"token_hash": sha256 hex of the token, "token_type": ..., "label": "true_positive" |
 "false_positive"}` — never the token itself.
@@ -117,44 +120,57 @@ class LeaksController(Controller):
                 "stale_timestamp",
                 f"the report was signed more than {TIMESTAMP_TOLERANCE} s from now; sign it again",
             )
-        if nested_deeper_than(body):  # msgspec would recurse skipping unknown fields: 500
-            raise ApiError(400, "malformed_json", f"JSON is nested deeper than {MAX_JSON_DEPTH}")
-        try:
-            reports = _decoder.decode(body)
-        except msgspec.DecodeError as error:
-            raise ApiError(422, "validation_error", f"body: {error}"[:300]) from None
-        results = [await self._handle(services, report) for report in reports]
-        await services.mirror.refresh()
-        return results
+        return await label_reports(services, decode_reports(body), scanner="hmac")
 
-    @staticmethod
-    async def _handle(services: Services, report: LeakReport) -> LeakLabel:
-        answer = LeakLabel(
-            token_hash=hashlib.sha256(report.token.encode()).hexdigest(),
-            token_type=report.type,
-            label=FALSE_POSITIVE,
-        )
-        try:
-            parsed = parse_key(report.token.strip())
-        except MalformedKey:
-            return answer
-        key_hash = hash_key(parsed.text, services.settings.key_pepper)
-        record = services.mirror.get(key_hash) or await services.mirror.find(key_hash)
-        if record is None:
-            return answer
-        answer.label = TRUE_POSITIVE
-        answer.hint = parsed.hint
-        action = await asyncio.to_thread(
-            services.registry.respond_to_leak,
-            record.key_id,
-            url=report.url,
-            source=report.source,
-        )
-        log.warning(
-            "leak.reported",
-            key_id=format_key_id(record.key_id),
-            key_hint=parsed.hint,
-            action=action,
-            url=report.url[:300],
-        )
+
+def decode_reports(body: bytes) -> list[LeakReport]:
+    """The reports in a (verified) body, or the contract's 400/422 for anything else."""
+    if nested_deeper_than(body):  # msgspec would recurse skipping unknown fields: 500
+        raise ApiError(400, "malformed_json", f"JSON is nested deeper than {MAX_JSON_DEPTH}")
+    try:
+        reports: list[LeakReport] = _decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise ApiError(422, "validation_error", f"body: {error}"[:300]) from None
+    return reports
+
+
+async def label_reports(
+    services: Services, reports: list[LeakReport], *, scanner: str
+) -> list[LeakLabel]:
+    """Act on every reported live key per its org's leak policy; label each token in order."""
+    results = [await _handle(services, report, scanner) for report in reports]
+    await services.mirror.refresh()
+    return results
+
+
+async def _handle(services: Services, report: LeakReport, scanner: str) -> LeakLabel:
+    answer = LeakLabel(
+        token_hash=hashlib.sha256(report.token.encode()).hexdigest(),
+        token_type=report.type,
+        label=FALSE_POSITIVE,
+    )
+    try:
+        parsed = parse_key(report.token.strip())
+    except MalformedKey:
         return answer
+    key_hash = hash_key(parsed.text, services.settings.key_pepper)
+    record = services.mirror.get(key_hash) or await services.mirror.find(key_hash)
+    if record is None:
+        return answer
+    answer.label = TRUE_POSITIVE
+    answer.hint = parsed.hint
+    action = await asyncio.to_thread(
+        services.registry.respond_to_leak,
+        record.key_id,
+        url=report.url,
+        source=report.source,
+    )
+    log.warning(
+        "leak.reported",
+        key_id=format_key_id(record.key_id),
+        key_hint=parsed.hint,
+        action=action,
+        url=report.url[:300],
+        scanner=scanner,
+    )
+    return answer

@@ -13,6 +13,7 @@ with Icodrip(api_key="ak_live_…", base_url="https://keys.example.com") as clie
 from icodrip_client import webhooks
 from icodrip_client._async_client import AsyncIcodrip
 from icodrip_client._client import Icodrip
+from icodrip_client._public import async_revoke_leaked_keys, revoke_leaked_keys
 from icodrip_client._version import __version__
 from icodrip_client.errors import (
     APIConnectionError,
@@ -25,6 +26,7 @@ from icodrip_client.errors import (
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
+    PolicyViolationError,
     RateLimitError,
     UnexpectedResponseError,
     UnprocessableEntityError,
@@ -38,6 +40,7 @@ from icodrip_client.types import (
     AuditRequest,
     DeliveryAttempt,
     Exposure,
+    KeyPolicy,
     LifecycleEvent,
     ListedTrackedEvent,
     RateLimit,
@@ -68,11 +71,13 @@ __all__ = [
     "Icodrip",
     "IcodripError",
     "InternalServerError",
+    "KeyPolicy",
     "LifecycleEvent",
     "ListedTrackedEvent",
     "NotFoundError",
     "Page",
     "PermissionDeniedError",
+    "PolicyViolationError",
     "RateLimit",
     "RateLimitError",
     "TrackedEvent",
@@ -87,5 +92,7 @@ __all__ = [
     "WebhookTest",
     "WebhookVerificationError",
     "__version__",
+    "async_revoke_leaked_keys",
+    "revoke_leaked_keys",
     "webhooks",
 ]

@@ -16,6 +16,7 @@ from icodrip_client._resources.affiliates import AsyncAffiliates
 from icodrip_client._resources.api_keys import AsyncApiKeys
 from icodrip_client._resources.audit import AsyncAudit
 from icodrip_client._resources.events import AsyncEvents
+from icodrip_client._resources.organization import AsyncOrganization
 from icodrip_client._resources.usage import AsyncUsage
 from icodrip_client._resources.webhooks import AsyncWebhooks
 from icodrip_client.errors import APIError
@@ -66,6 +67,7 @@ class AsyncIcodrip(ClientCore):
         self.audit = AsyncAudit(self)
         self.webhooks = AsyncWebhooks(self)
         self.events = AsyncEvents(self)
+        self.organization = AsyncOrganization(self)
 
     async def request(
         self,

@@ -15,6 +15,7 @@ from icodrip_client._resources.affiliates import Affiliates
 from icodrip_client._resources.api_keys import ApiKeys
 from icodrip_client._resources.audit import Audit
 from icodrip_client._resources.events import Events
+from icodrip_client._resources.organization import Organization
 from icodrip_client._resources.usage import Usage
 from icodrip_client._resources.webhooks import Webhooks
 from icodrip_client.errors import APIError
@@ -74,6 +75,7 @@ class Icodrip(ClientCore):
         self.audit = Audit(self)
         self.webhooks = Webhooks(self)
         self.events = Events(self)
+        self.organization = Organization(self)
 
     def request(
         self,

@@ -12,8 +12,9 @@ import ssl
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -48,6 +49,8 @@ class Call(Generic[T]):
     params: Params = field(default_factory=dict)
     body: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
+    #: False for the routes anyone may call (`/v1/public/…`): the client's key is not sent.
+    authenticated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,35 @@ def rfc3339(value: datetime | str | None) -> str | None:
 
 def as_list(values: Any) -> list[Any] | None:
     return None if values is None else list(values)
+
+
+class Unchanged(Enum):
+    """The type of `UNCHANGED`: a setting left out of a change, where None turns it off."""
+
+    UNCHANGED = "UNCHANGED"
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: The default of a setting a change leaves as it is (`None` means "off" there).
+UNCHANGED: Final = Unchanged.UNCHANGED
+
+
+def whole(duration: timedelta, unit: timedelta, what: str) -> int:
+    """`duration` as a count of `unit`s (seconds, minutes), as the API takes it; a duration
+    that is not a whole number of them is refused rather than rounded."""
+    if not isinstance(duration, timedelta):
+        raise TypeError(f"{what}: give a timedelta, e.g. timedelta(days=90)")
+    count, rest = divmod(duration, unit)
+    if rest:
+        raise ValueError(f"{what} must be a whole number of {_unit_name(unit)}")
+    return count
+
+
+def _unit_name(unit: timedelta) -> str:
+    names = {timedelta(seconds=1): "seconds", timedelta(minutes=1): "minutes"}
+    return names.get(unit, str(unit))
 
 
 def tls_verify(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
@@ -198,6 +230,8 @@ class ClientCore:
             key = str(uuid.uuid4())
         if key is not None:
             headers["Idempotency-Key"] = key
+        if not call.authenticated:  # a route open to anyone: the key is none of its business
+            headers = {name: v for name, v in headers.items() if name.lower() != "authorization"}
         return Prepared(
             method=call.method,
             url=self.base_url + call.path,

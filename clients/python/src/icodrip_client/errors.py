@@ -1,7 +1,9 @@
 """What the client raises: one base class, the API's refusals by status, transport failures.
 
 Every refusal the API answers is `{"error": {"code", "message", "request_id"}}`; `APIError`
-carries those (the `code` is the stable, machine-readable part), the status, and the raw body.
+carries those (the `code` is the stable, machine-readable part), the status, and the raw body. A
+refusal's class is chosen by its status, or by status and code where a code adds fields of its
+own (`policy_violation`: `PolicyViolationError.rule`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ class UnprocessableEntityError(APIError):
 ValidationError = UnprocessableEntityError
 
 
+class PolicyViolationError(UnprocessableEntityError):
+    """422 `policy_violation`: the key asked for (created or rolled) breaks the organization's
+    key-lifetime policy; `rule` names the rule (`max_lifetime`, `require_expiry`)."""
+
+    @property
+    def rule(self) -> str | None:
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        rule = error.get("rule") if isinstance(error, dict) else None
+        return rule if isinstance(rule, str) else None
+
+
 class RateLimitError(APIError):
     """429: a rate limit is used up; `retry_after` seconds until it is worth trying again.
 
@@ -123,6 +136,10 @@ _BY_STATUS: dict[int, type[APIError]] = {
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
+#: Refusals with a class of their own, by status and code.
+_BY_CODE: dict[tuple[int, str], type[APIError]] = {
+    (422, "policy_violation"): PolicyViolationError,
+}
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
@@ -153,7 +170,11 @@ def api_error(response: httpx.Response) -> APIError:
         body = response.text  # a proxy's HTML page, say
     code, message, request_id = error_code(body)
     status = response.status_code
-    cls = _BY_STATUS.get(status) or (InternalServerError if status >= 500 else APIError)
+    cls = (
+        _BY_CODE.get((status, code or ""))
+        or _BY_STATUS.get(status)
+        or (InternalServerError if status >= 500 else APIError)
+    )
     return cls(
         message or response.reason_phrase or "error",
         status=status,

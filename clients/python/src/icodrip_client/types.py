@@ -7,6 +7,7 @@ from icodrip_client._models.hooks import (
     WebhookTest,
 )
 from icodrip_client._models.keys import ApiKey, Exposure, LifecycleEvent
+from icodrip_client._models.organization import KeyPolicy
 from icodrip_client._models.records import (
     Affiliate,
     AuditRequest,
@@ -24,6 +25,7 @@ __all__ = [
     "AuditRequest",
     "DeliveryAttempt",
     "Exposure",
+    "KeyPolicy",
     "LifecycleEvent",
     "ListedTrackedEvent",
     "RateLimit",

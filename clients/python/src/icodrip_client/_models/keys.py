@@ -52,6 +52,11 @@ class ApiKey:
     revocation_reason: str | None
     rolled_from: str | None
     rolled_to: str | None
+    #: A rolled key in its grace: revoked once unused this long (the roll's `revoke_when_idle`).
+    revoke_when_idle_seconds: int | None = None
+    #: An active key warned by the organization's unused-key rule: when it is revoked unless
+    #: used before.
+    unused_revocation_at: datetime | None = None
     # The secret never shows in a repr (logs, tracebacks): read it from `.key` once.
     key: str | None = field(default=None, repr=False)
     raw: Raw = field(default_factory=dict, repr=False, compare=False)
@@ -82,6 +87,8 @@ class ApiKey:
             revocation_reason=f.opt_text(raw, "revocation_reason"),
             rolled_from=f.opt_text(raw, "rolled_from"),
             rolled_to=f.opt_text(raw, "rolled_to"),
+            revoke_when_idle_seconds=f.opt_int(raw, "revoke_when_idle_seconds"),
+            unused_revocation_at=f.opt_time(raw, "unused_revocation_at"),
             key=f.opt_text(raw, "key"),
             raw=raw,
         )

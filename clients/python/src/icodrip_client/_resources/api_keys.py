@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from icodrip_client._core import Call, Cursor, Listing, as_list, compact, path, rfc3339
+from icodrip_client._core import Call, Cursor, Listing, as_list, compact, path, rfc3339, whole
 from icodrip_client._models.fields import obj
 from icodrip_client._models.keys import ApiKey, LifecycleEvent
 from icodrip_client._resources._base import AsyncResource, SyncResource
@@ -56,8 +56,25 @@ def _create(
     return Call("POST", path("api-keys"), _key, body=body, idempotency_key=idempotency_key)
 
 
-def _roll(key_id: str, expire_in_seconds: int | None, idempotency_key: str | None) -> Call[ApiKey]:
-    body = compact(expire_in_seconds=expire_in_seconds) or None
+MINUTE = timedelta(minutes=1)
+
+
+def _roll(
+    key_id: str,
+    expire_in_seconds: int | None,
+    expires_at: datetime | str | None,
+    revoke_when_idle: timedelta | None,
+    idempotency_key: str | None,
+) -> Call[ApiKey]:
+    idle = None if revoke_when_idle is None else whole(revoke_when_idle, MINUTE, "revoke_when_idle")
+    body = (
+        compact(
+            expire_in_seconds=expire_in_seconds,
+            expires_at=rfc3339(expires_at),
+            revoke_when_idle_minutes=idle,
+        )
+        or None
+    )
     return Call(
         "POST", path("api-keys", key_id, "roll"), _key, body=body, idempotency_key=idempotency_key
     )
@@ -130,10 +147,19 @@ class ApiKeys(SyncResource):
         key_id: str,
         *,
         expire_in_seconds: int | None = None,
+        expires_at: datetime | str | None = None,
+        revoke_when_idle: timedelta | None = None,
         idempotency_key: str | None = None,
     ) -> ApiKey:
-        """The key's successor (secret in `.key`); the old key works for the grace period."""
-        return self._run(_roll(key_id, expire_in_seconds, idempotency_key))
+        """The key's successor (secret in `.key`); the old key works for the grace period.
+
+        `expire_in_seconds`: the grace (default a day). `expires_at`: the successor's expiry
+        (default the old key's; the organization's policy may ask for one). `revoke_when_idle`
+        (whole minutes, at most the grace): the old key is revoked as soon as it has not been
+        used for this long, before the grace ends."""
+        return self._run(
+            _roll(key_id, expire_in_seconds, expires_at, revoke_when_idle, idempotency_key)
+        )
 
     def revoke(
         self, key_id: str, *, reason: str | None = None, idempotency_key: str | None = None
@@ -201,9 +227,13 @@ class AsyncApiKeys(AsyncResource):
         key_id: str,
         *,
         expire_in_seconds: int | None = None,
+        expires_at: datetime | str | None = None,
+        revoke_when_idle: timedelta | None = None,
         idempotency_key: str | None = None,
     ) -> ApiKey:
-        return await self._run(_roll(key_id, expire_in_seconds, idempotency_key))
+        return await self._run(
+            _roll(key_id, expire_in_seconds, expires_at, revoke_when_idle, idempotency_key)
+        )
 
     async def revoke(
         self, key_id: str, *, reason: str | None = None, idempotency_key: str | None = None
