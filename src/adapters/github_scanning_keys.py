@@ -6,7 +6,12 @@ GitHub signs each partner report with an ECDSA P-256 key it names in
 "is_current"}]}`). The document is fetched when a report names a key we do not hold (the
 first report, or GitHub rotating its keys), at most once per `REFETCH_INTERVAL`: whoever
 sends made-up identifiers cannot make us fetch more often than that (nor GitHub rate-limit
-us). Concurrent requests that need a fetch wait for the same one. See ADR 0025.
+us). Within that interval an identifier we do not hold is not refused for good: it may be a
+key GitHub has just rotated in, so the caller is told to come back (`ScanningKeysUnavailable`
+with the seconds until the next fetch is allowed); only the requests that saw a fetch not
+containing it are told it is unknown (None). Concurrent requests that need a fetch wait for
+the same one. Only P-256 keys are taken (GitHub documents ECDSA-NIST-P256V1-SHA256). See ADR
+0025.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable
 import httpx
 import msgspec
 import structlog
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -47,6 +52,11 @@ class ScanningKeysUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class IdentifierNotYetFetched(ScanningKeysUnavailable):
+    """An identifier we do not hold, while the document was fetched too recently to fetch it
+    again: perhaps a key GitHub has just rotated in, so not refused for good."""
+
+
 class _PublicKey(msgspec.Struct):
     key_identifier: str
     key: str
@@ -61,14 +71,15 @@ _document = msgspec.json.Decoder(_KeyDocument)
 
 
 def parse_key_document(body: bytes) -> dict[str, ec.EllipticCurvePublicKey]:
-    """The document's ECDSA keys by identifier; a key that does not load is left out."""
+    """The document's ECDSA P-256 keys by identifier; any other key, or one that does not
+    load (a curve OpenSSL does not know raises UnsupportedAlgorithm), is left out."""
     keys: dict[str, ec.EllipticCurvePublicKey] = {}
     for entry in _document.decode(body).public_keys:
         try:
             key = serialization.load_pem_public_key(entry.key.encode())
-        except (ValueError, TypeError, UnicodeError):
+        except (ValueError, TypeError, UnicodeError, UnsupportedAlgorithm):
             key = None
-        if isinstance(key, ec.EllipticCurvePublicKey):
+        if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
             keys[entry.key_identifier] = key
         else:
             log.warning("github_scanning_keys.unusable_key", key_identifier=entry.key_identifier)
@@ -113,27 +124,36 @@ class GitHubScanningKeys:
         self._timeout = timeout
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._attempted_at: float | None = None
+        self._attempts = 0
         self._fetched_at: float | None = None
         self._failed = False
         self._lock = asyncio.Lock()  # binds to the running loop at first use, not here
 
     async def key_for(self, identifier: str) -> ec.EllipticCurvePublicKey | None:
-        """GitHub's key named `identifier` (None: not published); ScanningKeysUnavailable."""
+        """GitHub's key named `identifier`; None when a fetch made for this request found no
+        such key; ScanningKeysUnavailable (IdentifierNotYetFetched: not held, and fetched too
+        recently to look again) with the seconds until a fetch is allowed."""
         key = self._keys.get(identifier)
         if key is not None and not self._stale():
             return key
+        attempts_before = self._attempts
         async with self._lock:
             # Another request may have fetched while this one waited: that fetch was ours too.
             key = self._keys.get(identifier)
             if key is not None and not self._stale():
                 return key
+            if self._attempts != attempts_before and not self._failed:
+                return None  # fetched while this request waited, and not in it: unknown
             wait = self._seconds_until_fetch_allowed()
             if wait > 0:
                 if key is not None:
                     return key
                 if self._failed:
                     raise ScanningKeysUnavailable("the last fetch failed", math.ceil(wait))
-                return None
+                raise IdentifierNotYetFetched(
+                    "not among the keys fetched; fetched too recently to fetch again",
+                    math.ceil(wait),
+                )
             try:
                 await self._fetch()
             except ScanningKeysUnavailable:
@@ -154,24 +174,27 @@ class GitHubScanningKeys:
 
     async def _fetch(self) -> None:
         started = self._clock()
+        self._failed = True  # until the document is in hand
         try:
             async with asyncio.timeout(self._timeout):  # httpx's timeout is per read, not total
                 body = await self._download()
             keys = parse_key_document(body)
-        except (
-            httpx.HTTPError,
-            httpx.InvalidURL,
-            TimeoutError,
-            msgspec.DecodeError,
-            _BadAnswer,
-        ) as error:
-            # Counted as an attempt: a dead URL is not hammered by every report that comes in.
-            self._attempted_at, self._failed = started, True
+        except _EXPECTED_FAILURES as error:
             log.warning("github_scanning_keys.fetch_failed", url=self.url, error=_describe(error))
             raise ScanningKeysUnavailable(
                 _describe(error), math.ceil(self._refetch_interval)
             ) from None
-        self._attempted_at, self._failed, self._fetched_at = started, False, started
+        except Exception as error:  # a bug, or a library's surprise: a 503, not a 500
+            log.error("github_scanning_keys.fetch_crashed", url=self.url, error=_describe(error))
+            raise ScanningKeysUnavailable(
+                _describe(error), math.ceil(self._refetch_interval)
+            ) from None
+        finally:
+            # Counted as an attempt whatever happened: a dead URL, or a document we cannot
+            # read, is not fetched again by every report that comes in.
+            self._attempted_at = started
+            self._attempts += 1
+        self._failed, self._fetched_at = False, started
         self._keys = keys  # whole: a key GitHub withdrew is no longer accepted
         log.info("github_scanning_keys.fetched", url=self.url, key_identifiers=sorted(keys))
 
@@ -193,6 +216,15 @@ class GitHubScanningKeys:
 
 class _BadAnswer(Exception):
     """The key URL answered, but not with a key document."""
+
+
+_EXPECTED_FAILURES = (
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    TimeoutError,
+    msgspec.DecodeError,
+    _BadAnswer,
+)
 
 
 def _describe(error: Exception) -> str:

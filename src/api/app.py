@@ -46,6 +46,9 @@ NO_KEY_PATHS = (
     "/v1/public",
     "/sdk",
 )
+#: A request body's size at most (413 beyond), unless its handler sets its own
+#: `request_max_body_size`: the leak-report routes take a scanner's whole batch
+#: (`api.routes.leaks.MAX_REPORT_BODY_BYTES`).
 MAX_BODY_BYTES = 64 * 1024
 
 

@@ -228,7 +228,7 @@ class KeyAuthenticator:
                 PUBLIC_KEY_PER_ADDRESS_PER_MINUTE,
             )
             if not per_address.allowed:
-                raise _over_limit(
+                raise over_limit(
                     context,
                     replace(per_address, policy=PER_ADDRESS),
                     f"this public key may make {per_address.limit} requests per minute from "
@@ -236,7 +236,7 @@ class KeyAuthenticator:
                 )
         decision = await self.limiter.hit(principal.limit_key, principal.rate_limit)
         if not decision.allowed:
-            raise _over_limit(
+            raise over_limit(
                 context,
                 decision,
                 f"this key may make {decision.limit} requests per minute; "
@@ -298,7 +298,7 @@ class KeyAuthenticator:
             if decision.unavailable:
                 # Not a 401 either: a guesser must not tell a wrong key (401) from a right one
                 # (503) while the limiter is down.
-                raise _limiter_unavailable(decision)
+                raise limiter_unavailable(decision)
             raise ApiError(
                 429,
                 "too_many_failed_attempts",
@@ -313,15 +313,15 @@ def bearer_token(authorization: bytes) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _over_limit(context: RequestContext, decision: RateLimitDecision, message: str) -> ApiError:
+def over_limit(context: RequestContext, decision: RateLimitDecision, message: str) -> ApiError:
     """The refusal for a hit `decision` did not admit: 429 with its headers, or 503."""
     if decision.unavailable:
-        return _limiter_unavailable(decision)
+        return limiter_unavailable(decision)
     context.rate_limit = decision
     return ApiError(429, "rate_limit_exceeded", message)
 
 
-def _limiter_unavailable(decision: RateLimitDecision) -> ApiError:
+def limiter_unavailable(decision: RateLimitDecision) -> ApiError:
     # No rate-limit headers: nothing was counted, so any numbers in them would be made up.
     return ApiError(
         503,

@@ -70,8 +70,8 @@ ROUTE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
     ("/v1/api-keys/{key_id}/roll", "post"): {"422": _BREAKS_POLICY},
     ("/v1/organization/policy", "patch"): {
         "403": (
-            "The key lacks api_keys:write, is a test key, or was rolled or flagged exposed "
-            "(`insufficient_permissions`)"
+            "The key lacks api_keys:write, is a test key, has a restriction, an expiry or "
+            "allowed IPs, or was rolled or flagged exposed (`insufficient_permissions`)"
         ),
     },
     ("/v1/leaks", "post"): {
@@ -80,17 +80,20 @@ ROUTE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
             "`missing_timestamp`, `invalid_signature`, `stale_timestamp`)"
         ),
         "503": "Leak reports are not configured here (`leak_reports_disabled`)",
+        "413": "The body is over 1 MiB (`payload_too_large`)",
     },
     ("/v1/leaks/github", "post"): {
         "401": (
-            "GitHub's signature is missing or does not match the body, or names a key GitHub "
-            "does not publish (`missing_signature`, `invalid_signature`, "
-            "`unknown_key_identifier`)"
+            "GitHub's signature is missing or does not match the body, or names a key that "
+            "GitHub's key document, fetched just now, does not hold (`missing_signature`, "
+            "`invalid_signature`, `unknown_key_identifier`)"
         ),
         "503": (
-            "GitHub's secret-scanning public keys cannot be fetched; retry after Retry-After "
-            "(`leak_keys_unavailable`)"
+            "GitHub's secret-scanning public keys cannot be fetched, or the signature names a "
+            "key we do not hold and they were fetched less than a minute ago; retry after "
+            "Retry-After (`leak_keys_unavailable`)"
         ),
+        "413": "The body is over 1 MiB (`payload_too_large`)",
     },
     ("/v1/public/revoke", "post"): {
         "422": "No keys, more than 100, or a string over 200 characters (`validation_error`)",

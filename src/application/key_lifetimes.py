@@ -24,18 +24,13 @@ from domain.lifetime_policy import (
     UnusedVerdict,
     findings,
     idle_revocation_due,
+    last_active,
     unused_verdict,
 )
 from domain.organization import Organization
 
 #: The revocation reason of a rolled key revoked once idle (`revoke_when_idle`).
 IDLE_REASON = "idle after roll"
-
-
-def last_active(key: ApiKey, last_used: datetime | None) -> datetime:
-    """When the key was last used, or issued when it was never used since."""
-    issued: datetime = key.created_on
-    return issued if last_used is None else max(issued, last_used)
 
 
 def key_findings(
@@ -49,8 +44,9 @@ def key_findings(
         env=key.env,
         issued_at=key.created_on,
         expires_at=key.expires_at,
-        last_active=last_active(key, last_used),
-        warned_revoke_at=key.unused_revoke_at,
+        active_at=last_active(key.created_on, last_used),
+        warning=key.unused_warning,
+        policy_set_at=org.lifetime_policy_set_at,
         now=now,
     )
 
@@ -132,5 +128,11 @@ class KeyLifetimes:
         now = self.registry.clock()
         if key.status_at(now) is not KeyStatus.ACTIVE:
             return None
-        policy = self.registry.get_organization(key.org_id).lifetime_policy
-        return unused_verdict(policy, last_active(key, last_used), key.unused_revoke_at, now)
+        org = self.registry.get_organization(key.org_id)
+        return unused_verdict(
+            org.lifetime_policy,
+            last_active(key.created_on, last_used),
+            key.unused_warning,
+            org.lifetime_policy_set_at,
+            now,
+        )

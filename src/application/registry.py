@@ -25,9 +25,9 @@ from domain.access import (
 from domain.actors import SYSTEM, Actor, KeyActor
 from domain.api_key import LEAK_ROLL_GRACE, ApiKey
 from domain.errors import DomainError, NotFound
-from domain.key_format import Environment, KeyType
+from domain.key_format import Environment, KeyType, redact_keys
 from domain.key_networks import clean_networks
-from domain.key_states import ExposureSource
+from domain.key_states import LEAK_SOURCES, ExposureSource
 from domain.organization import LeakPolicy, Organization
 from domain.plans import Permission, Plan
 from domain.webhook import WebhookEndpoint
@@ -246,8 +246,7 @@ class KeyRegistry(Application[UUID]):
 
     def expire_key(self, key_id: UUID) -> bool:
         """Retire the key (`ApiKey.Expired`) if its expiry, or its roll's grace, has passed;
-        True when it did. Safe to race: the loser re-reads the key, retired, and does nothing.
-        """
+        True when it did. Safe to race: the loser re-reads the key, retired, and does nothing."""
 
         def attempt() -> bool:
             key = self.get_key(key_id)
@@ -273,12 +272,12 @@ class KeyRegistry(Application[UUID]):
             if key.is_revoked or key.type is KeyType.PUBLIC:  # a public key is public by design
                 return "none"
             org = self.get_organization(key.org_id)
+            reported_before = any(e["source"] in LEAK_SOURCES for e in key.exposures)
             detail = f"{source[:100]}: {url}" if source and url else source[:100] or url
-            first_report = key.flag_exposed(exposure, detail, SYSTEM)
-            if not first_report and key.successor_id is not None:
-                # Acted on already (the policy's roll, or a roll by hand since): a scanner's
-                # retry or a replayed report must not cut the grace short.
-                return "none"
+            key.flag_exposed(exposure, redact_keys(detail), SYSTEM)
+            if reported_before and key.successor_id is not None:
+                self.save(key)  # acted on already: a retry, a replay or another source
+                return "none"  # must not cut the grace short
             now = self.clock()
             if (
                 org.leak_policy is LeakPolicy.ROLL
@@ -293,9 +292,10 @@ class KeyRegistry(Application[UUID]):
                 return "rolled"
             # Revoked when it cannot be rolled (its restriction grants nothing under the plan
             # any more): a leaked key is never left working because no successor can be made.
-            public = exposure is ExposureSource.PUBLIC_REVOCATION
-            reason = "leaked: revoked publicly" if public else f"leaked: reported at {url}"
-            key.revoke(SYSTEM, reason[:500])
+            reason = f"leaked: reported at {redact_keys(url)}"[:500]
+            if exposure is ExposureSource.PUBLIC_REVOCATION:
+                reason = "leaked: revoked publicly"
+            key.revoke(SYSTEM, reason)
             self.save(key)
             return "revoked"
 

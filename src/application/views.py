@@ -8,7 +8,7 @@ from typing import Any
 from domain.api_key import ApiKey
 from domain.ids import format_key_id, format_org_id
 from domain.key_states import KeyStatus
-from domain.lifetime_policy import pending_unused_revocation
+from domain.lifetime_policy import last_active, pending_unused_revocation
 from domain.organization import Organization
 
 
@@ -41,10 +41,14 @@ def _unused_revocation(
     key: ApiKey, org: Organization, now: datetime, last_used: datetime | None
 ) -> datetime | None:
     """An active key warned that it goes unused: when, while the warning holds."""
-    if key.unused_revoke_at is None or key.status_at(now) is not KeyStatus.ACTIVE:
+    if key.unused_warning is None or key.status_at(now) is not KeyStatus.ACTIVE:
         return None
-    last_active = key.created_on if last_used is None else max(key.created_on, last_used)
-    return pending_unused_revocation(org.lifetime_policy, last_active, key.unused_revoke_at)
+    return pending_unused_revocation(
+        org.lifetime_policy,
+        last_active(key.created_on, last_used),
+        key.unused_warning,
+        org.lifetime_policy_set_at,
+    )
 
 
 def api_key_view(

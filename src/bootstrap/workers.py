@@ -18,18 +18,17 @@ from adapters.settings import Settings
 from adapters.startup import StartupStopped, retry_start_async
 from adapters.store_wakeup import StoreWakeup
 from application.stores import open_registry
+from bootstrap.lifetime_sweep import run_lifetimes
 from bootstrap.webhook_worker import run_webhooks
 from projections.generation_follower import Copy, GenerationFollower
 from projections.generation_store import open_generation_store
 from projections.key_lookup_updater import KeyLookupUpdater
 from projections.live_key_lookup import LiveKeyLookupView
-from projections.rebuilds import WorkerStatus
-from projections.request_audit_live import LiveRequestAuditStore, live_audit_follower
+from projections.request_audit_live import live_audit_follower
 from projections.usage_live import live_usage_follower
 from projections.usage_retention import UsageRetention
 from workers.audit_ingest import AuditIngester, AuditIngestSettings, Model
 from workers.expiry import ExpiryWorker, expire_until_stopped
-from workers.key_lifetimes import LifetimeSweep, sweep_until_stopped
 from workers.key_lookup import follow_key_lookup
 from workers.relay import Relay
 from workers.runner import WorkerEntry, supervise_workers
@@ -92,27 +91,13 @@ async def run_key_lookup(settings: Settings, stopping: asyncio.Event) -> None:
 
 
 async def run_expiry(settings: Settings, stopping: asyncio.Event) -> None:
-    """The expiry worker: retires keys whose expiry or roll grace has passed, and (the
-    lifetime sweep) keys unused past their org's limit and rolled keys gone idle."""
+    """The expiry worker: retires keys whose expiry or roll grace has passed."""
     async with contextlib.AsyncExitStack() as opened:
         registry = await asyncio.to_thread(open_registry, settings)
         opened.callback(registry.close)
         view = await asyncio.to_thread(LiveKeyLookupView, settings)
         opened.callback(view.close)
-        audit = await asyncio.to_thread(LiveRequestAuditStore, settings)
-        opened.callback(audit.close)
-        pointers = await asyncio.to_thread(open_generation_store, settings)
-        opened.callback(pointers.close)
-        sweep = LifetimeSweep(
-            await asyncio.to_thread(open_registry, settings),
-            audit.last_used,
-            lambda: WorkerStatus.of("audit", pointers.heartbeats("audit")).running,
-        )
-        opened.callback(sweep.registry.close)
-        await asyncio.gather(
-            expire_until_stopped(ExpiryWorker(registry, view), stopping),
-            sweep_until_stopped(sweep, stopping),
-        )
+        await expire_until_stopped(ExpiryWorker(registry, view), stopping)
 
 
 async def run_audit(settings: Settings, stopping: asyncio.Event) -> None:
@@ -178,6 +163,7 @@ WORKERS: dict[str, WorkerEntry] = {
     "key-lookup": run_key_lookup,
     "audit": run_audit,
     "expiry": run_expiry,
+    "lifetimes": run_lifetimes,
     "usage": run_usage,
     "webhooks": run_webhooks,
 }

@@ -24,7 +24,7 @@ from domain.access_facts import KeyFacts, KeyGrant, Limits, WebhookFacts, Webhoo
 from domain.actors import Actor, KeyActor, Operator, System, UserActor
 from domain.errors import NotAllowed, NotFound, PermissionExceeded
 from domain.key_format import Environment
-from domain.plans import Permission
+from domain.plans import Permission, permission_names
 from domain.roles import Role
 from domain.webhook import KEY_EVENTS as KEY_OBJECT_EVENTS
 
@@ -249,10 +249,8 @@ def _authorize_key(
         Command.MANAGE_WEBHOOKS,
         Command.SET_KEY_POLICY,
     }
-    if command is Command.SET_KEY_POLICY and actor.env == Environment.TEST:
-        raise PermissionExceeded(
-            "a test key cannot change the organization's key policy, which governs live keys"
-        )
+    if command is Command.SET_KEY_POLICY:
+        _refuse_policy_change(actor)
     revokes_itself = (
         command is Command.REVOKE_KEY and key is not None and key.key_id == actor.key_id
     )
@@ -272,6 +270,21 @@ def _authorize_key(
     elif grant is not None:
         # Changing allowed IPs moves where a key works, not how long: its expiry is not asked.
         _refuse_beyond_self(actor, grant, lifetime=command is not Command.SET_KEY_ALLOWED_IPS)
+
+
+def _refuse_policy_change(actor: KeyActor) -> None:
+    """The key policy binds and revokes every key of the organization: only a key that could
+    change any of them may change it (no test key, no restriction, no expiry, no networks)."""
+    if actor.env == Environment.TEST:
+        raise PermissionExceeded(
+            "a test key cannot change the organization's key policy, which governs live keys"
+        )
+    if actor.restriction is not None or actor.expires_at is not None or actor.allowed_ips:
+        raise PermissionExceeded(
+            "only an unrestricted key without an expiry or network limits may change the "
+            "organization's key policy: it governs, and may revoke, every key (use the "
+            "dashboard, or such a key)"
+        )
 
 
 def _refuse_webhook_beyond_self(actor: KeyActor, grant: WebhookGrant) -> None:
@@ -306,7 +319,7 @@ def _refuse_beyond_self(actor: KeyActor, grant: KeyGrant, *, lifetime: bool) -> 
     if not grant.permissions <= actor.permissions:
         raise PermissionExceeded(
             "a key cannot grant what it lacks itself: "
-            f"{_names(grant.permissions - actor.permissions)}"
+            f"{permission_names(grant.permissions - actor.permissions)}"
         )
     if actor.allowed_ips and not _within(grant.allowed_ips, actor.allowed_ips):
         raise PermissionExceeded(
@@ -360,11 +373,8 @@ def _authorize_user(
         )
     withheld = ROLE_WITHHOLDS.get(role, frozenset())
     if isinstance(grant, KeyGrant) and grant.permissions & withheld:
+        named = permission_names(grant.permissions & withheld)
         raise NotAllowed(
-            f"a {role.value} cannot issue keys with {_names(grant.permissions & withheld)}: "
+            f"a {role.value} cannot issue keys with {named}: "
             "such a key could change others' keys or webhooks (ask an owner or admin)"
         )
-
-
-def _names(permissions: frozenset[Permission]) -> str:
-    return ", ".join(sorted(p.value for p in permissions))

@@ -14,6 +14,7 @@ from domain.key_format import Environment, KeyType, generate_key, hash_key, hint
 from domain.key_limits import check_roll, checked_limits
 from domain.key_networks import clean_networks
 from domain.key_states import ExpiryCause, ExposureSource, KeyStatus, expiry_cause_in
+from domain.lifetime_policy import UnusedWarning
 from domain.naming import clean_name
 from domain.organization import Organization
 from domain.plans import Permission, effective_permissions
@@ -73,11 +74,8 @@ class ApiKey(Aggregate):
             return actor == SYSTEM.name and expiry_cause_in(reason) is not None
 
     class Expired(Aggregate.Event):
-        """The system retired the key: its roll's grace ended, or its expiry time came.
-
-        Version 1 is the shape an expiry had before this event: a `Revoked` with the expiry
-        in words (`reason`). Such a stored event is read as an `Expired` of version 1, which
-        `upcast_v1_v2` gives its `cause`.
+        """The system retired the key: its roll's grace ended, or its expiry time came. Version
+        1 is an expiry stored as a `Revoked` in words, read so; `upcast_v1_v2` gives it `cause`.
         """
 
         class_version = 2
@@ -157,7 +155,7 @@ class ApiKey(Aggregate):
         self.exposed_at: datetime | None = None
         self.exposures: list[dict[str, str]] = []
         self.idle_revocation: tuple[datetime, timedelta] | None = None  # (rolled at, idle for)
-        self.unused_revoke_at: datetime | None = None  # the unused-key sweep warned: revoked then
+        self.unused_warning: UnusedWarning | None = None  # from the unused-key sweep
 
     @classmethod
     def issue(
@@ -312,8 +310,10 @@ class ApiKey(Aggregate):
         self._unused_warned(revoke_at=revoke_at, org_id=self.org_id, actor=actor.name)
 
     @event(UnusedWarned)
-    def _unused_warned(self, revoke_at: datetime, org_id: UUID, actor: str) -> None:
-        self.unused_revoke_at = revoke_at
+    def _unused_warned(
+        self, revoke_at: datetime, org_id: UUID, actor: str, timestamp: datetime | None = None
+    ) -> None:
+        self.unused_warning = UnusedWarning(timestamp or self.modified_on, revoke_at)
 
     def revoke(self, actor: Actor, reason: str = "") -> None:
         """Stop the key at once, for good."""

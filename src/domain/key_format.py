@@ -29,8 +29,12 @@ PREFIX_LENGTH = len("ak_live_")
 KEY_LENGTH = PREFIX_LENGTH + RANDOM_LENGTH + CHECKSUM_LENGTH
 HINT_LENGTH = 4
 
-#: Finds candidate keys in free text (the leak scanner validates each checksum).
-KEY_PATTERN = re.compile(r"\b[ap]k_(?:live|test)_[0-9A-Za-z]{33}\b")
+#: Finds candidate keys in free text (the leak scanner validates each checksum). Nothing is
+#: asked of the text before a key, which is leaked after word characters too
+#: (`?api_key%3Dak_live_…`, `"…\nak_live_…"` in JSON, `API_KEY_ak_live_…`); the checksum
+#: drops chance matches. After it, no further key character: a longer run (another vendor's
+#: `pk_live_…`) is no key of ours.
+KEY_PATTERN = re.compile(r"[ap]k_(?:live|test)_[0-9A-Za-z]{33}(?![0-9A-Za-z])")
 # No word boundaries: redaction must also catch a key glued to other text ("Bearerak_live_…"),
 # and a key cut short inside its checksum where the text ends or stops being key-like (a
 # message quoting `value[:40]`): the checksum follows from the rest, so that is the whole key.

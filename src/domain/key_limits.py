@@ -8,7 +8,7 @@ from domain.errors import PermissionExceeded, ValidationError
 from domain.key_format import KeyType
 from domain.key_networks import clean_networks, clean_origins
 from domain.organization import Organization
-from domain.plans import PUBLIC_KEY_PERMISSIONS, Permission
+from domain.plans import PUBLIC_KEY_PERMISSIONS, Permission, permission_names
 
 #: The longest grace period a roll may give the old key.
 MAX_ROLL_GRACE = timedelta(days=30)
@@ -57,7 +57,9 @@ def checked_limits(
             raise ValidationError("a restricted key needs at least one permission")
         beyond_org = permissions - org.permissions
         if beyond_org:
-            raise PermissionExceeded(f"the organization's plan does not grant {_names(beyond_org)}")
+            raise PermissionExceeded(
+                f"the organization's plan does not grant {permission_names(beyond_org)}"
+            )
     if key_type is KeyType.PUBLIC:
         if permissions is not None and not permissions <= PUBLIC_KEY_PERMISSIONS:
             raise ValidationError("public keys may only carry events:write")
@@ -70,7 +72,3 @@ def checked_limits(
     if networks and key_type is KeyType.PUBLIC:
         raise ValidationError("IP allowlists apply to secret keys only")
     return origins, networks
-
-
-def _names(permissions: frozenset[Permission]) -> str:
-    return ", ".join(sorted(p.value for p in permissions))

@@ -21,6 +21,10 @@ class ExposureSource(StrEnum):
     PUBLIC_REVOCATION = "public_revocation"  # whoever found it sent it to POST /v1/public/revoke
 
 
+#: The sources that say the key is public (a leak), not only that it may have been seen.
+LEAK_SOURCES = frozenset({ExposureSource.LEAK_REPORT, ExposureSource.PUBLIC_REVOCATION})
+
+
 #: An expiry in words: the key's `revocation_reason`, and the `reason` of its wire message
 #: (`api_key.revoked`, docs/events.md). Before `ApiKey.Expired`, the stored reason itself.
 EXPIRED_AFTER_GRACE = "expired: the grace period of its roll ended"

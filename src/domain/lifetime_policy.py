@@ -67,9 +67,16 @@ class LifetimePolicy:
     revoke_unused_after: timedelta | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "require_expiry", ExpiryRequirement(self.require_expiry))
+
+    def check(self) -> LifetimePolicy:
+        """The policy, if its durations are within bounds (ValidationError otherwise).
+
+        Asked when a policy is set, not when one is read back: a stored policy stays readable
+        whatever the bounds become."""
         _check_bounds(self.max_lifetime, MIN_LIFETIME, "max_lifetime")
         _check_bounds(self.revoke_unused_after, MIN_UNUSED, "revoke_unused_after")
-        object.__setattr__(self, "require_expiry", ExpiryRequirement(self.require_expiry))
+        return self
 
     @classmethod
     def of_seconds(
@@ -182,6 +189,13 @@ def _iso(moment: datetime | None) -> str:
     return "" if moment is None else moment.isoformat(timespec="seconds")
 
 
+class UnusedWarning(NamedTuple):
+    """The sweep's warning that an unused key goes at `revoke_at` (`ApiKey.UnusedWarned`)."""
+
+    given_at: datetime
+    revoke_at: datetime
+
+
 class UnusedVerdict(NamedTuple):
     """What the unused-key sweep does to one key now: warn it, or revoke it."""
 
@@ -189,22 +203,28 @@ class UnusedVerdict(NamedTuple):
     revoke_at: datetime
 
 
+def last_active(issued_at: datetime, last_used: datetime | None) -> datetime:
+    """When a key was last used, or issued when it was never used since."""
+    return issued_at if last_used is None else max(issued_at, last_used)
+
+
 def unused_verdict(
     policy: LifetimePolicy,
-    last_active: datetime,
-    warned_revoke_at: datetime | None,
+    active_at: datetime,
+    warning: UnusedWarning | None,
+    policy_set_at: datetime | None,
     now: datetime,
 ) -> UnusedVerdict | None:
-    """Warn or revoke a key last active (used, or issued) at `last_active`, or leave it.
+    """Warn or revoke a key last active (used, or issued) at `active_at`, or leave it.
 
-    A key is warned `warning_lead` before it is due and revoked only once due and warned: a
-    warning counts while its revocation time is not before the key's due time, so a use (or a
-    longer rule) since the warning makes it stale and the key is warned again before it goes.
+    A key is warned `warning_lead` before it is due and revoked only once warned and its
+    warning's time has come; a warning stops counting once the key is used or the policy is
+    set again (`pending_unused_revocation`), and the key is then warned again before it goes.
     """
-    due = policy.unused_since(last_active)
+    due = policy.unused_since(active_at)
     if due is None:
         return None
-    pending = pending_unused_revocation(policy, last_active, warned_revoke_at)
+    pending = pending_unused_revocation(policy, active_at, warning, policy_set_at)
     if pending is not None:
         return UnusedVerdict(True, pending) if now >= pending else None
     if now < due - policy.warning_lead():
@@ -213,14 +233,20 @@ def unused_verdict(
 
 
 def pending_unused_revocation(
-    policy: LifetimePolicy, last_active: datetime, warned_revoke_at: datetime | None
+    policy: LifetimePolicy,
+    active_at: datetime,
+    warning: UnusedWarning | None,
+    policy_set_at: datetime | None,
 ) -> datetime | None:
-    """When a key warned of its unused revocation goes, unless the warning no longer holds:
-    the key was used since (or the rule lengthened or turned off), so it is due later."""
-    due = policy.unused_since(last_active)
-    if due is None or warned_revoke_at is None or warned_revoke_at < due:
+    """When a warned key goes, while its warning holds: given after the key's last use and
+    after the policy was last set (a rule turned off and on again, or changed, warns anew)."""
+    if policy.revoke_unused_after is None or warning is None:
         return None
-    return warned_revoke_at
+    if warning.given_at < active_at:
+        return None
+    if policy_set_at is not None and warning.given_at < policy_set_at:
+        return None
+    return warning.revoke_at
 
 
 def idle_revocation_due(
@@ -230,8 +256,7 @@ def idle_revocation_due(
     if idle_revocation is None:
         return False
     rolled_at, idle_for = idle_revocation
-    last_active = rolled_at if last_used is None else max(rolled_at, last_used)
-    return now - last_active >= idle_for
+    return now - last_active(rolled_at, last_used) >= idle_for
 
 
 class Finding(NamedTuple):
@@ -247,8 +272,9 @@ def findings(
     env: Environment,
     issued_at: datetime,
     expires_at: datetime | None,
-    last_active: datetime,
-    warned_revoke_at: datetime | None,
+    active_at: datetime,
+    warning: UnusedWarning | None,
+    policy_set_at: datetime | None,
     now: datetime,
 ) -> list[Finding]:
     """Each rule an active key breaks, or will soon (its unused revocation), in words."""
@@ -260,11 +286,11 @@ def findings(
             found.append(Finding(broken.rule, issued_text + "it never expires"))
         else:
             found.append(Finding(broken.rule, issued_text + "it lives longer than allowed"))
-    due = policy.unused_since(last_active)
+    due = policy.unused_since(active_at)
     if due is not None and now >= due - policy.warning_lead():
-        idle_days = (now - last_active).days
+        idle_days = (now - active_at).days
         # Not warned yet (or warned before a use): the sweep's warning will say this date.
-        pending = pending_unused_revocation(policy, last_active, warned_revoke_at)
+        pending = pending_unused_revocation(policy, active_at, warning, policy_set_at)
         at = pending or max(due, now + policy.warning_lead())
         found.append(
             Finding(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
@@ -179,9 +180,14 @@ class Organization(Aggregate):
             stored["revoke_unused_after_seconds"],
         )
 
+    @property
+    def lifetime_policy_set_at(self) -> datetime | None:
+        """When the key-lifetime policy was last set (None: never)."""
+        return getattr(self, "_lifetime_policy_set_at", None)
+
     def set_lifetime_policy(self, policy: LifetimePolicy, actor: Actor) -> None:
         """Replace the key-lifetime policy (a no-op when unchanged); keys already issued stay."""
-        if policy != self.lifetime_policy:
+        if policy.check() != self.lifetime_policy:
             self._lifetime_policy_set(**policy.as_seconds(), actor=actor.name)
 
     @event(LifetimePolicySet)
@@ -191,11 +197,16 @@ class Organization(Aggregate):
         require_expiry: str,
         revoke_unused_after_seconds: int | None,
         actor: str,
+        timestamp: datetime | None = None,
     ) -> None:
-        # Kept as plain JSON values, so a snapshot holds it as the events do.
-        self._lifetime_policy = LifetimePolicy.of_seconds(
-            max_lifetime_seconds, require_expiry, revoke_unused_after_seconds
-        ).as_seconds()
+        # Kept as plain JSON values, as the event holds them (a snapshot keeps them so too),
+        # and not checked again: what was stored reads back whatever the bounds become.
+        self._lifetime_policy = {
+            "max_lifetime_seconds": max_lifetime_seconds,
+            "require_expiry": require_expiry,
+            "revoke_unused_after_seconds": revoke_unused_after_seconds,
+        }
+        self._lifetime_policy_set_at = timestamp
 
     def add_key(self, key_id: UUID, actor: Actor) -> None:
         """Record a new key as this org's (the key itself holds its details)."""

@@ -23,6 +23,11 @@ class Permission(StrEnum):
     WEBHOOKS_WRITE = "webhooks:write"
 
 
+def permission_names(permissions: frozenset[Permission]) -> str:
+    """The permissions named in a sentence, sorted: `api_keys:read, audit:read`."""
+    return ", ".join(sorted(p.value for p in permissions))
+
+
 class Plan(StrEnum):
     FREE = "free"
     PRO = "pro"

@@ -20,6 +20,7 @@ import structlog
 from domain.api_key import ApiKey
 from domain.key_format import Environment, KeyType
 from domain.key_states import ExpiryCause
+from domain.lifetime_policy import UnusedWarning
 from domain.plans import Permission
 
 #: The aggregate's base attributes, which it keeps with a leading underscore.
@@ -58,7 +59,7 @@ class KeyState(msgspec.Struct, kw_only=True, omit_defaults=True):
     exposed_at: datetime | None = None
     exposures: list[dict[str, str]] = []
     idle_revocation: tuple[datetime, timedelta] | None = None
-    unused_revoke_at: datetime | None = None
+    unused_warning: UnusedWarning | None = None
 
 
 # JSON, not msgpack: msgpack keeps a datetime as a UTC timestamp and would drop the offset an

@@ -137,12 +137,12 @@ MATRIX = [
     # Without key_id, another organization's key reads its own organization's usage.
     Case("GET", "/v1/usage", row(200, 200, 403, 403, 200, 200, 200, 200)),
     # The org's key-lifetime policy: read with api_keys:read; changed with api_keys:write by a
-    # live key that is not retiring (a test key does not govern live keys).
+    # live, unrestricted key that is not retiring (it governs, and may revoke, every key).
     Case("GET", "/v1/organization/policy", row(200, 200, 200, 403, 200, 200, 200, 200)),
     Case(
         "PATCH",
         "/v1/organization/policy",
-        row(200, 403, 200, 403, 200, 200, 403, 403),
+        row(200, 403, 403, 403, 200, 200, 403, 403),
         {"require_expiry": "none"},
     ),
     # Webhooks: a developer's key lacks webhooks:write; a test key sees test endpoints only.

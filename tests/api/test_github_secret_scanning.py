@@ -25,12 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from structlog.testing import capture_logs
 
+from adapters import github_scanning_keys as scanning_keys
 from adapters.github_scanning_keys import GitHubScanningKeys, parse_key_document
 from adapters.settings import Settings
 from application.history import History
 from bootstrap.api import api_process
 from domain.actors import OPERATOR
-from domain.key_format import Environment, KeyType, generate_key
+from domain.key_format import Environment, KeyType, generate_key, hint_for
 from domain.organization import LeakPolicy
 from support.api import Api, assert_error, bearer, serving
 
@@ -262,18 +263,57 @@ async def test_an_unknown_identifier_refetches_once_then_not_again_within_a_minu
     stranger = ec.generate_private_key(ec.SECP256R1())
     clock.now += 61
     response = await post(api, body, signed(body, stranger, "unknown-1"))
-    assert_error(response, 401, "unknown_key_identifier")
+    assert_error(response, 401, "unknown_key_identifier")  # a fetch just now did not hold it
     assert key_server.fetches == 2
-    clock.now += 59
+    clock.now += 58.5
+    # Not fetched again so soon, and not refused for good: GitHub retries a 503.
     response = await post(api, body, signed(body, stranger, "unknown-2"))
-    assert_error(response, 401, "unknown_key_identifier")
+    assert_error(response, 503, "leak_keys_unavailable")
+    assert response.headers["retry-after"] == "2"
+    response = await post(api, body, signed(body, stranger, "unknown-1"))
+    assert_error(response, 503, "leak_keys_unavailable")
     assert key_server.fetches == 2
     # A known key is still served from the cache meanwhile.
     assert (await post(api, body, signed(body, github, "current"))).status_code == 200
     assert key_server.fetches == 2
     clock.now += 2
-    await post(api, body, signed(body, stranger, "unknown-3"))
+    response = await post(api, body, signed(body, stranger, "unknown-3"))
+    assert_error(response, 401, "unknown_key_identifier")
     assert key_server.fetches == 3
+
+
+async def test_a_report_signed_by_a_key_rotated_in_just_after_a_fetch_is_retried_not_lost(
+    api: Api, key_server: KeyServer, github: ec.EllipticCurvePrivateKey, clock: Clock
+) -> None:
+    body = report("anything")
+    assert (await post(api, body, signed(body, github, "current"))).status_code == 200
+    rotated = key_server.publish("next")  # GitHub rotates a moment after our fetch
+    clock.now += 20
+    issued = await api.key(api.org())
+    reported = report(issued.secret)
+    headers = signed(reported, rotated, "next")
+    first = await post(api, reported, headers)
+    assert_error(first, 503, "leak_keys_unavailable")
+    assert first.headers["retry-after"] == "40"
+    assert not api.registry.get_key(issued.key.id).is_revoked
+    clock.now += 40  # GitHub retries the same report after Retry-After
+    retried = await post(api, reported, headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()[0]["label"] == "true_positive"
+    assert api.registry.get_key(issued.key.id).is_revoked
+    assert key_server.fetches == 2
+
+
+async def test_concurrent_reports_naming_an_unknown_key_share_one_fetch_and_are_all_401(
+    api: Api, key_server: KeyServer, github: ec.EllipticCurvePrivateKey
+) -> None:
+    key_server.delay = 0.3
+    body = report("anything")
+    headers = signed(body, ec.generate_private_key(ec.SECP256R1()), "unknown")
+    answers = await asyncio.gather(*(post(api, body, headers) for _ in range(4)))
+    for answer in answers:
+        assert_error(answer, 401, "unknown_key_identifier")
+    assert key_server.fetches == 1
 
 
 async def test_a_key_github_rotates_in_is_accepted_and_a_withdrawn_one_no_longer(
@@ -290,8 +330,10 @@ async def test_a_key_github_rotates_in_is_accepted_and_a_withdrawn_one_no_longer
     assert response.status_code == 200, response.text
     assert response.json()[0]["label"] == "true_positive"
     assert api.registry.get_key(issued.key.id).is_revoked
-    old = await post(api, body, signed(body, github, "current"))
-    assert_error(old, 401, "unknown_key_identifier")
+    old = signed(body, github, "current")
+    assert_error(await post(api, body, old), 503, "leak_keys_unavailable")  # fetched < 1 min ago
+    clock.now += 61
+    assert_error(await post(api, body, old), 401, "unknown_key_identifier")
 
 
 async def test_a_replayed_report_changes_nothing_more(
@@ -432,3 +474,112 @@ async def test_a_known_key_stays_usable_while_the_document_cannot_be_fetched(
     key_server.status = 500
     clock.now += 3700
     assert (await post(api, body, signed(body, github, "current"))).status_code == 200
+
+
+def _unknown_curve_pem() -> str:
+    """A P-256 public key whose curve OID is replaced by one OpenSSL does not know."""
+    der = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    p256, unknown = bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex("06082b06010401828f1f")
+    return (
+        "-----BEGIN PUBLIC KEY-----\n"
+        + base64.encodebytes(der.replace(p256, unknown)).decode()
+        + "-----END PUBLIC KEY-----\n"
+    )
+
+
+def test_only_p256_keys_are_taken_and_an_unknown_curve_is_left_out_not_raised() -> None:
+    good = ec.generate_private_key(ec.SECP256R1())
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    document = {
+        "public_keys": [
+            {"key_identifier": "good", "key": _pem(good.public_key())},
+            {"key_identifier": "p384", "key": _pem(p384.public_key())},
+            {"key_identifier": "unknown-curve", "key": _unknown_curve_pem()},
+        ]
+    }
+    assert list(parse_key_document(json.dumps(document).encode())) == ["good"]
+
+
+async def test_a_document_with_a_key_on_an_unknown_curve_still_serves_its_other_keys(
+    api: Api, key_server: KeyServer, github: ec.EllipticCurvePrivateKey
+) -> None:
+    key_server.extra.append({"key_identifier": "odd", "key": _unknown_curve_pem()})
+    body = report("anything")
+    response = await post(api, body, signed(body, github, "current"))
+    assert response.status_code == 200, response.text
+
+
+async def test_an_unexpected_error_reading_the_keys_is_503_and_counts_as_an_attempt(
+    api: Api,
+    key_server: KeyServer,
+    github: ec.EllipticCurvePrivateKey,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(body: bytes) -> Any:
+        raise RuntimeError("a surprise")
+
+    monkeypatch.setattr(scanning_keys, "parse_key_document", broken)
+    body = report("anything")
+    headers = signed(body, github, "current")
+    assert_error(await post(api, body, headers), 503, "leak_keys_unavailable")
+    clock.now += 10
+    response = await post(api, body, headers)
+    assert_error(response, 503, "leak_keys_unavailable")
+    assert response.headers["retry-after"] == "50"
+    assert key_server.fetches == 1
+    monkeypatch.undo()
+    clock.now += 51
+    assert (await post(api, body, headers)).status_code == 200
+
+
+async def test_the_logged_key_identifier_is_redacted_and_cut_short(
+    api: Api, key_server: KeyServer
+) -> None:
+    issued = await api.key(api.org())
+    identifier = "x" * 30 + issued.secret + "y" * 500
+    headers = {"Github-Public-Key-Identifier": identifier, "Github-Public-Key-Signature": "junk"}
+    with capture_logs() as logs:
+        assert_error(await post(api, report("x"), headers), 401, "invalid_signature")
+    (refused,) = [entry for entry in logs if entry["event"] == "leak.github_refused"]
+    assert refused["key_identifier"] == ("x" * 30 + hint_for(issued.secret) + "y" * 100)[:100]
+    assert issued.secret not in repr(logs)
+
+
+def _match(token: str, url: str = URL) -> dict[str, str]:
+    return {"token": token, "type": "icodrip_live_secret_key", "url": url, "source": "content"}
+
+
+async def test_a_batch_of_a_thousand_matches_is_accepted(
+    api: Api, github: ec.EllipticCurvePrivateKey
+) -> None:
+    issued = await api.key(api.org())
+    strangers = [generate_key(KeyType.SECRET, Environment.LIVE) for _ in range(999)]
+    url = URL + "#L" + "1" * 100  # GitHub's URLs name a commit, a path and a line
+    body = json.dumps([_match(token, url) for token in [*strangers, issued.secret]]).encode()
+    assert len(body) > 200 * 1024
+    response = await post(api, body, signed(body, github, "current"))
+    assert response.status_code == 200, response.text[:300]
+    labels = [entry["label"] for entry in response.json()]
+    assert labels == ["false_positive"] * 999 + ["true_positive"]
+    assert api.registry.get_key(issued.key.id).is_revoked
+
+
+async def test_an_over_long_url_is_cut_short_and_an_over_long_token_is_a_false_positive(
+    api: Api, github: ec.EllipticCurvePrivateKey
+) -> None:
+    issued = await api.key(api.org())
+    long_url = URL + "?" + "q" * 5000
+    body = json.dumps([_match(issued.secret, long_url), _match("t" * 600)]).encode()
+    response = await post(api, body, signed(body, github, "current"))
+    assert response.status_code == 200, response.text[:300]
+    assert [entry["label"] for entry in response.json()] == ["true_positive", "false_positive"]
+    assert response.json()[1]["token_hash"] == hashlib.sha256(b"t" * 600).hexdigest()
+    assert api.registry.get_key(issued.key.id).is_revoked
+    history = History(api.registry, OPERATOR).key_history(issued.key.id)
+    (exposed,) = [e for e in history if e["type"] == "api_key.exposed"]
+    assert exposed["data"]["detail"].startswith("content: " + URL + "?qqq")

@@ -10,7 +10,7 @@ from typing import Any
 from application.key_lifetimes import KeyLifetimes
 from application.registry import IssuedKey
 from domain.actors import OPERATOR
-from domain.key_format import Environment
+from domain.key_format import Environment, KeyType
 from domain.lifetime_policy import ExpiryRequirement, LifetimePolicy
 from domain.plans import Permission
 from support.api import Api, assert_error, bearer
@@ -84,6 +84,37 @@ async def test_a_test_key_cannot_change_the_policy_but_reads_it(api: Api) -> Non
     )
     assert_error(refused, 403, "insufficient_permissions")
     assert (await api.client.get("/v1/organization/policy", headers=headers)).status_code == 200
+
+
+async def test_a_restricted_key_cannot_change_the_policy_though_it_may_write_keys(
+    api: Api,
+) -> None:
+    org = api.org()
+    writer = await api.key(org, permissions={Permission.API_KEYS_WRITE})
+    response = await api.client.patch(
+        "/v1/organization/policy",
+        json={"revoke_unused_after_seconds": DAY},
+        headers=bearer(writer),
+    )
+    assert_error(response, 403, "insufficient_permissions")
+    assert api.registry.get_organization(org.id).lifetime_policy == LifetimePolicy()
+
+
+async def test_an_expiring_key_cannot_change_the_policy(api: Api) -> None:
+    org = api.org()
+    expiring = api.registry.create_key(
+        org.id,
+        name="short-lived",
+        env=Environment.LIVE,
+        key_type=KeyType.SECRET,
+        actor=OPERATOR,
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    await api.process.services.mirror.refresh()
+    response = await api.client.patch(
+        "/v1/organization/policy", json={"require_expiry": "none"}, headers=bearer(expiring)
+    )
+    assert_error(response, 403, "insufficient_permissions")
 
 
 async def test_a_key_without_api_keys_write_cannot_change_the_policy(api: Api) -> None:

@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters.settings import Settings
+from api.routes.leaks import decode_reports
 from application.history import History
 from bootstrap.api import api_process
 from domain.actors import OPERATOR
@@ -246,3 +247,62 @@ async def test_a_signed_report_nested_too_deep_is_400_not_a_crash(api: Api) -> N
     body = b'[{"token": "x", "type": "t", "url": "u", "extra": ' + b"[" * 2000 + b"]" * 2000 + b"}]"
     response = await post_report(api, body, sign(body, SIGNING_KEY))
     assert_error(response, 400, "malformed_json")
+
+
+def _match(token: str, url: str = URL) -> dict[str, str]:
+    return {"token": token, "type": "icodrip_api_key", "url": url, "source": "content"}
+
+
+async def test_a_signed_batch_of_a_thousand_matches_is_accepted(api: Api) -> None:
+    issued = await api.key(api.org())
+    strangers = [generate_key(KeyType.SECRET, Environment.LIVE) for _ in range(999)]
+    url = URL + "#L" + "1" * 100
+    body = json.dumps([_match(token, url) for token in [issued.secret, *strangers]]).encode()
+    assert len(body) > 200 * 1024
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert response.status_code == 200, response.text[:300]
+    labels = [entry["label"] for entry in response.json()]
+    assert labels == ["true_positive"] + ["false_positive"] * 999
+    assert api.registry.get_key(issued.key.id).is_revoked
+
+
+async def test_a_body_over_a_mebibyte_is_413_payload_too_large(api: Api) -> None:
+    body = json.dumps([_match("x", "u" * (1024 * 1024))]).encode()
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert_error(response, 413, "payload_too_large")
+
+
+async def test_a_match_with_an_over_long_url_does_not_sink_the_batch(api: Api) -> None:
+    issued = await api.key(api.org())
+    body = json.dumps([_match(issued.secret, URL + "?" + "q" * 5000), _match("t" * 600)]).encode()
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert response.status_code == 200, response.text[:300]
+    assert [entry["label"] for entry in response.json()] == ["true_positive", "false_positive"]
+    assert api.registry.get_key(issued.key.id).is_revoked
+
+
+def test_over_long_report_fields_are_cut_short_and_the_token_kept_whole() -> None:
+    sent = {"token": "t" * 600, "type": "y" * 300, "url": "u" * 5000, "source": "s" * 300}
+    (decoded,) = decode_reports(json.dumps([sent]).encode())
+    assert (decoded.token, decoded.type, decoded.url, decoded.source) == (
+        "t" * 600,
+        "y" * 200,
+        "u" * 2000,
+        "s" * 200,
+    )
+
+
+async def test_a_report_is_answered_though_the_mirror_cannot_read_the_change_back(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = await api.key(api.org())
+
+    async def unreadable() -> None:
+        raise RuntimeError("the key store went away after the write")
+
+    monkeypatch.setattr(api.process.services.mirror, "refresh", unreadable)
+    body = report(issued.secret)
+    response = await post_report(api, body, sign(body, SIGNING_KEY))
+    assert response.status_code == 200, response.text
+    assert response.json()[0]["label"] == "true_positive"
+    assert api.registry.get_key(issued.key.id).is_revoked

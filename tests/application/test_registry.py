@@ -17,12 +17,14 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from application.key_lifetimes import KeyLifetimes
 from application.registry import COMMAND_ATTEMPTS, Conflict, KeyRegistry
 from domain.actors import OPERATOR
 from domain.api_key import ApiKey
 from domain.errors import KeyRevoked, NotFound, PermissionExceeded, PlanDoesNotAllow
 from domain.key_format import Environment, KeyType, hash_key, hint_for, parse_key
-from domain.key_states import KeyStatus
+from domain.key_states import ExposureSource, KeyStatus
+from domain.lifetime_policy import ExpiryRequirement, LifetimePolicy
 from domain.organization import LeakPolicy, Organization
 from domain.plans import PLAN_PERMISSIONS, Permission, Plan
 from support.actors import user_of
@@ -468,6 +470,55 @@ def test_a_leaked_key_whose_restriction_left_the_plan_is_revoked_not_left_workin
     assert store.open().get_key(issued.key.id).is_revoked
 
 
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (ExposureSource.LEAK_REPORT, ExposureSource.PUBLIC_REVOCATION),
+        (ExposureSource.PUBLIC_REVOCATION, ExposureSource.LEAK_REPORT),
+    ],
+)
+def test_a_leak_reported_again_by_another_source_keeps_the_grace_of_the_policys_roll(
+    store: Store, first: ExposureSource, then: ExposureSource
+) -> None:
+    registry = store.open()
+    org = new_org(registry, Plan.PRO)
+    registry.set_leak_policy(org.id, LeakPolicy.ROLL, OPERATOR)
+    issued = new_key(registry, org.id)
+
+    assert registry.respond_to_leak(issued.key.id, url="", source="a", exposure=first) == "rolled"
+    assert registry.respond_to_leak(issued.key.id, url="", source="b", exposure=then) == "none"
+
+    key = store.open().get_key(issued.key.id)
+    assert not key.is_revoked and key.successor_id is not None
+    assert [e["source"] for e in key.exposures] == [first, then]
+
+
+def test_a_key_rolled_by_hand_before_its_first_leak_report_is_revoked(store: Store) -> None:
+    registry = store.open()
+    org = new_org(registry, Plan.PRO)
+    registry.set_leak_policy(org.id, LeakPolicy.ROLL, OPERATOR)
+    issued = new_key(registry, org.id)
+    registry.roll_key(issued.key.id, grace=HOUR * 24, actor=OPERATOR)
+
+    done = registry.respond_to_leak(issued.key.id, url="https://gist.example/1", source="x")
+
+    assert done == "revoked"
+
+
+def test_a_key_quoted_in_a_leak_reports_url_is_stored_as_its_hint_only(store: Store) -> None:
+    registry = store.open()
+    issued = new_key(registry, new_org(registry, Plan.PRO).id)
+    url = f"https://gist.example/raw?k={issued.secret}"
+
+    registry.respond_to_leak(issued.key.id, url=url, source="x")
+
+    key = store.open().get_key(issued.key.id)
+    assert issued.secret not in str(key.exposures) and issued.secret not in str(
+        key.revocation_reason
+    )
+    assert issued.secret[-4:] in str(key.exposures)
+
+
 def test_a_restricted_key_rolled_after_a_downgrade_keeps_what_the_plan_still_grants(
     store: Store,
 ) -> None:
@@ -480,3 +531,20 @@ def test_a_restricted_key_rolled_after_a_downgrade_keeps_what_the_plan_still_gra
     successor = registry.roll_key(issued.key.id, grace=HOUR, actor=OPERATOR)
 
     assert successor.key.permissions == {Permission.AFFILIATES_READ}
+
+
+def test_an_orgs_key_policy_survives_its_snapshot(store: Store) -> None:
+    registry = store.open()
+    org = new_org(registry, Plan.PRO)
+    policy = LifetimePolicy(timedelta(days=90), ExpiryRequirement.LIVE, timedelta(days=30))
+    KeyLifetimes(registry).set_policy(OPERATOR, org.id, policy)
+    set_at = registry.get_organization(org.id).lifetime_policy_set_at
+    for _ in range(KeyRegistry.snapshotting_intervals[Organization] // 2):
+        registry.change_plan(org.id, Plan.FREE, OPERATOR)
+        registry.change_plan(org.id, Plan.PRO, OPERATOR)
+    assert registry.snapshots is not None
+    assert list(registry.snapshots.get(org.id)), "a snapshot was taken"
+
+    reread = store.open().get_organization(org.id)
+    assert reread.lifetime_policy == policy
+    assert reread.lifetime_policy_set_at == set_at

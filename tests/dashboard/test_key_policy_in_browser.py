@@ -9,12 +9,16 @@ docs/screenshots for the README).
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Page
+from playwright.async_api import Page, Route
 
+from api.dashboard.views import LIVE_FOR_SECONDS
 from dashboard.harness import MOBILE, Browsing, DashboardServer, poll, sign_in
 from domain.actors import OPERATOR
 from domain.key_format import Environment, KeyType
@@ -29,6 +33,8 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 #: The address the old key's request claims (through the trusted proxy header).
 CALLER = "203.0.113.77"
+#: The old key's page's polls for its last use.
+LAST_USE = re.compile(r"/dashboard/keys/[^/]+/last-use\?")
 
 
 async def save(page: Page, artifacts: Path, name: str) -> None:
@@ -43,6 +49,47 @@ async def no_sideways_scroll(page: Page) -> int:
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
     )
+
+
+async def polls_stopped(page: Page, polls: list[str]) -> bool:
+    """Whether no poll goes out for longer than the 3 s between two."""
+    asked = len(polls)
+    await page.wait_for_timeout(4500)
+    return len(polls) == asked
+
+
+async def polls_rewritten(page: Page, polls: list[str], rewrite: Callable[[str], str]) -> None:
+    """From now on, each poll is sent (to the real server) as `rewrite` makes its URL."""
+
+    async def rewritten(route: Route) -> None:
+        polls.append(route.request.url)
+        await route.continue_(url=rewrite(route.request.url))
+
+    await page.unroute(LAST_USE)
+    await page.route(LAST_USE, rewritten)
+
+
+async def live_updates_stop(page: Page) -> None:
+    """The old key's page stops polling when its live updates are over (started more than 30
+    minutes ago), and when a poll is answered with an error; reloading it polls again."""
+    polls: list[str] = []
+    long_ago = int(time.time()) - LIVE_FOR_SECONDS - 60
+    await polls_rewritten(page, polls, lambda url: re.sub(r"since=\d+", f"since={long_ago}", url))
+    await page.wait_for_selector("#live-last-use[data-live=off] #live-paused")
+    assert "reload the page to resume" in (await page.text_content("#live-paused") or "").lower()
+    assert await page.get_attribute("#live-last-use", "hx-trigger") is None
+    assert await polls_stopped(page, polls), "the page kept polling once paused"
+
+    await page.unroute(LAST_USE)
+    await page.reload()
+    await page.wait_for_selector("#live-last-use[data-live=on]")
+    # A key it may not see (404): the error is swapped in for the card, which asked no more.
+    nobody = "key_" + "0" * 32
+    await polls_rewritten(page, polls, lambda url: re.sub(r"key_[0-9a-f]{32}", nobody, url))
+    await page.wait_for_selector("#error-message")
+    assert await page.locator("#live-last-use").count() == 0
+    assert await polls_stopped(page, polls), "the page kept polling after an error"
+    await page.unroute(LAST_USE)
 
 
 async def test_an_owner_sets_the_policy_sees_each_keys_standing_and_follows_a_roll_live(
@@ -132,6 +179,7 @@ async def test_an_owner_sets_the_policy_sees_each_keys_standing_and_follows_a_ro
     assert (await page.text_content("#grace-last-addr") or "").strip() == CALLER
     assert await page.get_attribute("#live-last-use", "hx-trigger") == "every 3s"  # still live
     await save(page, artifacts, "key-grace-live-last-use")
+    await live_updates_stop(page)
 
     assert await page.evaluate("window.__cspViolations") == []
     await page.set_viewport_size(MOBILE)

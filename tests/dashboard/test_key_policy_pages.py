@@ -8,6 +8,7 @@ The browser test (`test_key_policy_in_browser.py`) watches the old key's last us
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -15,7 +16,8 @@ from typing import NamedTuple
 import httpx
 import pytest
 
-from api.dashboard.views import key_view
+from api.dashboard.security import SESSION_COOKIE, SESSION_STORE
+from api.dashboard.views import LIVE_FOR_SECONDS, key_view
 from application.key_lifetimes import KeyLifetimes
 from application.key_management import ManagedKey
 from dashboard.asgi import Dashboard, sign_in
@@ -77,6 +79,13 @@ def value_of(page: httpx.Response, name: str) -> str:
     found = re.search(rf'name="{name}" value="([^"]*)"', page.text)
     assert found, f"no field {name}"
     return found.group(1)
+
+
+def live_since(page: httpx.Response, key_id: str) -> int | None:
+    """When the page's live last use started (what its poll sends), None when it polls not."""
+    poll = rf'hx-get="/dashboard/keys/{key_id}/last-use\?since=(\d+)" hx-trigger="every 3s"'
+    found = re.search(poll, page.text)
+    return None if found is None else int(found.group(1))
 
 
 def status_cell(page: httpx.Response, key: ApiKey) -> str:
@@ -226,20 +235,86 @@ async def test_a_roll_arranges_the_old_keys_revocation_once_idle_and_its_page_fo
 
     page = await client.get(f"/dashboard/keys/{key_id}")
     assert 'id="live-last-use"' in page.text
-    assert f'hx-get="/dashboard/keys/{key_id}/last-use" hx-trigger="every 3s"' in page.text
+    since = live_since(page, key_id)
+    assert since is not None and abs(since - time.time()) < 60  # followed from the page's load
     assert "will be revoked once unused for 15 minutes" in page.text
 
-    fragment = await client.get(f"/dashboard/keys/{key_id}/last-use", headers=HTMX)
+    fragment = await client.get(f"/dashboard/keys/{key_id}/last-use?since={since}", headers=HTMX)
     assert fragment.status_code == 200 and "<html" not in fragment.text
     assert "{#" not in fragment.text
     assert 'id="grace-last-used"' in fragment.text and ">never<" in fragment.text
-    assert 'hx-trigger="every 3s"' in fragment.text
+    assert live_since(fragment, key_id) == since  # asks again, with the same start
 
     # Revoked: the fragment says so and asks no more.
     dashboard.registry.revoke_key(key.id, actor=OPERATOR, reason="done")
     fragment = await client.get(f"/dashboard/keys/{key_id}/last-use", headers=HTMX)
     assert 'id="grace-over"' in fragment.text and "revoked" in fragment.text
     assert "hx-trigger" not in fragment.text
+
+
+async def rolled_old_key(client: httpx.AsyncClient, token: str, key: ApiKey) -> str:
+    """Roll `key` with an hour's grace; the old key's id (expiring now)."""
+    key_id = format_key_id(key.id)
+    rolled = await client.post(
+        f"/dashboard/keys/{key_id}/roll",
+        data={"grace_seconds": "3600", "_csrf_token": token},
+        headers=HTMX,
+    )
+    assert rolled.status_code == 200, rolled.text
+    return key_id
+
+
+async def test_the_live_last_use_pauses_after_half_an_hour_whatever_the_page_sends(
+    dashboard: Dashboard, owner: tuple[httpx.AsyncClient, str, Organization]
+) -> None:
+    client, token, org = owner
+    key_id = await rolled_old_key(client, token, new_key(dashboard, org, "Billing"))
+
+    async def fragment(since: str) -> httpx.Response:
+        answer = await client.get(f"/dashboard/keys/{key_id}/last-use?since={since}", headers=HTMX)
+        assert answer.status_code == 200, answer.text
+        return answer
+
+    # Started 29 minutes ago: still live, and the start is kept.
+    started = int(time.time()) - LIVE_FOR_SECONDS + 60
+    assert live_since(await fragment(str(started)), key_id) == started
+    # Started 30 minutes ago: paused, asking no more, saying how to resume.
+    paused = await fragment(str(int(time.time()) - LIVE_FOR_SECONDS))
+    assert live_since(paused, key_id) is None and "hx-trigger" not in paused.text
+    assert 'data-live="off"' in paused.text and 'id="live-paused"' in paused.text
+    assert "Live updates paused after 30 minutes" in paused.text
+    assert f'href="/dashboard/keys/{key_id}">Reload the page</a> to resume' in paused.text
+    assert 'id="grace-last-used"' in paused.text  # the last use is still shown
+
+    # A start in the future (or absurd, or unreadable) is taken as now and sent on as now:
+    # no poll lasts past 30 minutes from now.
+    for forged in ("99999999999", "9" * 40, "-5", "1e12", "soon", "", "\uff11\uff12"):
+        before = int(time.time())
+        since = live_since(await fragment(forged), key_id)
+        assert since is not None and before <= since <= time.time(), forged
+
+
+async def test_polling_the_live_last_use_does_not_renew_the_session(
+    dashboard: Dashboard, owner: tuple[httpx.AsyncClient, str, Organization]
+) -> None:
+    client, token, org = owner
+    key_id = await rolled_old_key(client, token, new_key(dashboard, org, "Billing"))
+    store = dashboard.process.litestar.stores.get(SESSION_STORE)
+    session_id = client.cookies[SESSION_COOKIE]
+    data = await store.get(session_id)
+    assert data is not None
+    await store.set(session_id, data, expires_in=100)  # as if idle for most of the timeout
+
+    polled = await client.get(f"/dashboard/keys/{key_id}/last-use", headers=HTMX)
+    assert polled.status_code == 200 and live_since(polled, key_id) is not None
+    assert SESSION_COOKIE not in polled.headers.get("set-cookie", "")
+    left = await store.expires_in(session_id)
+    assert left is not None and left <= 100  # not renewed: the idle timeout still runs
+
+    # Any other page is activity: it renews the session.
+    assert (await client.get(f"/dashboard/keys/{key_id}")).status_code == 200
+    left = await store.expires_in(session_id)
+    assert left is not None and left > 3600
 
 
 async def test_roll_refusals_are_shown_with_the_form(
@@ -284,10 +359,14 @@ def test_a_key_unused_for_long_shows_when_it_will_be_revoked_unless_used() -> No
         now=datetime.now(UTC),
     )
     issued: datetime = key.created_on
-    due = (issued + timedelta(days=90)).date().isoformat()
+    # Unused for 85 of the 90 days and not warned yet: the sweep's warning (sent now) gives
+    # the key the whole warning lead (7 days), so it goes on day 92, not on day 90.
     later = issued + timedelta(days=85)
+    warned_for = (later + timedelta(days=7)).date().isoformat()
     shown = key_view(ManagedKey(key, org), later, {})
-    assert shown.policy == (f"unused for 85 days: to be revoked on {due} unless used",)
+    assert shown.policy == (f"unused for 85 days: to be revoked on {warned_for} unless used",)
+    # Well before the warning is due (day 83), nothing is said yet.
+    assert key_view(ManagedKey(key, org), issued + timedelta(days=80), {}).policy == ()
     # Used a day ago: nothing to say.
     used = Use((later - timedelta(days=1)).timestamp(), "203.0.113.9")
     assert key_view(ManagedKey(key, org, used), later, {}).policy == ()

@@ -64,7 +64,21 @@ def test_setting_the_same_policy_again_records_nothing() -> None:
 
 
 def test_an_org_from_before_the_policy_has_none() -> None:
-    assert an_org().lifetime_policy == LifetimePolicy()
+    org = an_org()
+    assert org.lifetime_policy == LifetimePolicy()
+    assert org.lifetime_policy_set_at is None
+
+
+def test_an_org_remembers_when_its_policy_was_set() -> None:
+    org = an_org(LifetimePolicy(max_lifetime=90 * DAY))
+    assert org.lifetime_policy_set_at == org.modified_on
+
+
+def test_a_policy_out_of_bounds_is_not_set() -> None:
+    org = an_org()
+    with pytest.raises(ValidationError, match="max_lifetime"):
+        org.set_lifetime_policy(LifetimePolicy(max_lifetime=timedelta(minutes=5)), OPERATOR)
+    assert org.lifetime_policy == LifetimePolicy()
 
 
 def test_a_key_that_breaks_the_policy_is_not_issued() -> None:
@@ -129,7 +143,7 @@ def test_the_idle_time_must_lie_within_a_minute_and_the_grace(idle: timedelta) -
 def test_an_unused_key_is_warned_with_the_time_it_goes() -> None:
     key = issue(an_org())
     key.warn_unused(NOW + 7 * DAY, SYSTEM)
-    assert key.unused_revoke_at == NOW + 7 * DAY
+    assert key.unused_warning is not None and key.unused_warning.revoke_at == NOW + 7 * DAY
     event = key.collect_events()[-1]
     assert isinstance(event, ApiKey.UnusedWarned) and event.actor == SYSTEM.name
 

@@ -12,9 +12,11 @@ from domain.lifetime_policy import (
     ExpiryRequirement,
     LifetimePolicy,
     PolicyRule,
+    UnusedWarning,
     describe,
     findings,
     idle_revocation_due,
+    last_active,
     pending_unused_revocation,
     unused_verdict,
 )
@@ -28,7 +30,7 @@ def test_the_default_policy_asks_nothing() -> None:
     policy = LifetimePolicy()
     assert policy.is_empty
     assert policy.violation(LIVE, None, NOW) is None
-    assert unused_verdict(policy, NOW - 1000 * DAY, None, NOW) is None
+    assert unused_verdict(policy, NOW - 1000 * DAY, None, None, NOW) is None
 
 
 def test_a_max_lifetime_refuses_a_key_that_never_expires_naming_the_rule() -> None:
@@ -78,7 +80,12 @@ def test_refuse_raises_the_violation() -> None:
 )
 def test_durations_out_of_bounds_are_refused(field: str, value: timedelta) -> None:
     with pytest.raises(ValidationError, match=field):
-        LifetimePolicy(**{field: value})  # type: ignore[arg-type]
+        LifetimePolicy(**{field: value}).check()  # type: ignore[arg-type]
+
+
+def test_a_stored_policy_reads_back_whatever_the_bounds() -> None:
+    stored = LifetimePolicy.of_seconds(60, "none", None)
+    assert stored.max_lifetime == timedelta(minutes=1)
 
 
 def test_a_policy_round_trips_through_its_stored_form() -> None:
@@ -99,41 +106,60 @@ UNUSED = LifetimePolicy(revoke_unused_after=90 * DAY)
 
 
 def test_an_unused_key_is_left_alone_until_a_week_before_it_is_due() -> None:
-    assert unused_verdict(UNUSED, NOW - 82 * DAY, None, NOW) is None
+    assert unused_verdict(UNUSED, NOW - 82 * DAY, None, None, NOW) is None
 
 
 def test_an_unused_key_is_warned_a_week_before_it_is_due() -> None:
-    verdict = unused_verdict(UNUSED, NOW - 83 * DAY, None, NOW)
+    verdict = unused_verdict(UNUSED, NOW - 83 * DAY, None, None, NOW)
     assert verdict is not None and not verdict.revoke
     assert verdict.revoke_at == NOW + 7 * DAY
 
 
+def warned(at: datetime, revoke_at: datetime) -> UnusedWarning:
+    return UnusedWarning(given_at=at, revoke_at=revoke_at)
+
+
 def test_a_key_long_overdue_is_warned_first_and_revoked_only_a_week_later() -> None:
-    warned = unused_verdict(UNUSED, NOW - 400 * DAY, None, NOW)
-    assert warned is not None and not warned.revoke and warned.revoke_at == NOW + 7 * DAY
-    assert unused_verdict(UNUSED, NOW - 400 * DAY, warned.revoke_at, NOW + 6 * DAY) is None
-    revoked = unused_verdict(UNUSED, NOW - 400 * DAY, warned.revoke_at, NOW + 7 * DAY)
+    idle_since = NOW - 400 * DAY
+    first = unused_verdict(UNUSED, idle_since, None, None, NOW)
+    assert first is not None and not first.revoke and first.revoke_at == NOW + 7 * DAY
+    warning = warned(NOW, first.revoke_at)
+    assert unused_verdict(UNUSED, idle_since, warning, None, NOW + 6 * DAY) is None
+    revoked = unused_verdict(UNUSED, idle_since, warning, None, NOW + 7 * DAY)
     assert revoked is not None and revoked.revoke
 
 
 def test_a_use_after_the_warning_cancels_it() -> None:
-    last_active = NOW - 83 * DAY
-    warned = unused_verdict(UNUSED, last_active, None, NOW)
-    assert warned is not None
+    warning = warned(NOW, NOW + 7 * DAY)
     used_again = NOW + DAY
-    assert pending_unused_revocation(UNUSED, used_again, warned.revoke_at) is None
-    assert unused_verdict(UNUSED, used_again, warned.revoke_at, NOW + 8 * DAY) is None
+    assert pending_unused_revocation(UNUSED, used_again, warning, None) is None
+    assert unused_verdict(UNUSED, used_again, warning, None, NOW + 8 * DAY) is None
+
+
+def test_a_policy_set_after_the_warning_makes_it_stale() -> None:
+    warning = warned(NOW, NOW + 7 * DAY)
+    idle_since = NOW - 400 * DAY
+    assert pending_unused_revocation(UNUSED, idle_since, warning, NOW - DAY) == NOW + 7 * DAY
+    assert pending_unused_revocation(UNUSED, idle_since, warning, NOW + DAY) is None
+    again = unused_verdict(UNUSED, idle_since, warning, NOW + DAY, NOW + 60 * DAY)
+    assert again is not None and not again.revoke, "warned anew"
 
 
 def test_a_rule_turned_off_after_the_warning_revokes_nothing() -> None:
-    warned_at = NOW + 7 * DAY
-    assert unused_verdict(LifetimePolicy(), NOW - 400 * DAY, warned_at, NOW + 30 * DAY) is None
+    warning = warned(NOW, NOW + 7 * DAY)
+    assert unused_verdict(LifetimePolicy(), NOW - 400 * DAY, warning, None, NOW + 30 * DAY) is None
 
 
 def test_a_short_rule_warns_half_its_length_before() -> None:
     policy = LifetimePolicy(revoke_unused_after=2 * DAY)
-    verdict = unused_verdict(policy, NOW - DAY, None, NOW)
+    verdict = unused_verdict(policy, NOW - DAY, None, None, NOW)
     assert verdict is not None and verdict.revoke_at == NOW + DAY
+
+
+def test_a_key_is_last_active_at_its_last_use_or_its_issue() -> None:
+    assert last_active(NOW, None) == NOW
+    assert last_active(NOW, NOW + DAY) == NOW + DAY
+    assert last_active(NOW, NOW - DAY) == NOW
 
 
 # -- rolled keys revoked once idle ---------------------------------------------------------
@@ -171,8 +197,9 @@ def test_a_key_issued_before_the_policy_shows_what_it_breaks() -> None:
         env=LIVE,
         issued_at=NOW - 85 * DAY,
         expires_at=None,
-        last_active=NOW - 85 * DAY,
-        warned_revoke_at=None,
+        active_at=NOW - 85 * DAY,
+        warning=None,
+        policy_set_at=None,
         now=NOW,
     )
     assert [f.rule for f in found] == [PolicyRule.MAX_LIFETIME, PolicyRule.REVOKE_UNUSED_AFTER]
@@ -187,8 +214,9 @@ def test_a_key_within_the_policy_shows_nothing() -> None:
         env=LIVE,
         issued_at=NOW - DAY,
         expires_at=NOW + 80 * DAY,
-        last_active=NOW - DAY,
-        warned_revoke_at=None,
+        active_at=NOW - DAY,
+        warning=None,
+        policy_set_at=None,
         now=NOW,
     )
     assert found == []
@@ -200,8 +228,9 @@ def test_a_stale_warning_is_not_shown_as_the_revocation_date() -> None:
         env=LIVE,
         issued_at=NOW - 400 * DAY,
         expires_at=None,
-        last_active=NOW - 85 * DAY,
-        warned_revoke_at=NOW - 100 * DAY,
+        active_at=NOW - 85 * DAY,
+        warning=warned(NOW - 107 * DAY, NOW - 100 * DAY),
+        policy_set_at=None,
         now=NOW,
     )
     assert found[-1].text.endswith("to be revoked on 2030-01-08 unless used")

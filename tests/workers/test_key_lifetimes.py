@@ -7,7 +7,6 @@ publish.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,15 +14,24 @@ from itertools import count
 from uuid import UUID
 
 import msgspec
+import nats
 import pytest
+from nats.js.api import ConsumerConfig
 
-import bootstrap.workers
-from adapters.request_events import RequestEvent, RequestEventBatch, new_event_id
+from adapters.request_events import (
+    AUDIT_STREAM,
+    REQUESTS_SUBJECT,
+    RequestEvent,
+    RequestEventBatch,
+    ensure_audit_stream,
+    new_event_id,
+)
 from adapters.settings import Settings
 from application.history import History
 from application.key_lifetimes import IDLE_REASON, KeyLifetimes
 from application.registry import KeyRegistry
-from bootstrap.workers import run_expiry
+from bootstrap.lifetime_sweep import MAX_PENDING, AuditCurrency, run_lifetimes
+from bootstrap.workers import WORKERS
 from domain.actors import OPERATOR
 from domain.ids import format_key_id, format_org_id
 from domain.key_format import Environment, KeyType
@@ -32,7 +40,8 @@ from domain.plans import Plan
 from projections.generation_store import open_generation_store
 from projections.request_audit_query import Message, RequestAuditStore
 from projections.request_audit_store import open_request_audit_store
-from workers.key_lifetimes import LifetimeSweep
+from support.servers import NatsServer
+from workers.key_lifetimes import LifetimeSweep, SweepReport
 
 DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
@@ -94,10 +103,18 @@ def a_key(registry: KeyRegistry, policy: LifetimePolicy | None = None) -> UUID:
     ).key.id
 
 
-def sweep(
-    registry: KeyRegistry, audit: RequestAuditStore, *, audit_current: bool = True
-) -> LifetimeSweep:
-    return LifetimeSweep(registry, audit.last_used, lambda: audit_current)
+class Sweep:
+    """The sweep as its worker runs it, on the real audit model; the audit current unless said."""
+
+    def __init__(self, registry: KeyRegistry, audit: RequestAuditStore) -> None:
+        self.sweep = LifetimeSweep(registry, audit.last_used)
+
+    def run_once(self, *, audit_current: bool = True) -> SweepReport:
+        return self.sweep.run_once(audit_current=audit_current)
+
+
+def sweep(registry: KeyRegistry, audit: RequestAuditStore) -> Sweep:
+    return Sweep(registry, audit)
 
 
 def events_of(registry: KeyRegistry, key_id: UUID) -> list[dict]:  # type: ignore[type-arg]
@@ -117,11 +134,11 @@ def test_an_unused_key_is_warned_a_week_ahead_then_revoked_by_the_system(
     clock.now += 84 * DAY
     report = sweeping.run_once()
     assert report.warned == 1 and report.revoked_unused == 0
-    warned_at = registry.get_key(key_id).unused_revoke_at
-    assert warned_at is not None and warned_at >= clock.now + 6 * DAY
+    warning = registry.get_key(key_id).unused_warning
+    assert warning is not None and warning.revoke_at >= clock.now + 6 * DAY
     assert sweeping.run_once().warned == 0, "a key is warned once"
 
-    clock.now = warned_at
+    clock.now = warning.revoke_at
     assert sweeping.run_once().revoked_unused == 1
     key = registry.get_key(key_id)
     assert key.is_revoked and key.revocation_reason == UNUSED_REASON
@@ -161,34 +178,55 @@ def test_keys_of_an_org_without_the_rule_are_left_alone(
     clock.now += 1000 * DAY
     report = sweep(registry, audit).run_once()
     assert report.warned == 0 and report.revoked_unused == 0
-    assert registry.get_key(key_id).unused_revoke_at is None
+    assert registry.get_key(key_id).unused_warning is None
 
 
-def test_nothing_is_revoked_while_the_audit_is_not_kept_current(
+def test_nothing_is_warned_or_revoked_while_the_audit_is_not_current(
     registry: KeyRegistry, audit: RequestAuditStore, clock: Clock
 ) -> None:
     key_id = a_key(registry, UNUSED_90)
     clock.now += 85 * DAY
-    assert sweep(registry, audit, audit_current=False).run_once().warned == 1
+    held = sweep(registry, audit).run_once(audit_current=False)
+    assert held.warned == 0 and held.held_back == 1
+    assert sweep(registry, audit).run_once().warned == 1
     clock.now += 8 * DAY
-    report = sweep(registry, audit, audit_current=False).run_once()
-    assert report.revoked_unused == 0 and report.skipped_revocations == 1
+    report = sweep(registry, audit).run_once(audit_current=False)
+    assert report.revoked_unused == 0 and report.held_back == 1
     assert not registry.get_key(key_id).is_revoked
 
 
-def test_nothing_is_revoked_when_the_last_use_cannot_be_read(
+def test_nothing_is_warned_or_revoked_when_the_last_use_cannot_be_read(
     registry: KeyRegistry, audit: RequestAuditStore, clock: Clock
 ) -> None:
     key_id = a_key(registry, UNUSED_90)
     clock.now += 85 * DAY
-    sweep(registry, audit).run_once()
-    clock.now += 8 * DAY
 
     def unreadable(key_ids: list[UUID]) -> dict[UUID, object]:
         raise ConnectionError("the audit model is away")
 
-    report = LifetimeSweep(registry, unreadable, lambda: True).run_once()  # type: ignore[arg-type]
-    assert report.revoked_unused == 0
+    blind = LifetimeSweep(registry, unreadable)  # type: ignore[arg-type]
+    assert blind.run_once(audit_current=True).warned == 0
+    sweep(registry, audit).run_once()
+    clock.now += 8 * DAY
+    report = blind.run_once(audit_current=True)
+    assert report.revoked_unused == 0 and report.held_back == 1
+    assert not registry.get_key(key_id).is_revoked
+
+
+def test_a_warning_given_before_the_rule_was_set_again_does_not_revoke(
+    registry: KeyRegistry, audit: RequestAuditStore, clock: Clock
+) -> None:
+    key_id = a_key(registry, UNUSED_90)
+    org_id = registry.get_key(key_id).org_id
+    lifetimes = KeyLifetimes(registry)
+    clock.now += 85 * DAY
+    assert sweep(registry, audit).run_once().warned == 1
+    lifetimes.set_policy(OPERATOR, org_id, LifetimePolicy())
+    lifetimes.set_policy(OPERATOR, org_id, UNUSED_90)
+
+    clock.now += 60 * DAY
+    report = sweep(registry, audit).run_once()
+    assert report.revoked_unused == 0 and report.warned == 1, "warned anew, not revoked"
     assert not registry.get_key(key_id).is_revoked
 
 
@@ -222,14 +260,14 @@ def test_a_rolled_key_without_the_arrangement_waits_for_its_grace(
     assert not registry.get_key(key_id).is_revoked
 
 
-def test_an_idle_key_is_not_revoked_while_the_audit_is_not_kept_current(
+def test_an_idle_key_is_not_revoked_while_the_audit_is_not_current(
     registry: KeyRegistry, audit: RequestAuditStore, clock: Clock
 ) -> None:
     key_id = a_key(registry)
     registry.roll_key(key_id, grace=DAY, actor=OPERATOR, revoke_when_idle=15 * MINUTE)
     clock.now += 30 * MINUTE
-    report = sweep(registry, audit, audit_current=False).run_once()
-    assert report.revoked_idle == 0 and report.skipped_revocations == 1
+    report = sweep(registry, audit).run_once(audit_current=False)
+    assert report.revoked_idle == 0 and report.held_back == 1
     assert not registry.get_key(key_id).is_revoked
 
 
@@ -246,22 +284,28 @@ def test_a_new_sweep_reads_the_warnings_and_arrangements_from_the_store(
     assert registry.get_key(key_id).is_revoked
 
 
-async def test_the_expiry_worker_runs_the_sweep_revoking_only_with_a_live_audit_worker(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+def test_the_lifetimes_worker_is_registered() -> None:
+    assert WORKERS["lifetimes"] is run_lifetimes
+
+
+async def test_the_audit_is_current_only_with_a_live_audit_worker_caught_up(
+    settings: Settings, private_nats: NatsServer
 ) -> None:
-    started: list[LifetimeSweep] = []
-
-    async def record(sweep: LifetimeSweep, stopping: asyncio.Event) -> None:
-        started.append(sweep)
-        stopping.set()
-
-    monkeypatch.setattr(bootstrap.workers, "sweep_until_stopped", record)
-    await asyncio.wait_for(run_expiry(settings, asyncio.Event()), timeout=30)
-    (sweep,) = started
-    assert not sweep._audit_current(), "no audit worker is running here"
     pointers = open_generation_store(settings)
+    client = await nats.connect(private_nats.url)
     try:
+        js = client.jetstream()
+        await ensure_audit_stream(js)
+        current = AuditCurrency(pointers, js)
+        assert not await current(), "no audit worker has a heartbeat"
         pointers.beat("test:1", {"audit": "running"}, datetime.now(UTC))
-        assert sweep._audit_current()
+        assert not await current(), "its consumer does not exist yet"
+        await js.add_consumer(AUDIT_STREAM, ConsumerConfig(durable_name="icodrip-audit"))
+        assert await current()
+        for _ in range(MAX_PENDING + 1):
+            await js.publish(REQUESTS_SUBJECT + ".live", b"{}")
+        assert not await current(), "a backlog to ingest first"
+        assert not await AuditCurrency(pointers, None)(), "no NATS: not known to be current"
     finally:
+        await client.close()
         pointers.close()

@@ -1,5 +1,6 @@
 """Settings > API Keys: the keys, Create API Key, and one key's page (roll, rename, revoke),
-whose last use it follows live while a roll's grace period lasts (`/last-use`, polled by htmx).
+whose last use it follows live while a roll's grace period lasts (`/last-use`, polled by htmx
+for half an hour at most, without renewing the session).
 
 Handlers read the form (`forms`), run one `KeyManagement` operation as the user's actor, and
 render what `views` builds. Each declares its command (`opt`), asked of the access policy
@@ -22,6 +23,7 @@ from litestar.response import Redirect, Template
 from api.dashboard import forms, usage_views, views
 from api.dashboard.context import DashboardContext
 from api.dashboard.pages import USER_DEPENDENCY, declared_command, flash, is_htmx, page
+from api.dashboard.security import LEAVES_SESSION_IDLE
 from api.errors import STORE_ERRORS
 from api.key_dependencies import provide_key_management
 from application.key_management import KeyManagement, ManagedKey, NewKey, key_ref
@@ -119,20 +121,27 @@ class KeyPages(Controller):
         view = await asyncio.to_thread(_key_page, dashboard, management, actor, key, usage_range)
         return page(request, "key.html.j2", view, user=user)
 
-    @get("/{key_id:str}/last-use", opt={"command": Command.READ_KEYS})
+    @get(
+        "/{key_id:str}/last-use",
+        opt={"command": Command.READ_KEYS, LEAVES_SESSION_IDLE: True},
+    )
     async def key_last_use(
         self,
         request: Request[Any, Any, Any],
         management: NamedDependency[KeyManagement],
         user: NamedDependency[User],
         key: NamedDependency[ManagedKey],
+        since: FromQuery[str | None] = None,
     ) -> Template:
-        """The key's last use and grace, which its page polls while the key is expiring (the
-        fragment stops asking once the key is no longer expiring)."""
+        """The key's last use and grace, which its page polls while the key is expiring, for
+        `views.LIVE_FOR_SECONDS` from `since` (when the page started, as the poll sends it);
+        the fragment stops asking once the key is no longer expiring, or the time is up. A
+        poll does not renew the session: an unattended page still times out."""
 
         def load() -> views.LastUsePage:
             record = management.with_last_use(key)
-            return views.LastUsePage(key=views.key_view(record, utc_now(), {}))
+            live = views.live_updates(since, time.time())
+            return views.LastUsePage(key=views.key_view(record, utc_now(), {}), live=live)
 
         view = await asyncio.to_thread(load)
         return page(request, "_key_last_use.html.j2", view, user=user)
@@ -269,7 +278,11 @@ def _key_page(
     usage, unavailable = _key_usage(dashboard, actor, key, choice, granularity)
     shown = views.key_page(record, history, actor, utc_now(), people)
     return msgspec.structs.replace(
-        shown, usage=usage, usage_unavailable=unavailable, roll_error=roll_error
+        shown,
+        usage=usage,
+        usage_unavailable=unavailable,
+        roll_error=roll_error,
+        live=views.live_updates(None, time.time()),
     )
 
 

@@ -66,6 +66,11 @@ FAILED_SIGN_INS_PER_ADDRESS = 20
 #: How long sign-ins stay refused once a limit is passed.
 SIGN_IN_LOCK_OUT_SECONDS = 5 * 60
 
+#: A route's opt: its requests read the session without renewing or saving it, so they do not
+#: count as activity for the idle timeout (`SESSION_MAX_AGE`, renewed on every other request):
+#: a page's background polling must not keep an unattended session alive.
+LEAVES_SESSION_IDLE = "leaves_session_idle"
+
 #: Every dashboard response's: the pages' own, and never cached (a key shown once must not
 #: come back from a cache).
 SECURITY_HEADERS = {**PAGE_HEADERS, "cache-control": "no-store"}
@@ -92,8 +97,28 @@ async def stamp_security_headers(message: Message, scope: Scope) -> None:
     message["headers"] = headers
 
 
+def leaves_session_idle(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """Whether this request's route reads the session without renewing it (its opt)."""
+    handler = connection.scope.get("route_handler")
+    return handler is not None and bool(handler.opt.get(LEAVES_SESSION_IDLE))
+
+
 class DashboardSessionBackend(ServerSideSessionBackend):
-    """Litestar's server-side sessions, except that an anonymous visit stores nothing."""
+    """Litestar's server-side sessions, except that an anonymous visit stores nothing, and a
+    route marked `LEAVES_SESSION_IDLE` neither renews the session nor saves it (ending it, as
+    a disabled user's request does, still ends it)."""
+
+    async def load_from_connection(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> dict[str, Any]:
+        if not leaves_session_idle(connection):
+            return await super().load_from_connection(connection)
+        session_id = connection.cookies.get(self.config.key)
+        if not session_id:
+            return {}
+        store = self.config.get_store_from_app(connection.scope["app"])
+        data = await store.get(session_id)  # without `renew_for`: its expiry stays as it was
+        return {} if data is None else self.deserialize_data(data)
 
     async def store_in_message(
         self, scope_session: ScopeSession, message: Message, connection: Any
@@ -101,6 +126,8 @@ class DashboardSessionBackend(ServerSideSessionBackend):
         anonymous = isinstance(scope_session, dict) and not scope_session
         if anonymous and not connection.cookies.get(self.config.key):
             return  # no session to keep, none to end: no store write, no cookie
+        if scope_session is not Empty and leaves_session_idle(connection):
+            return  # read, not renewed: no store write, no cookie
         await super().store_in_message(scope_session, message, connection)
 
 

@@ -190,6 +190,30 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     changes: tuple[Change, ...]
 
 
+#: How long a key page follows a rolled key's last use live; reloading it follows it again.
+#: (The grace period may last 30 days: an unattended tab must not poll, nor keep its session
+#: alive, all that time.)
+LIVE_FOR_SECONDS = 30 * 60
+
+
+class LiveUpdates(msgspec.Struct, frozen=True, kw_only=True):
+    """A key page's live last use: followed since `since` (epoch seconds), still while `on`."""
+
+    since: int
+    on: bool
+    minutes: int = LIVE_FOR_SECONDS // 60
+
+
+def live_updates(since: str | None, now: float) -> LiveUpdates:
+    """The live updates of a page that started them at `since` (as its poll sends it back):
+    one missing, unreadable or later than `now` starts now, so none lasts past
+    `LIVE_FOR_SECONDS` from now (the fragment sends the clamped time on)."""
+    started = int(now)
+    if since is not None and since.isascii() and since.isdigit() and len(since) <= 12:
+        started = min(int(since), started)
+    return LiveUpdates(since=started, on=int(now) - started < LIVE_FOR_SECONDS)
+
+
 class KeyPage(View, frozen=True, kw_only=True):
     """One key: its details, the actions the user may take, its history (oldest first)."""
 
@@ -204,12 +228,14 @@ class KeyPage(View, frozen=True, kw_only=True):
     usage_unavailable: bool = False
     roll_note: str | None = None  # why the successor needs an expiry of its own (the policy)
     roll_error: str | None = None
+    live: LiveUpdates | None = None  # an expiring key's last use, followed from now
 
 
 class LastUsePage(View, frozen=True, kw_only=True):
     """A rolled key's last use, which its page follows live through the grace period."""
 
     key: KeyView
+    live: LiveUpdates
 
 
 class RevokePage(View, frozen=True, kw_only=True):

@@ -6,9 +6,12 @@ with ECDSA keys of its own: `Github-Public-Key-Identifier` names the key and
 `Github-Public-Key-Signature` carries the base64 DER ECDSA P-256 signature, over SHA-256, of
 the raw body; the public keys come from `ICODRIP_GITHUB_SCANNING_KEYS_URL`
 (`adapters.github_scanning_keys`). Refusals: 401 `missing_signature`, `invalid_signature`,
-`unknown_key_identifier`; 503 `leak_keys_unavailable` when the keys cannot be fetched (GitHub
-retries). No timestamp is signed, so a captured report can be sent again: that is harmless,
-as `KeyRegistry.respond_to_leak` acts once per key, and the answer tells nothing new.
+`unknown_key_identifier` (only right after a fetch of GitHub's keys that did not hold it: GitHub
+takes a 401 as final); 503 `leak_keys_unavailable` with `Retry-After` when the keys cannot be
+fetched, or when the report names a key we do not hold while the document may not be fetched
+again yet (perhaps a key GitHub has just rotated in: GitHub retries). No timestamp is signed,
+so a captured report can be sent again: that is harmless, as `KeyRegistry.respond_to_leak`
+acts once per key, and the answer tells nothing new.
 """
 
 from __future__ import annotations
@@ -22,24 +25,43 @@ from litestar.params import HeaderParameter
 from litestar.status_codes import HTTP_200_OK
 
 from adapters.github_scanning_keys import (
+    IdentifierNotYetFetched,
     ScanningKeysUnavailable,
     decode_signature,
     signature_valid,
 )
 from api.errors import ApiError
 from api.objects.service import LeakLabel
-from api.routes.leaks import decode_reports, label_reports
+from api.routes.leaks import MAX_REPORT_BODY_BYTES, decode_reports, label_reports
 from api.services import Services
+from domain.key_format import redact_keys
 
 log = structlog.get_logger()
 
 IDENTIFIER_HEADER = "Github-Public-Key-Identifier"
 SIGNATURE_HEADER = "Github-Public-Key-Signature"
+#: Characters of the caller's key identifier a log line keeps (GitHub's are hex digests).
+LOGGED_IDENTIFIER_LENGTH = 100
 
 
 def _refused(code: str, message: str, identifier: str | None) -> ApiError:
-    log.info("leak.github_refused", code=code, key_identifier=(identifier or "")[:100])
+    # The header is the caller's text: a key pasted into it is logged as its hint only.
+    logged = redact_keys(identifier or "")[:LOGGED_IDENTIFIER_LENGTH]
+    log.info("leak.github_refused", code=code, key_identifier=logged)
     return ApiError(401, code, message)
+
+
+def _unavailable(error: ScanningKeysUnavailable) -> ApiError:
+    if isinstance(error, IdentifierNotYetFetched):
+        message = (
+            "GitHub publishes no secret-scanning key with this identifier as of our last fetch "
+            "of its keys, which may not be repeated yet; retry after Retry-After"
+        )
+    else:
+        message = "GitHub's secret-scanning public keys cannot be fetched right now; retry later"
+    return ApiError(
+        503, "leak_keys_unavailable", message, headers={"Retry-After": str(error.retry_after)}
+    )
 
 
 class GitHubLeaksController(Controller):
@@ -47,7 +69,13 @@ class GitHubLeaksController(Controller):
     tags = ["leaks"]
 
     # No key: GitHub signs the report (no access command is asked of a key).
-    @post("/", status_code=HTTP_200_OK, opt={"command": None}, summary="GitHub leak reports")
+    @post(
+        "/",
+        status_code=HTTP_200_OK,
+        opt={"command": None},
+        summary="GitHub leak reports",
+        request_max_body_size=MAX_REPORT_BODY_BYTES,  # a batch of 1,000 matches fits
+    )
     async def report_github_leaks(
         self,
         request: Request[Any, Any, Any],
@@ -84,16 +112,11 @@ class GitHubLeaksController(Controller):
         try:
             key = await services.github_keys.key_for(key_identifier)
         except ScanningKeysUnavailable as error:
-            raise ApiError(
-                503,
-                "leak_keys_unavailable",
-                "GitHub's secret-scanning public keys cannot be fetched right now; retry later",
-                headers={"Retry-After": str(error.retry_after)},
-            ) from None
+            raise _unavailable(error) from None
         if key is None:
             raise _refused(
                 "unknown_key_identifier",
-                "GitHub publishes no secret-scanning key with this identifier",
+                "GitHub publishes no secret-scanning key with this identifier (fetched just now)",
                 key_identifier,
             )
         if not signature_valid(key, der, body):

@@ -12,6 +12,11 @@ its org's `leak_policy`; a repeated report changes nothing more (see
 GitHub itself signs with ECDSA keys of its own: its reports go to `POST /v1/leaks/github`
 (`api.routes.github_leaks`), which shares the decoding and per-token handling below.
 
+A body may hold up to `MAX_REPORTED_TOKENS` matches in `MAX_REPORT_BODY_BYTES` (more than the
+API's usual 64 KiB: a scanner's batch must fit, or it is refused on every retry). One odd
+match does not sink its signed batch: an over-long `url`, `source` or `type` is cut short, and
+a token longer than `MAX_TOKEN_LENGTH` is no key of ours (`false_positive`).
+
 Answer, per reported token, as GitHub expects:
 `{"token_hash": sha256 hex of the token, "token_type": ..., "label": "true_positive" |
 "false_positive"}` — never the token itself.
@@ -46,15 +51,28 @@ SIGNATURE_PREFIX = "sha256="
 #: How far a report's signed timestamp may be from our clock, either way (seconds).
 TIMESTAMP_TOLERANCE = 300
 MAX_REPORTED_TOKENS = 1000
+#: A report body's size at most: 1,000 matches of GitHub's shape are about 200 KiB.
+MAX_REPORT_BODY_BYTES = 1024 * 1024
+#: Characters kept of a match's `url`, and of its `source` and `type`; a token longer than
+#: `MAX_TOKEN_LENGTH` is labelled without being looked at.
+MAX_URL_LENGTH = 2000
+MAX_LABEL_LENGTH = 200
+MAX_TOKEN_LENGTH = 500
 TRUE_POSITIVE: Final = "true_positive"
 FALSE_POSITIVE: Final = "false_positive"
 
 
 class LeakReport(msgspec.Struct):
-    token: Annotated[str, msgspec.Meta(max_length=500)]
-    type: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    url: Annotated[str, msgspec.Meta(max_length=2000)] = ""
-    source: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    token: str
+    type: str = ""
+    url: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        # Cut, not refused: one match's odd text must not make a whole signed batch a 422.
+        self.type = self.type[:MAX_LABEL_LENGTH]
+        self.url = self.url[:MAX_URL_LENGTH]
+        self.source = self.source[:MAX_LABEL_LENGTH]
 
 
 _decoder = msgspec.json.Decoder(
@@ -86,7 +104,12 @@ class LeaksController(Controller):
     tags = ["leaks"]
 
     # No key: a report is signed by the scanner (no access command is asked of a key).
-    @post("/", status_code=HTTP_200_OK, opt={"command": None})
+    @post(
+        "/",
+        status_code=HTTP_200_OK,
+        opt={"command": None},
+        request_max_body_size=MAX_REPORT_BODY_BYTES,
+    )
     async def report_leaks(
         self, request: Request[Any, Any, Any], services: NamedDependency[Services]
     ) -> list[LeakLabel]:
@@ -139,7 +162,8 @@ async def label_reports(
 ) -> list[LeakLabel]:
     """Act on every reported live key per its org's leak policy; label each token in order."""
     results = [await _handle(services, report, scanner) for report in reports]
-    await services.mirror.refresh()
+    # The keys are already revoked or rolled: failing to read that back is no failed request.
+    await services.mirror.refresh_after_write()
     return results
 
 
@@ -149,6 +173,8 @@ async def _handle(services: Services, report: LeakReport, scanner: str) -> LeakL
         token_type=report.type,
         label=FALSE_POSITIVE,
     )
+    if len(report.token) > MAX_TOKEN_LENGTH:
+        return answer
     try:
         parsed = parse_key(report.token.strip())
     except MalformedKey:

@@ -1,7 +1,8 @@
 """`/v1/organization/policy`: the key-lifetime policy of the calling key's organization.
 
-`GET` needs `api_keys:read`. `PATCH` needs `api_keys:write` from a live key that is not
-retiring (a test key does not govern live keys): each field sent replaces that rule, `null`
+`GET` needs `api_keys:read`. `PATCH` needs `api_keys:write` from a live, unrestricted key
+without an expiry or allowed IPs that is not retiring (`domain.access`): each field sent
+replaces that rule, `null`
 turns it off, a field left out keeps it. Keys already issued are not changed; creating or
 rolling a key that breaks the policy answers `422 policy_violation` with the rule named.
 """
@@ -25,13 +26,14 @@ from domain.access import Command
 from domain.lifetime_policy import ExpiryRequirement, LifetimePolicy
 from projections.key_lookup import Principal
 
-Seconds = Annotated[int, msgspec.Meta(ge=1, le=3650 * 86400)]
+#: A rule's length as a change sends it (the policy's own bounds are checked when it is set).
+RuleSeconds = Annotated[int, msgspec.Meta(ge=1, le=3650 * 86400)]
 
 
 class KeyPolicyChange(msgspec.Struct, forbid_unknown_fields=True):
-    max_lifetime_seconds: Seconds | UnsetType | None = UNSET
+    max_lifetime_seconds: RuleSeconds | UnsetType | None = UNSET
     require_expiry: Literal["none", "live", "all"] | UnsetType = UNSET
-    revoke_unused_after_seconds: Seconds | UnsetType | None = UNSET
+    revoke_unused_after_seconds: RuleSeconds | UnsetType | None = UNSET
 
     def applied_to(self, policy: LifetimePolicy) -> LifetimePolicy:
         """`policy` with the rules this change sends (ValidationError when out of bounds)."""

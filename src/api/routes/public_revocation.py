@@ -9,7 +9,7 @@ same body and headers for all of them, and it is sent before any string is even 
 (the work runs after the response, as its background task), so neither its content nor its
 timing depends on what was sent. Strings that fail the key checksum are ignored, and so are
 public keys (`pk_…`: public by design). Each live secret key is flagged `exposed` (source
-`public_revocation`, detail: the reporting client's address) and revoked or rolled per its
+`public_revocation`; the reporter's address is logged, not stored) and revoked or rolled per its
 organization's leak policy (`KeyRegistry.respond_to_leak`), audited and announced to webhooks
 as any leak report is.
 """
@@ -17,6 +17,7 @@ as any leak report is.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -28,12 +29,12 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from api.auth import over_limit
 from api.context import request_context
-from api.errors import ApiError
 from api.objects.service import RevocationAccepted
 from api.services import Services
 from domain.ids import format_key_id
-from domain.key_format import KeyType, MalformedKey, hash_key, parse_key
+from domain.key_format import KeyType, MalformedKey, hash_key, parse_key, redact_keys
 from domain.key_states import ExposureSource
 from domain.rate_limits import PER_ADDRESS
 
@@ -73,26 +74,17 @@ class PublicRevocationController(Controller):
         context = request_context(request.scope)
         client_addr = context.client_addr
         decision = await services.limiter.hit(
-            f"public-revoke:{client_addr}", PUBLIC_REVOCATIONS_PER_MINUTE
+            f"public-revoke:{_sender(client_addr)}", PUBLIC_REVOCATIONS_PER_MINUTE
         )
         decision = replace(decision, policy=PER_ADDRESS)
-        if decision.unavailable:
-            # No rate-limit headers: nothing was counted (as the key gate answers).
-            raise ApiError(
-                503,
-                "rate_limiter_unavailable",
-                "rate limits cannot be checked right now, so requests are refused; "
-                f"retry in {decision.retry_after} s",
-                headers={"Retry-After": str(decision.retry_after)},
-            )
-        context.rate_limit = decision  # the edge adds the headers (and Retry-After on a 429)
         if not decision.allowed:
-            raise ApiError(
-                429,
-                "rate_limit_exceeded",
+            raise over_limit(
+                context,
+                decision,
                 f"one address may make {decision.limit} public revocations per minute; "
                 f"retry in {decision.retry_after} s",
             )
+        context.rate_limit = decision  # the edge adds the headers
         texts = list(dict.fromkeys(text.strip() for text in data.keys))
         return Response(
             RevocationAccepted(),
@@ -101,9 +93,22 @@ class PublicRevocationController(Controller):
         )
 
 
+def _sender(client_addr: str | None) -> str:
+    """Whom the limit counts: the address, or its /64 for IPv6 (one host's usual share)."""
+    if client_addr is None or ":" not in client_addr:
+        return str(client_addr)
+    try:
+        return str(ipaddress.ip_network(f"{client_addr}/64", strict=False))
+    except ValueError:
+        return client_addr
+
+
 async def revoke_keys(services: Services, texts: list[str], client_addr: str | None) -> None:
-    """Respond to the leak of each live secret key among `texts`; never raises."""
-    source = f"public revocation from {client_addr or 'an unknown address'}"
+    """Respond to the leak of each live secret key among `texts`; never raises.
+
+    Keys are found in the process's mirror only (every key, current within a second): a
+    string that is no key costs a hash and a lookup, never a query, however many are sent.
+    """
     changed = False
     for text in texts:
         try:
@@ -113,21 +118,26 @@ async def revoke_keys(services: Services, texts: list[str], client_addr: str | N
         if parsed.type is KeyType.PUBLIC:
             continue
         key_hash = hash_key(parsed.text, services.settings.key_pepper)
+        record = services.mirror.get(key_hash)
+        if record is None:
+            continue
         try:
-            record = services.mirror.get(key_hash) or await services.mirror.find(key_hash)
-            if record is None:
-                continue
+            # The reporter's address stays in the logs (which expire), not in the key's history.
             action = await asyncio.to_thread(
                 services.registry.respond_to_leak,
                 record.key_id,
                 url="",
-                source=source,
+                source="public revocation",
                 exposure=ExposureSource.PUBLIC_REVOCATION,
             )
         except Exception as error:
-            # The answer is sent already: log, and go on with the other keys.
+            # The answer is sent already: log all of it, and go on with the other keys.
             log.error(
-                "leak.public_revocation_failed", key_hint=parsed.hint, error=type(error).__name__
+                "leak.public_revocation_failed",
+                key_id=format_key_id(record.key_id),
+                key_hint=parsed.hint,
+                error=type(error).__name__,
+                message=redact_keys(str(error))[:300],
             )
             continue
         changed = changed or action != "none"
