@@ -18,6 +18,7 @@ import nats
 import pytest
 from nats.js.api import ConsumerConfig
 
+import workers.key_lifetimes
 from adapters.request_events import (
     AUDIT_STREAM,
     REQUESTS_SUBJECT,
@@ -309,3 +310,21 @@ async def test_the_audit_is_current_only_with_a_live_audit_worker_caught_up(
     finally:
         await client.close()
         pointers.close()
+
+
+def test_a_pass_warns_a_bounded_number_of_keys_and_the_next_the_rest(
+    registry: KeyRegistry,
+    audit: RequestAuditStore,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workers.key_lifetimes, "UNUSED_ACTIONS_PER_PASS", 2)
+    org_id = registry.get_key(a_key(registry, UNUSED_90)).org_id
+    for n in range(2):
+        registry.create_key(
+            org_id, name=f"k{n}", env=Environment.LIVE, key_type=KeyType.SECRET, actor=OPERATOR
+        )
+    clock.now += 85 * DAY
+    sweeping = sweep(registry, audit)
+    assert sweeping.run_once().warned == 2
+    assert sweeping.run_once().warned == 1
