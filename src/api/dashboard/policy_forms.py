@@ -63,7 +63,6 @@ class KeyPolicyPage(View, frozen=True, kw_only=True):
     may_set: bool
     form: PolicyForm
     requirements: tuple[tuple[str, str], ...] = EXPIRY_REQUIREMENTS
-    warning_lead: str
 
 
 def policy_form(form: Any) -> PolicyForm:
@@ -148,5 +147,4 @@ def policy_page(
         empty=policy.is_empty,
         may_set=may_set,
         form=form or form_of(policy),
-        warning_lead=describe(policy.warning_lead()),
     )
